@@ -1,0 +1,27 @@
+"""rainbow_jax: what has a trained network learned, and is it the same across runs?
+
+Pure, jitted, vmapped JAX functions for streaming activation statistics,
+alignment of networks, spectra, representational similarity and the rest of
+the analyses of the rainbow tutorial. See README.md.
+"""
+
+from rainbow_jax import align as align
+from rainbow_jax import moments as moments
+from rainbow_jax.align import Alignment as Alignment
+from rainbow_jax.align import align_features as align_features
+from rainbow_jax.align import align_moments as align_moments
+from rainbow_jax.align import procrustes as procrustes
+from rainbow_jax.align import stability as stability
+from rainbow_jax.moments import Moments as Moments
+from rainbow_jax.moments import accumulate as accumulate
+from rainbow_jax.moments import accumulate_stack as accumulate_stack
+from rainbow_jax.moments import covariance as covariance
+from rainbow_jax.moments import layer_moments as layer_moments
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "align", "moments", "Alignment", "align_features", "align_moments",
+    "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
+    "covariance", "layer_moments",
+]

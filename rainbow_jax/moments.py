@@ -1,0 +1,790 @@
+"""Streaming first and second moments of feature maps, mergeable across shards.
+
+The state, `Moments`, holds for each of several feature maps (layers of one or
+two networks) the sample count, the mean and the *centered* sum of outer
+products ``M2 = Σ (x − μ)(x − μ)ᵀ``, plus centered cross sums
+``Σ (x − μₓ)(y − μ_y)ᵀ`` for chosen pairs of maps. Batches are folded in with
+the pairwise update of Chan, Golub & LeVeque, with Kahan-compensated
+accumulators, so float32 statistics over millions of samples keep float32
+accuracy, and both the tutorial's uncentered second moment E[φφᵀ] and the
+centered covariance come out of the same state.
+
+The functions follow the optax pattern: `init` → `update` (jittable, drops
+into `lax.scan`) → `merge` / `psum_merge` (across shards or devices) →
+`covariance` / `mean`. `accumulate` drives a host iterator of batches with
+one compiled update (a ragged last batch is padded and masked, so it is
+counted exactly and compiles nothing new); `accumulate_stack` scans an
+on-device stack of batches.
+
+Conventions: a feature map of shape ``[batch, features]`` is used as is; a
+conv map ``[batch, height, width, channels]`` (Flax's NHWC) has its spatial
+positions folded into the samples, ``[batch * height * width, channels]``.
+
+References:
+  Chan, Golub & LeVeque, "Algorithms for computing the sample variance:
+  analysis and recommendations", The American Statistician 37 (1983).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from rainbow_jax import _checks
+
+Array = jax.Array
+Pair = tuple[int, int]
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "count", "mean", "mean_comp", "m2", "m2_comp", "cross", "cross_comp",
+        "nonfinite",
+    ],
+    meta_fields=["pairs", "names"],
+)
+@dataclasses.dataclass(frozen=True)
+class Moments:
+  """Streaming sufficient statistics of several feature maps.
+
+  Attributes:
+    count: per feature map, ``[]`` int32 number of samples (rows) seen.
+    mean: per feature map, ``[d_i]`` running mean.
+    mean_comp: per feature map, ``[d_i]`` Kahan compensation of `mean`.
+    m2: per feature map, ``[d_i, d_i]`` centered sum Σ (x − μ)(x − μ)ᵀ.
+    m2_comp: Kahan compensation of `m2`.
+    cross: per cross pair ``(i, j)``, ``[d_i, d_j]`` centered cross sum.
+    cross_comp: Kahan compensation of `cross`.
+    nonfinite: per feature map, ``[]`` bool, whether a NaN/Inf was seen.
+    pairs: static, the ``(i, j)`` feature indices of each `cross` entry.
+    names: static, a name per feature map (used in error messages).
+  """
+
+  count: tuple[Array, ...]
+  mean: tuple[Array, ...]
+  mean_comp: tuple[Array, ...]
+  m2: tuple[Array, ...]
+  m2_comp: tuple[Array, ...]
+  cross: tuple[Array, ...]
+  cross_comp: tuple[Array, ...]
+  nonfinite: tuple[Array, ...]
+  pairs: tuple[Pair, ...]
+  names: tuple[str, ...]
+
+  @property
+  def dims(self) -> tuple[int, ...]:
+    """Feature dimension of each map."""
+    return tuple(int(m.shape[-1]) for m in self.mean)
+
+
+def init(
+    dims: int | Sequence[int],
+    *,
+    cross: Sequence[Pair] = (),
+    names: Sequence[str] | None = None,
+    dtype: Any = jnp.float32,
+) -> Moments:
+  """Empty statistics for feature maps of the given widths.
+
+  Args:
+    dims: the feature dimension ``d_i`` of each map (an int for one map).
+    cross: pairs ``(i, j)``, ``i != j``, whose cross-moments to keep. Self
+      moments of every map are always kept.
+    names: a name per map, used in error messages (default ``feature i``).
+    dtype: floating accumulator dtype.
+
+  Returns:
+    A `Moments` with zero count.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> state = init([3, 2], cross=[(0, 1)])
+    >>> state.dims, state.pairs
+    ((3, 2), ((0, 1),))
+  """
+  dims = (dims,) if isinstance(dims, int) else tuple(int(d) for d in dims)
+  if not dims or any(d <= 0 for d in dims):
+    raise ValueError(f"dims must be positive feature widths, got {dims}.")
+  if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    raise TypeError(f"dtype must be floating, got {jnp.dtype(dtype)}.")
+  names = _default_names(names, len(dims))
+  pairs = tuple((int(i), int(j)) for i, j in cross)
+  for i, j in pairs:
+    if not (0 <= i < len(dims) and 0 <= j < len(dims)) or i == j:
+      raise ValueError(
+          f"cross pair {(i, j)} must name two different maps among"
+          f" {len(dims)}; self moments are always kept."
+      )
+  zeros = lambda *shape: jnp.zeros(shape, dtype)
+  return Moments(
+      count=tuple(jnp.zeros((), jnp.int32) for _ in dims),
+      mean=tuple(zeros(d) for d in dims),
+      mean_comp=tuple(zeros(d) for d in dims),
+      m2=tuple(zeros(d, d) for d in dims),
+      m2_comp=tuple(zeros(d, d) for d in dims),
+      cross=tuple(zeros(dims[i], dims[j]) for i, j in pairs),
+      cross_comp=tuple(zeros(dims[i], dims[j]) for i, j in pairs),
+      nonfinite=tuple(jnp.zeros((), bool) for _ in dims),
+      pairs=pairs,
+      names=names,
+  )
+
+
+def _default_names(names, n):
+  if names is None:
+    return tuple(f"feature {i}" for i in range(n))
+  names = tuple(str(s) for s in names)
+  if len(names) != n:
+    raise ValueError(f"got {len(names)} names for {n} feature maps.")
+  return names
+
+
+def fold(x: Array, name: str = "features") -> Array:
+  """Folds a feature map to ``[samples, features]``.
+
+  ``[B, C]`` is returned as is; ``[B, H, W, C]`` (NHWC) becomes
+  ``[B·H·W, C]``, spatial positions counted as samples (row-major, so the
+  rows of one example are contiguous).
+
+  Raises:
+    ValueError: on a rank other than 2 or 4.
+    TypeError: on a non-floating dtype.
+  """
+  _checks.check_rank(x, (2, 4), name)
+  _checks.check_floating(x, name)
+  return x.reshape(-1, x.shape[-1])
+
+
+def _as_list(features) -> list:
+  if isinstance(features, (list, tuple)):
+    return list(features)
+  return [features]
+
+
+def _kahan(total: Array, comp: Array, inc: Array) -> tuple[Array, Array]:
+  """Adds `inc` to the compensated sum (total, comp); true sum ≈ total − comp."""
+  y = inc - comp
+  t = total + y
+  return t, (t - total) - y
+
+
+def _fold_all(state: Moments, features, mask):
+  feats = _as_list(features)
+  if len(feats) != len(state.mean):
+    raise ValueError(
+        f"got {len(feats)} feature maps for statistics of {len(state.mean)}"
+        f" ({', '.join(state.names)})."
+    )
+  batch = None
+  folded, weights = [], []
+  for k, (x, name, d) in enumerate(zip(feats, state.names, state.dims)):
+    x = jnp.asarray(x)
+    xf = fold(x, name)
+    if xf.shape[-1] != d:
+      raise ValueError(
+          f"{name}: expected {d} features, got shape {tuple(x.shape)}."
+      )
+    if mask is not None:
+      if x.shape[0] != mask.shape[0]:
+        raise ValueError(
+            f"{name}: batch of {x.shape[0]} examples but mask of shape"
+            f" {tuple(mask.shape)}."
+        )
+      w = jnp.repeat(mask.astype(xf.dtype), math.prod(x.shape[1:-1]))
+    else:
+      w = None
+    batch = x.shape[0] if batch is None else batch
+    folded.append(xf)
+    weights.append(w)
+  for i, j in state.pairs:
+    if folded[i].shape[0] != folded[j].shape[0]:
+      raise ValueError(
+          f"cross moments of {state.names[i]} and {state.names[j]} need the"
+          f" same number of samples, got shapes {tuple(feats[i].shape)} and"
+          f" {tuple(feats[j].shape)}."
+      )
+  return folded, weights
+
+
+def _batch_stats(x: Array, w: Array | None, dtype):
+  """Count, mean and masked centered rows of one folded batch."""
+  x = x.astype(dtype)
+  if w is None:
+    n = jnp.asarray(x.shape[0], jnp.int32)
+    mu = jnp.mean(x, axis=0)
+    xc = x - mu[None, :]
+  else:
+    n = jnp.sum(w).astype(jnp.int32)
+    # Masked rows may hold anything (padding); zero them before summing.
+    x = jnp.where(w[:, None] > 0, x, 0)
+    mu = jnp.sum(x, axis=0) / jnp.maximum(n, 1).astype(dtype)
+    xc = (x - mu[None, :]) * w[:, None].astype(dtype)
+  bad = jnp.any(~jnp.isfinite(x))
+  return n, mu, xc, bad
+
+
+def update(
+    state: Moments,
+    features: Array | Sequence[Array],
+    *,
+    mask: Array | None = None,
+) -> Moments:
+  """Folds one batch of feature maps into the statistics.
+
+  Args:
+    state: the statistics so far.
+    features: one array per map, each ``[B, d_i]`` or ``[B, H, W, d_i]``
+      (a single array when the state has one map).
+    mask: optional ``[B]`` bool; examples where it is False are ignored
+      (used to pad a ragged last batch to the compiled shape).
+
+  Returns:
+    The updated statistics. Pure and jittable; non-finite inputs are recorded
+    in ``state.nonfinite`` (checked by `check` and the drivers), not raised.
+
+  Raises:
+    ValueError: wrong number of maps, wrong width or rank, or cross pairs
+      with different sample counts.
+    TypeError: a non-floating feature map.
+  """
+  dtype = state.mean[0].dtype
+  folded, weights = _fold_all(state, features, mask)
+  stats = [_batch_stats(x, w, dtype) for x, w in zip(folded, weights)]
+
+  # The Chan update of each pair uses the means *before* this batch.
+  fractions = []
+  for k, (nb, mub, _, _) in enumerate(stats):
+    n_new = state.count[k] + nb
+    frac_b = jnp.where(n_new > 0, nb / jnp.maximum(n_new, 1), 0.0).astype(dtype)
+    # n_a·n_b/n, computed in floating point (no int32 overflow).
+    weight = (state.count[k].astype(dtype) * frac_b)
+    delta = mub - (state.mean[k] - state.mean_comp[k])
+    fractions.append((n_new, frac_b, weight, delta))
+
+  def pair_increment(i, j):
+    xc_i, xc_j = stats[i][2], stats[j][2]
+    # With a 0/1 mask applied to both sides, masked rows contribute nothing.
+    local = jnp.matmul(xc_i.T, xc_j, precision=_HIGHEST)
+    _, _, wgt, di = fractions[i]
+    dj = fractions[j][3]
+    return local + wgt * jnp.outer(di, dj)
+
+  means, mean_comps, m2s, m2_comps, counts, bads = [], [], [], [], [], []
+  for k in range(len(stats)):
+    n_new, frac_b, _, delta = fractions[k]
+    mean, comp = _kahan(state.mean[k], state.mean_comp[k], delta * frac_b)
+    m2, m2c = _kahan(state.m2[k], state.m2_comp[k], pair_increment(k, k))
+    means.append(mean)
+    mean_comps.append(comp)
+    m2s.append(m2)
+    m2_comps.append(m2c)
+    counts.append(n_new)
+    bads.append(state.nonfinite[k] | stats[k][3])
+  cross, cross_comp = [], []
+  for p, (i, j) in enumerate(state.pairs):
+    c, cc = _kahan(state.cross[p], state.cross_comp[p], pair_increment(i, j))
+    cross.append(c)
+    cross_comp.append(cc)
+  return dataclasses.replace(
+      state,
+      count=tuple(counts),
+      mean=tuple(means),
+      mean_comp=tuple(mean_comps),
+      m2=tuple(m2s),
+      m2_comp=tuple(m2_comps),
+      cross=tuple(cross),
+      cross_comp=tuple(cross_comp),
+      nonfinite=tuple(bads),
+  )
+
+
+def _check_compatible(a: Moments, b: Moments) -> None:
+  if a.dims != b.dims or a.pairs != b.pairs:
+    raise ValueError(
+        f"cannot merge statistics of maps {a.dims} with pairs {a.pairs} and"
+        f" maps {b.dims} with pairs {b.pairs}."
+    )
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+  """Combines the statistics of two disjoint sets of samples (Chan et al.).
+
+  ``merge(update(init, x1), update(init, x2))`` equals the statistics of the
+  concatenated samples up to rounding. Jittable.
+  """
+  _check_compatible(a, b)
+  dtype = a.mean[0].dtype
+  info = []
+  for k in range(len(a.mean)):
+    na, nb = a.count[k], b.count[k]
+    n = na + nb
+    frac_b = jnp.where(n > 0, nb / jnp.maximum(n, 1), 0.0).astype(dtype)
+    mua = a.mean[k] - a.mean_comp[k]
+    mub = b.mean[k] - b.mean_comp[k]
+    info.append((n, frac_b, na.astype(dtype) * frac_b, mub - mua))
+
+  def combine(sa, ca, sb, cb, i, j):
+    inc = (sb - cb) + info[i][2] * jnp.outer(info[i][3], info[j][3])
+    return _kahan(sa, ca, inc)
+
+  means, mean_comps, m2s, m2_comps = [], [], [], []
+  for k in range(len(a.mean)):
+    mean, comp = _kahan(a.mean[k], a.mean_comp[k], info[k][3] * info[k][1])
+    m2, m2c = combine(a.m2[k], a.m2_comp[k], b.m2[k], b.m2_comp[k], k, k)
+    means.append(mean)
+    mean_comps.append(comp)
+    m2s.append(m2)
+    m2_comps.append(m2c)
+  cross, cross_comp = [], []
+  for p, (i, j) in enumerate(a.pairs):
+    c, cc = combine(a.cross[p], a.cross_comp[p], b.cross[p], b.cross_comp[p], i, j)
+    cross.append(c)
+    cross_comp.append(cc)
+  return dataclasses.replace(
+      a,
+      count=tuple(x[0] for x in info),
+      mean=tuple(means),
+      mean_comp=tuple(mean_comps),
+      m2=tuple(m2s),
+      m2_comp=tuple(m2_comps),
+      cross=tuple(cross),
+      cross_comp=tuple(cross_comp),
+      nonfinite=tuple(x | y for x, y in zip(a.nonfinite, b.nonfinite)),
+  )
+
+
+def psum_merge(state: Moments, axis_name: Any) -> Moments:
+  """Merges per-device statistics across a mapped axis (`shard_map`, `pmap`).
+
+  Every device ends with the statistics of all devices' samples, computed
+  with the exact parallel form of Chan's merge:
+  ``n = Σ nₖ``, ``μ = Σ nₖ μₖ / n``, ``M2 = Σ (M2ₖ + nₖ (μₖ − μ)(μₖ − μ)ᵀ)``.
+
+  Args:
+    state: this device's statistics.
+    axis_name: the mapped axis name(s) to reduce over.
+  """
+  dtype = state.mean[0].dtype
+  counts, means, devs = [], [], []
+  for k in range(len(state.mean)):
+    nk = state.count[k]
+    n = lax.psum(nk, axis_name)
+    muk = state.mean[k] - state.mean_comp[k]
+    nkf = nk.astype(dtype)
+    mu = lax.psum(nkf * muk, axis_name) / jnp.maximum(n, 1).astype(dtype)
+    counts.append(n)
+    means.append(mu)
+    devs.append((nkf, muk - mu))
+
+  def reduce_pair(s, c, i, j):
+    nkf, di = devs[i]
+    dj = devs[j][1]
+    return lax.psum((s - c) + nkf * jnp.outer(di, dj), axis_name)
+
+  m2 = tuple(
+      reduce_pair(state.m2[k], state.m2_comp[k], k, k)
+      for k in range(len(state.mean))
+  )
+  cross = tuple(
+      reduce_pair(state.cross[p], state.cross_comp[p], i, j)
+      for p, (i, j) in enumerate(state.pairs)
+  )
+  nonfinite = tuple(
+      lax.psum(b.astype(jnp.int32), axis_name) > 0 for b in state.nonfinite
+  )
+  return dataclasses.replace(
+      state,
+      count=tuple(counts),
+      mean=tuple(means),
+      mean_comp=tuple(jnp.zeros_like(m) for m in means),
+      m2=m2,
+      m2_comp=tuple(jnp.zeros_like(m) for m in m2),
+      cross=cross,
+      cross_comp=tuple(jnp.zeros_like(c) for c in cross),
+      nonfinite=nonfinite,
+  )
+
+
+def mean(state: Moments, i: int = 0) -> Array:
+  """``[d_i]`` mean of feature map `i`."""
+  return state.mean[i] - state.mean_comp[i]
+
+
+def covariance(
+    state: Moments,
+    i: int = 0,
+    j: int | None = None,
+    *,
+    centered: bool = False,
+    ddof: int = 0,
+) -> Array:
+  """Second moment or covariance of map `i` (with map `j` if given).
+
+  Args:
+    state: accumulated statistics.
+    i: first feature map.
+    j: second feature map (default `i`); ``(i, j)`` or ``(j, i)`` must have
+      been requested as a cross pair in `init`.
+    centered: False gives the uncentered second moment E[xyᵀ] (the tutorial's
+      convention); True gives the covariance E[(x − μₓ)(y − μ_y)ᵀ].
+    ddof: delta degrees of freedom for the centered estimate (divides by
+      ``n − ddof``); must be 0 when uncentered.
+
+  Returns:
+    ``[d_i, d_j]`` matrix. With zero samples it is NaN; `check` and the
+    drivers raise on that before you get here.
+  """
+  j = i if j is None else j
+  if not centered and ddof:
+    raise ValueError("ddof applies to the centered covariance only.")
+  if i == j:
+    m2 = state.m2[i] - state.m2_comp[i]
+  elif (i, j) in state.pairs:
+    p = state.pairs.index((i, j))
+    m2 = state.cross[p] - state.cross_comp[p]
+  elif (j, i) in state.pairs:
+    p = state.pairs.index((j, i))
+    m2 = (state.cross[p] - state.cross_comp[p]).T
+  else:
+    raise ValueError(
+        f"no cross moments of {state.names[i]} and {state.names[j]} were"
+        f" kept; pass cross=[({i}, {j})] to init. Kept: {state.pairs}."
+    )
+  n = state.count[i].astype(m2.dtype)
+  if centered:
+    return m2 / (n - ddof)
+  return m2 / n + jnp.outer(mean(state, i), mean(state, j))
+
+
+def second_moment_trace(state: Moments, i: int = 0) -> Array:
+  """E‖x‖² of map `i`: the trace of its uncentered second moment."""
+  mu = mean(state, i)
+  m2 = state.m2[i] - state.m2_comp[i]
+  return jnp.trace(m2) / state.count[i].astype(m2.dtype) + jnp.dot(mu, mu)
+
+
+def check(state: Moments) -> Moments:
+  """Raises on statistics that would give a wrong number; returns `state`.
+
+  Host-side (not jittable): reads the counts and non-finite flags.
+
+  Raises:
+    ValueError: a map saw NaN/Inf (names the map), or has zero samples.
+  """
+  bad = [n for n, f in zip(state.names, state.nonfinite) if bool(f)]
+  if bad:
+    raise ValueError(f"non-finite values (NaN or Inf) in: {', '.join(bad)}.")
+  empty = [n for n, c in zip(state.names, state.count) if int(c) == 0]
+  if empty:
+    raise ValueError(f"zero samples accumulated for: {', '.join(empty)}.")
+  return state
+
+
+# ---------------------------------------------------------------- drivers
+
+
+def _features_fn(fn):
+  return (lambda batch: batch) if fn is None else fn
+
+
+def _leading(batch) -> int:
+  leaves = jax.tree_util.tree_leaves(batch)
+  if not leaves:
+    raise ValueError("a batch holds no arrays.")
+  sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
+  if len(sizes) != 1 or -1 in sizes:
+    raise ValueError(
+        "every array of a batch needs the same leading (batch) size, got"
+        f" shapes {[tuple(np.shape(l)) for l in leaves]}."
+    )
+  return sizes.pop()
+
+
+def _pad(batch, size: int):
+  def pad(leaf):
+    leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
+    widths = [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
+    return jnp.pad(leaf, widths)
+  return jax.tree_util.tree_map(pad, batch)
+
+
+def init_for(
+    fn: Callable | None,
+    example_batch: Any,
+    *,
+    cross: Sequence[Pair] = (),
+    names: Sequence[str] | None = None,
+    dtype: Any = jnp.float32,
+) -> Moments:
+  """`init` with widths read from ``fn(example_batch)`` (shapes only)."""
+  shapes = jax.eval_shape(_features_fn(fn), example_batch)
+  feats = _as_list(shapes)
+  names = _default_names(names, len(feats))
+  for f, name in zip(feats, names):
+    _checks.check_rank(f, (2, 4), name)
+    _checks.check_floating(f, name)
+  return init([f.shape[-1] for f in feats], cross=cross, names=names,
+              dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NoParams:
+  """Adapts ``fn(batch)`` to the ``fn(params, batch)`` form of the step."""
+
+  fn: Callable
+
+  def __call__(self, params, batch):
+    del params
+    return self.fn(batch)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _jit_step(fn, params, state, batch, mask):
+  return update(state, fn(params, batch), mask=mask)
+
+
+def accumulate(
+    batches: Iterable[Any],
+    fn: Callable | None = None,
+    *,
+    params: Any = None,
+    cross: Sequence[Pair] = (),
+    names: Sequence[str] | None = None,
+    state: Moments | None = None,
+    dtype: Any = jnp.float32,
+    sharding: jax.sharding.Sharding | None = None,
+    progress: bool | str = False,
+    total: int | None = None,
+) -> Moments:
+  """Accumulates statistics over a host iterator of batches.
+
+  Each batch (an array or a pytree of arrays with a common leading batch
+  size) is mapped by ``fn`` to the feature maps, and folded in by one
+  compiled step that runs ``fn`` and `update` together, so activations never
+  leave the device. A batch smaller than the first (the ragged last batch)
+  is zero-padded to the first batch's size and masked: it is counted
+  exactly and reuses the compiled step.
+
+  Args:
+    batches: iterable of batches.
+    fn: maps a batch to one feature map or a list of them; default: the
+      batch itself. With `params` given it is called ``fn(params, batch)``
+      and `params` are traced arguments (pass weights this way rather than
+      closing over them, so new weights reuse the compiled step).
+    params: optional pytree of arrays passed to `fn`.
+    cross: cross pairs to keep (see `init`).
+    names: a name per map, for error messages.
+    state: statistics to continue from (default: fresh).
+    dtype: accumulator dtype for a fresh state.
+    sharding: optional sharding to place each batch with (e.g.
+      ``NamedSharding(mesh, P('data'))``) for data-parallel accumulation; the
+      result equals the single-device one.
+    progress: show a tqdm progress bar (a string sets its description).
+    total: number of batches, for the progress bar.
+
+  Returns:
+    The checked statistics.
+
+  Raises:
+    ValueError: an empty iterator, zero samples, NaN/Inf in a map (named), or
+      inconsistent shapes.
+  """
+  if params is None:
+    step_fn = _NoParams(_features_fn(fn))
+  else:
+    step_fn = fn
+  it = iter(batches)
+  try:
+    first = next(it)
+  except StopIteration:
+    raise ValueError("the iterator of batches is empty.") from None
+  size = _leading(first)
+  if state is None:
+    state = init_for(
+        functools.partial(step_fn, params), first, cross=cross, names=names,
+        dtype=dtype)
+  state = jax.tree_util.tree_map(jnp.array, state)  # own buffers: donated.
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    desc = progress if isinstance(progress, str) else "moments"
+    bar = tqdm(total=total, desc=desc, unit="batch")
+  batch = first
+  while True:
+    n = _leading(batch)
+    if n < size:
+      mask = np.arange(size) < n
+      batch = _pad(batch, size)
+    else:
+      mask = np.ones(n, bool)
+    if sharding is not None:
+      batch = jax.device_put(batch, sharding)
+      mask = jax.device_put(mask, sharding)
+    state = _jit_step(step_fn, params, state, batch, mask)
+    if bar is not None:
+      bar.update(1)
+    try:
+      batch = next(it)
+    except StopIteration:
+      break
+  if bar is not None:
+    bar.close()
+  return check(state)
+
+
+def accumulate_stack(
+    batches: Any,
+    fn: Callable | None = None,
+    *,
+    mask: Array | None = None,
+    cross: Sequence[Pair] = (),
+    names: Sequence[str] | None = None,
+    state: Moments | None = None,
+    dtype: Any = jnp.float32,
+) -> Moments:
+  """Accumulates statistics over an on-device stack of batches with `lax.scan`.
+
+  Pure and jittable (wrap it in `jax.jit` with `fn` static); call `check` on
+  the result outside of jit to catch NaN/Inf and empty statistics.
+
+  Args:
+    batches: array or pytree whose leaves are ``[num_batches, B, ...]``.
+    fn: maps one batch to its feature map(s); default: identity.
+    mask: optional ``[num_batches, B]`` bool of valid examples.
+    cross, names, state, dtype: as in `accumulate`.
+
+  Returns:
+    The statistics after all batches.
+  """
+  fn = _features_fn(fn)
+  if state is None:
+    example = jax.tree_util.tree_map(lambda x: x[0], batches)
+    state = init_for(fn, example, cross=cross, names=names, dtype=dtype)
+
+  def body(s, xs):
+    batch, m = xs
+    return update(s, fn(batch), mask=m), None
+
+  state, _ = lax.scan(body, state, (batches, mask))
+  return state
+
+
+def layer_names(num_layers: Sequence[int]) -> tuple[str, ...]:
+  """Names ``model{m}/layer{l}`` for the maps of one or two models."""
+  return tuple(
+      f"model{m}/layer{l}" for m, n in enumerate(num_layers) for l in range(n)
+  )
+
+
+def layer_pairs(n1: int, n2: int, cross: str = "matched") -> tuple[Pair, ...]:
+  """Cross pairs between model 0's layers ``0..n1-1`` and model 1's layers.
+
+  Model 1's layer ``l`` is map ``n1 + l``. ``cross='matched'`` pairs layer
+  ``l`` with layer ``l`` (needs ``n1 == n2``); ``'all'`` pairs every layer of
+  model 0 with every layer of model 1; ``'none'`` keeps no cross moments.
+  """
+  if cross == "none":
+    return ()
+  if cross == "matched":
+    if n1 != n2:
+      raise ValueError(
+          f"cross='matched' needs the same number of layers, got {n1}, {n2}."
+      )
+    return tuple((l, n1 + l) for l in range(n1))
+  if cross == "all":
+    return tuple((a, n1 + b) for a in range(n1) for b in range(n2))
+  raise ValueError(f"cross must be 'matched', 'all' or 'none', got {cross!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _TwoModels:
+  """Features of two models; params are traced arguments, never constants."""
+
+  apply1: Callable
+  apply2: Callable | None
+
+  def __call__(self, params, batch):
+    feats = list(_as_list(self.apply1(params[0], batch)))
+    if self.apply2 is not None:
+      feats += list(_as_list(self.apply2(params[1], batch)))
+    return feats
+
+
+def layer_moments(
+    apply_fn: Callable,
+    params: Any,
+    batches: Iterable[Any],
+    *,
+    params2: Any | None = None,
+    apply_fn2: Callable | None = None,
+    cross: str = "matched",
+    **kwargs,
+) -> Moments:
+  """Statistics of every layer of one or two models in one pass over data.
+
+  Args:
+    apply_fn: ``apply_fn(params, batch) -> [activation per layer]``, each
+      ``[B, d]`` or ``[B, H, W, C]``.
+    params: the first model's parameters.
+    batches: iterable of input batches.
+    params2: the second model's parameters (enables cross moments).
+    apply_fn2: the second model's function (default `apply_fn`).
+    cross: ``'matched'``, ``'all'`` or ``'none'`` (see `layer_pairs`).
+    **kwargs: passed to `accumulate` (progress, sharding, ...).
+
+  Returns:
+    `Moments` whose map ``l`` is model 0's layer ``l`` and, with a second
+    model of ``n1`` first-model layers, map ``n1 + l`` its layer ``l``; use
+    `covariance` for any self or kept cross pair.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> f = lambda p, x: [x @ p, jnp.maximum(x @ p, 0)]
+    >>> xs = [jnp.ones((4, 3)), jnp.ones((2, 3))]
+    >>> m = layer_moments(f, jnp.eye(3), xs, params2=2 * jnp.eye(3))
+    >>> covariance(m, 0, 2).shape
+    (3, 3)
+  """
+  batches = iter(batches)
+  try:
+    first = next(batches)
+  except StopIteration:
+    raise ValueError("the iterator of batches is empty.") from None
+  n1 = len(_as_list(jax.eval_shape(apply_fn, params, first)))
+  if params2 is None:
+    if apply_fn2 is not None:
+      raise ValueError("apply_fn2 given without params2.")
+    fn = _TwoModels(apply_fn, None)
+    pairs, counts = (), (n1,)
+  else:
+    apply_fn2 = apply_fn if apply_fn2 is None else apply_fn2
+    n2 = len(_as_list(jax.eval_shape(apply_fn2, params2, first)))
+    fn = _TwoModels(apply_fn, apply_fn2)
+    pairs, counts = layer_pairs(n1, n2, cross), (n1, n2)
+  kwargs.setdefault("names", layer_names(counts))
+  return accumulate(
+      _chain(first, batches), fn, params=(params, params2), cross=pairs,
+      **kwargs)
+
+
+def _chain(first, rest):
+  yield first
+  yield from rest
+
+
+__all__ = [
+    "Moments", "init", "update", "merge", "psum_merge", "mean", "covariance",
+    "second_moment_trace", "check", "fold", "init_for", "accumulate",
+    "accumulate_stack", "layer_moments", "layer_names", "layer_pairs",
+]

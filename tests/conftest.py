@@ -1,0 +1,28 @@
+"""Strict test configuration: rank promotion raises, float32 by default."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Per-dtype tolerances for comparisons against float64 numpy references.
+RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
+
+
+def rel_err(a, b):
+  """Relative Frobenius error of `a` against the reference `b`."""
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+FASHION_DIR = os.environ.get(
+    "RAINBOW_JAX_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
