@@ -494,8 +494,12 @@ def check(state: Moments) -> Moments:
 # ---------------------------------------------------------------- drivers
 
 
+def _identity(batch):
+  return batch
+
+
 def _features_fn(fn):
-  return (lambda batch: batch) if fn is None else fn
+  return _identity if fn is None else fn
 
 
 def _leading(batch) -> int:

@@ -1,0 +1,87 @@
+"""Shared benchmark plumbing: timing, machine description, JSON output.
+
+Follows the convention of DESIGN.md: each `benchmarks/<topic>.py` runs our
+implementation and its peers in the same process and writes one JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def parser(topic: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=f"rainbow_jax benchmark: {topic}")
+  p.add_argument("--quick", action="store_true", help="tiny cases (CI smoke)")
+  p.add_argument("--out", default=f"results/{topic}.json", help="JSON path")
+  p.add_argument("--repeats", type=int, default=5)
+  return p
+
+
+def torch_or_none():
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch
+
+
+def machine() -> dict[str, Any]:
+  torch = torch_or_none()
+  dev = jax.devices()[0]
+  return {
+      "platform": platform.platform(),
+      "processor": platform.processor() or platform.machine(),
+      "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
+      "device_count": jax.device_count(),
+      "cpu_count": os.cpu_count(),
+      "jax": jax.__version__,
+      "numpy": np.__version__,
+      "torch": None if torch is None else torch.__version__,
+      "torch_threads": None if torch is None else torch.get_num_threads(),
+  }
+
+
+def block(x):
+  return jax.block_until_ready(x)
+
+
+def time_fn(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+  """Returns (first-call seconds, median steady-state seconds)."""
+  t0 = time.perf_counter()
+  block(fn())
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    block(fn())
+    times.append(time.perf_counter() - t0)
+  return first, statistics.median(times)
+
+
+def record(bench, impl, case, seconds, compile_seconds=None, **extra):
+  return {
+      "bench": bench,
+      "impl": impl,
+      "case": case,
+      "seconds": seconds,
+      "compile_seconds": compile_seconds,
+      "extra": extra,
+  }
+
+
+def write(path: str, records: list[dict], notes: list[str] | None = None):
+  out = {"machine": machine(), "records": records, "notes": notes or []}
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(out, f, indent=1)
+  print(f"wrote {path} ({len(records)} records)")
+  return out

@@ -1,0 +1,101 @@
+"""Streaming covariance throughput: rainbow_jax vs the tutorial's PyTorch loop.
+
+    python benchmarks/covariance.py [--quick] [--out results/covariance.json]
+
+Cases: d ∈ {256, 512, 1024, 2048}, 51 200 samples in batches of 1024. For each
+d it records
+  * ``matmul_peak`` — the machine's float32 GEMM rate measured in this run
+    (one ``[d, B] @ [B, d]`` product, the kernel every implementation needs);
+  * ``rainbow_jax`` ``scan`` — `accumulate_stack` over an on-device stack;
+  * ``rainbow_jax`` ``host`` — `accumulate` over a host iterator of numpy
+    batches (one compiled step, batches transferred each step);
+  * ``pytorch`` — the tutorial's ``compute_activation_covariances`` loop
+    (``act.T @ act`` per batch, summed), when torch is installed.
+GFLOP/s counts 2·B·d² per batch for everyone (rainbow_jax does a little more:
+centering, the Chan correction and Kahan compensation, all O(d²) per batch).
+Memory does not grow with the sample count: the state is O(d²).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import _common as C
+from rainbow_jax import moments as M
+
+
+def main(argv=None):
+  args = C.parser("covariance").parse_args(argv)
+  dims = [64, 128] if args.quick else [256, 512, 1024, 2048]
+  batch = 256 if args.quick else 1024
+  num_batches = 8 if args.quick else 50
+  n = batch * num_batches
+  torch = C.torch_or_none()
+  records, notes = [], []
+  if torch is None:
+    notes.append("torch not installed: pytorch peer skipped")
+  rng = np.random.default_rng(0)
+  for d in dims:
+    case = {"d": d, "samples": n, "batch": batch}
+    flops = 2.0 * n * d * d
+    x = rng.normal(size=(num_batches, batch, d)).astype(np.float32)
+
+    # Machine peak: the GEMM every implementation needs, XLA's kernel.
+    a = jnp.asarray(x[0])
+    gemm = jax.jit(lambda a: a.T @ a)
+    _, t = C.time_fn(lambda: gemm(a), args.repeats * 4)
+    peak = 2.0 * batch * d * d / t / 1e9
+    peak_torch = None
+    if torch is not None:
+      at = torch.from_numpy(x[0])
+      _, tt = C.time_fn(lambda: at.T @ at, args.repeats * 4)
+      peak_torch = 2.0 * batch * d * d / tt / 1e9
+    best_peak = max(peak, peak_torch or 0.0)
+    records.append(C.record("covariance", "matmul_peak", case, t,
+                            gflops=peak, torch_gflops=peak_torch))
+
+    xs = jnp.asarray(x)
+    scan = jax.jit(M.accumulate_stack)
+    first, t = C.time_fn(lambda: scan(xs).m2, args.repeats)
+    records.append(C.record(
+        "covariance", "rainbow_jax", dict(case, driver="scan"), t, first - t,
+        samples_per_s=n / t, gflops=flops / t / 1e9,
+        fraction_of_peak=flops / t / 1e9 / best_peak))
+
+    host_batches = list(x)
+    first, t = C.time_fn(lambda: M.accumulate(host_batches).m2, args.repeats)
+    records.append(C.record(
+        "covariance", "rainbow_jax", dict(case, driver="host"), t, first - t,
+        samples_per_s=n / t, gflops=flops / t / 1e9,
+        fraction_of_peak=flops / t / 1e9 / best_peak))
+
+    if torch is not None:
+      tb = [torch.from_numpy(b) for b in host_batches]
+
+      def tutorial_loop():  # compute_activation_covariances, one layer
+        total, count = 0, 0
+        for act in tb:
+          total += act.T @ act
+          count += act.shape[0]
+        return (total / count).numpy()
+
+      first, t = C.time_fn(tutorial_loop, args.repeats)
+      records.append(C.record(
+          "covariance", "pytorch", dict(case, driver="host"), t, None,
+          samples_per_s=n / t, gflops=flops / t / 1e9,
+          fraction_of_peak=flops / t / 1e9 / best_peak))
+    for r in records[-4:]:
+      print(r["impl"], r["case"], f"{r['seconds']:.4f}s",
+            {k: round(v, 3) for k, v in r["extra"].items() if v})
+  C.write(args.out, records, notes)
+
+
+if __name__ == "__main__":
+  main()

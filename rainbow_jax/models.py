@@ -1,0 +1,157 @@
+"""Bias-free Flax MLP and CNN of the rainbow tutorial, with layer taps.
+
+Architectures (``../shared/seeds/000_…``, PyTorch there):
+
+* MLP ``dims = [d_in, n₁, …, classes]``: flatten, then Dense(n₁), ReLU, …,
+  Dense(classes), no biases.
+* CNN ``channels = [c_in, c₁, …]``: Conv(cᵢ, 5×5, stride 2, VALID), ReLU, …,
+  flatten (in Flax's H, W, C order), Dense(classes), no biases.
+
+`layer_inputs` returns the activations *entering* every weight layer (what
+the tutorial captures with forward hooks), functionally, so they feed
+`rainbow_jax.moments` directly: ``[B, d]`` for dense layers and
+``[B, H, W, C]`` for conv layers.
+
+Initialisation (``initializer=`` on the modules, ``init=`` in `make`): ``'flax'`` uses Flax's default (LeCun normal);
+``'torch'`` uses PyTorch's default for Linear/Conv2d, uniform on
+±1/√fan_in, so results compare with the tutorial's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def kernel_init(init: str):
+  """Kernel initialiser by name: ``'flax'`` (LeCun normal) or ``'torch'``."""
+  if init == "flax":
+    return nn.initializers.lecun_normal()
+  if init == "torch":
+    # Uniform on ±sqrt(3·scale/fan_in) = ±1/sqrt(fan_in) with scale = 1/3.
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+  raise ValueError(f"init must be 'flax' or 'torch', got {init!r}.")
+
+
+class MLP(nn.Module):
+  """Bias-free ReLU MLP.
+
+  Attributes:
+    dims: ``[d_in, n₁, …, classes]``; ``d_in`` is checked against the
+      flattened input.
+    initializer: ``'flax'`` or ``'torch'`` kernel initialisation.
+  """
+
+  dims: Sequence[int]
+  initializer: str = "torch"
+
+  @nn.compact
+  def __call__(self, x: Array, *, taps: bool = False):
+    """Args: x ``[B, ...]`` (flattened to ``[B, d_in]``). Returns logits
+    ``[B, classes]``, or with ``taps=True`` the list of inputs to each Dense
+    layer."""
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[-1] != self.dims[0]:
+      raise ValueError(
+          f"MLP expects {self.dims[0]} input features, got input of shape"
+          f" {x.shape} after flattening."
+      )
+    inputs = []
+    n_layers = len(self.dims) - 1
+    for i, width in enumerate(self.dims[1:]):
+      inputs.append(x)
+      x = nn.Dense(width, use_bias=False, kernel_init=kernel_init(self.initializer),
+                   name=f"dense_{i}")(x)
+      if i < n_layers - 1:
+        x = nn.relu(x)
+    return inputs if taps else x
+
+
+def conv_output_size(size: int, kernel: int = 5, stride: int = 2) -> int:
+  """Spatial size after a VALID conv: ceil((size − kernel + 1) / stride)."""
+  return -(-(size - kernel + 1) // stride)
+
+
+class CNN(nn.Module):
+  """Bias-free ReLU CNN: 5×5 stride-2 VALID convs, then a dense classifier.
+
+  Attributes:
+    channels: ``[c_in, c₁, …]`` conv channels (``c_in`` is checked).
+    num_classes: classifier width.
+    kernel_size: conv kernel size (5 in the tutorial).
+    stride: conv stride (2 in the tutorial).
+    initializer: ``'flax'`` or ``'torch'``.
+  """
+
+  channels: Sequence[int]
+  num_classes: int = 10
+  kernel_size: int = 5
+  stride: int = 2
+  initializer: str = "torch"
+
+  @nn.compact
+  def __call__(self, x: Array, *, taps: bool = False):
+    """Args: x ``[B, H, W, c_in]``. Returns logits ``[B, classes]``, or with
+    ``taps=True`` the inputs to each layer (``[B, H, W, C]`` for convs,
+    ``[B, H·W·C]`` for the classifier)."""
+    if x.ndim != 4 or x.shape[-1] != self.channels[0]:
+      raise ValueError(
+          f"CNN expects images [B, H, W, {self.channels[0]}], got {x.shape}."
+      )
+    inputs = []
+    k = self.kernel_size
+    for i, c in enumerate(self.channels[1:]):
+      inputs.append(x)
+      x = nn.Conv(c, (k, k), strides=self.stride, padding="VALID",
+                  use_bias=False, kernel_init=kernel_init(self.initializer),
+                  name=f"conv_{i}")(x)
+      x = nn.relu(x)
+    x = x.reshape(x.shape[0], -1)  # Flax order: (H, W, C).
+    inputs.append(x)
+    x = nn.Dense(self.num_classes, use_bias=False,
+                 kernel_init=kernel_init(self.initializer), name="classifier")(x)
+    return inputs if taps else x
+
+
+def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
+         widths: Sequence[int] | None = None, init: str = "torch") -> nn.Module:
+  """Builds the tutorial's MLP or CNN for images of ``input_shape`` (H, W, C).
+
+  Args:
+    arch: ``'mlp'`` or ``'cnn'``.
+    input_shape: ``(H, W, C)`` of one image.
+    num_classes: number of classes.
+    widths: hidden widths (MLP, default ``[512, 256]``) or conv channels
+      (CNN, default ``[32, 64]``).
+    init: ``'torch'`` (default, as the tutorial) or ``'flax'``.
+  """
+  h, w, c = input_shape
+  if arch == "mlp":
+    widths = [512, 256] if widths is None else list(widths)
+    return MLP(dims=(h * w * c, *widths, num_classes), initializer=init)
+  if arch == "cnn":
+    widths = [32, 64] if widths is None else list(widths)
+    return CNN(channels=(c, *widths), num_classes=num_classes, initializer=init)
+  raise ValueError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
+
+
+def layer_inputs(model: nn.Module, params: Any, x: Array) -> list[Array]:
+  """Activations entering every weight layer of `model` on batch `x`."""
+  return model.apply({"params": params}, x, taps=True)
+
+
+def weights(params: Any) -> list[Array]:
+  """The layers' kernels in forward order (Flax layout: Dense ``[in, out]``,
+  Conv ``[K, K, C_in, C_out]``)."""
+  flat = params["params"] if "params" in params else params
+  return [flat[k]["kernel"] for k in flat]
+
+
+__all__ = ["MLP", "CNN", "make", "layer_inputs", "weights", "kernel_init",
+           "conv_output_size"]
