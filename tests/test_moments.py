@@ -180,3 +180,14 @@ def test_nonfinite_input_names_the_layer(rng):
   bad[3, 2] = np.inf
   with pytest.raises(ValueError, match="feature 0"):
     M.accumulate([x, bad])
+
+
+@pytest.mark.parametrize("d", [200, 301])
+def test_blocked_symmetric_gram_matches_numpy(rng, d):
+  # Widths ≥ 192 take the block-triangular Gram path.
+  x = (rng.normal(size=(500, d)) + 1).astype(np.float32)
+  s = M.accumulate([x[:256], x[256:]])
+  x64 = x.astype(np.float64)
+  cov = np.asarray(M.covariance(s))
+  assert rel_err(cov, x64.T @ x64 / 500) < RTOL[np.dtype(np.float32)]
+  np.testing.assert_allclose(cov, cov.T, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,76 @@
+"""Datasets on real offline data, the command line, and the benchmark smoke."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rainbow_jax import cli, data
+from conftest import FASHION_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+has_fashion = os.path.isdir(FASHION_DIR)
+
+
+@pytest.mark.skipif(not has_fashion, reason="apt-get install -y dataset-fashion-mnist")
+def test_fashion_mnist_from_debian_idx():
+  ds = data.load("fashion_mnist", data_dir=FASHION_DIR)
+  assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  # Fashion-MNIST is balanced: 6 000 train and 1 000 test images per class.
+  np.testing.assert_array_equal(np.bincount(ds.y_train), np.full(10, 6000))
+  np.testing.assert_array_equal(np.bincount(ds.y_test), np.full(10, 1000))
+  assert abs(float(ds.x_train.mean())) < 1e-4 and abs(float(ds.x_train.std()) - 1) < 1e-4
+
+
+def test_idx_round_trip_and_bad_magic(tmp_path):
+  arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+  path = tmp_path / "a-idx3-ubyte"
+  path.write_bytes(bytes([0, 0, 0x08, 3]) + np.array([2, 3, 4], ">u4").tobytes()
+                   + arr.tobytes())
+  np.testing.assert_array_equal(data.read_idx(str(path)), arr)
+  bad = tmp_path / "bad"
+  bad.write_bytes(b"\x01\x02\x03\x04")
+  with pytest.raises(ValueError, match="not an IDX file"):
+    data.read_idx(str(bad))
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setattr(data, "DEBIAN_DIRS", {})
+  with pytest.raises(ValueError, match="apt-get install -y dataset-fashion-mnist"):
+    data.load("fashion_mnist", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="unknown dataset"):
+    data.load("imagenet")
+
+
+def test_covariance_command_on_digits(tmp_path):
+  out = tmp_path / "report"
+  assert cli.main(["covariance", "--dataset", "digits", "--widths", "32", "16",
+                   "--batch", "256", "--out", str(out)]) == 0
+  res = json.loads((out / "results.json").read_text())
+  assert res["dataset"] == "digits" and res["samples"] == 1437
+  assert res["r2"][0] == pytest.approx(1.0, abs=1e-4)  # same pixels in both
+  assert all(0 < r <= 1 + 1e-6 for r in res["r2"])
+  for fig in res["figures"]:
+    assert (out / fig).stat().st_size > 1000
+  assert "r²" in (out / "report.md").read_text()
+
+
+def test_covariance_benchmark_quick(tmp_path):
+  out = tmp_path / "cov.json"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "covariance.py"),
+       "--quick", "--repeats", "1", "--out", str(out)],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  res = json.loads(out.read_text())
+  assert {"platform", "device", "cpu_count", "jax", "torch"} <= set(res["machine"])
+  impls = {r["impl"] for r in res["records"]}
+  assert {"matmul_peak", "rainbow_jax"} <= impls
+  assert ("pytorch" in impls) == (res["machine"]["torch"] is not None)
+  for r in res["records"]:
+    assert r["seconds"] > 0 and r["bench"] == "covariance"
