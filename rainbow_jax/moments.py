@@ -217,6 +217,12 @@ def _fold_all(state: Moments, features, mask):
   return folded, weights
 
 
+def _fraction(part: Array, whole: Array, dtype) -> Array:
+  """part / whole in `dtype` (0 when whole is 0); int / int would be float32."""
+  whole_f = jnp.maximum(whole, 1).astype(dtype)
+  return jnp.where(whole > 0, part.astype(dtype) / whole_f, 0).astype(dtype)
+
+
 def _gram(x: Array) -> Array:
   """``xᵀx`` computing only the upper block triangle (symmetry).
 
@@ -288,7 +294,7 @@ def update(
   fractions = []
   for k, (nb, mub, _, _) in enumerate(stats):
     n_new = state.count[k] + nb
-    frac_b = jnp.where(n_new > 0, nb / jnp.maximum(n_new, 1), 0.0).astype(dtype)
+    frac_b = _fraction(nb, n_new, dtype)
     # n_a·n_b/n, computed in floating point (no int32 overflow).
     weight = (state.count[k].astype(dtype) * frac_b)
     delta = mub - (state.mean[k] - state.mean_comp[k])
@@ -354,7 +360,7 @@ def merge(a: Moments, b: Moments) -> Moments:
   for k in range(len(a.mean)):
     na, nb = a.count[k], b.count[k]
     n = na + nb
-    frac_b = jnp.where(n > 0, nb / jnp.maximum(n, 1), 0.0).astype(dtype)
+    frac_b = _fraction(nb, n, dtype)
     mua = a.mean[k] - a.mean_comp[k]
     mub = b.mean[k] - b.mean_comp[k]
     info.append((n, frac_b, na.astype(dtype) * frac_b, mub - mua))
