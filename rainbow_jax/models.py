@@ -115,7 +115,8 @@ class CNN(nn.Module):
     x = x.reshape(x.shape[0], -1)  # Flax order: (H, W, C).
     inputs.append(x)
     x = nn.Dense(self.num_classes, use_bias=False,
-                 kernel_init=kernel_init(self.initializer), name="classifier")(x)
+                 kernel_init=kernel_init(self.initializer),
+                 name=f"dense_{len(self.channels) - 1}")(x)
     return inputs if taps else x
 
 
@@ -148,9 +149,15 @@ def layer_inputs(model: nn.Module, params: Any, x: Array) -> list[Array]:
 
 def weights(params: Any) -> list[Array]:
   """The layers' kernels in forward order (Flax layout: Dense ``[in, out]``,
-  Conv ``[K, K, C_in, C_out]``)."""
+  Conv ``[K, K, C_in, C_out]``).
+
+  Layers are named ``{kind}_{index}`` with one index across kinds; the order
+  comes from the index, never from dict order (JAX tree utilities sort dict
+  keys, which would put ``conv_…`` after ``dense_…``).
+  """
   flat = params["params"] if "params" in params else params
-  return [flat[k]["kernel"] for k in flat]
+  names = sorted(flat, key=lambda name: int(name.rsplit("_", 1)[1]))
+  return [flat[k]["kernel"] for k in names]
 
 
 __all__ = ["MLP", "CNN", "make", "layer_inputs", "weights", "kernel_init",

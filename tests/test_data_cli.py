@@ -49,12 +49,13 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_covariance_command_on_digits(tmp_path):
   out = tmp_path / "report"
-  assert cli.main(["covariance", "--dataset", "digits", "--widths", "32", "16",
+  assert cli.main(["covariance", "--dataset", "digits", "--widths", "32", "16", "--epochs", "10",
                    "--batch", "256", "--out", str(out)]) == 0
   res = json.loads((out / "results.json").read_text())
   assert res["dataset"] == "digits" and res["samples"] == 1437
   assert res["r2"][0] == pytest.approx(1.0, abs=1e-4)  # same pixels in both
   assert all(0 < r <= 1 + 1e-6 for r in res["r2"])
+  assert len(res["trained_accuracy"]) == 2 and min(res["trained_accuracy"]) > 50
   for fig in res["figures"]:
     assert (out / fig).stat().st_size > 1000
   assert "r²" in (out / "report.md").read_text()

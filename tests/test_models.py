@@ -1,0 +1,44 @@
+"""Tutorial architectures: shapes, taps, initialisation, layer order."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rainbow_jax import models, train
+
+
+def test_mlp_taps_are_layer_inputs():
+  m = models.make("mlp", (28, 28, 1), 10)
+  p = m.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+  taps = models.layer_inputs(m, p, x)
+  assert [t.shape for t in taps] == [(4, 784), (4, 512), (4, 256)]
+  w = models.weights(p)
+  h = np.maximum(np.asarray(taps[0]) @ np.asarray(w[0]), 0)
+  np.testing.assert_allclose(taps[1], h, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(m.apply({"params": p}, x), taps[2] @ w[2], rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_shapes_and_order_survive_tree_maps():
+  m = models.make("cnn", (28, 28, 1), 10)
+  state = train.init(m, train.sgd(), [0, 1], (28, 28, 1))
+  p = train.select(state.params, 0)  # tree_map sorts dict keys
+  shapes = [w.shape for w in models.weights(p)]
+  assert shapes == [(5, 5, 1, 32), (5, 5, 32, 64), (4 * 4 * 64, 10)]
+  taps = models.layer_inputs(m, p, jnp.zeros((2, 28, 28, 1)))
+  assert [t.shape for t in taps] == [(2, 28, 28, 1), (2, 12, 12, 32), (2, 1024)]
+  assert models.conv_output_size(28) == 12 and models.conv_output_size(12) == 4
+
+
+def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in():
+  m = models.make("mlp", (28, 28, 1), 10, init="torch")
+  w = np.asarray(m.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]["dense_0"]["kernel"])
+  bound = 1 / np.sqrt(784)
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+  assert np.var(w) == pytest.approx(bound**2 / 3, rel=0.02)  # uniform variance
+  c = models.make("cnn", (28, 28, 1), 10, init="torch")
+  k = np.asarray(c.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]["conv_1"]["kernel"])
+  assert np.abs(k).max() <= 1 / np.sqrt(25 * 32)
+  with pytest.raises(ValueError, match="init must be"):
+    models.kernel_init("xavier")
