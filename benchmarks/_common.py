@@ -67,6 +67,25 @@ def time_fn(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int
+                     ) -> dict[str, tuple[float, float]]:
+  """Times several implementations in alternation (round-robin), so drift in
+  the machine's speed hits all of them alike. Returns name → (first-call
+  seconds, median steady-state seconds)."""
+  first = {}
+  for name, fn in fns.items():
+    t0 = time.perf_counter()
+    block(fn())
+    first[name] = time.perf_counter() - t0
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      block(fn())
+      times[name].append(time.perf_counter() - t0)
+  return {n: (first[n], statistics.median(times[n])) for n in fns}
+
+
 def record(bench, impl, case, seconds, compile_seconds=None, **extra):
   return {
       "bench": bench,

@@ -7,6 +7,8 @@ d it records
   * ``matmul_peak`` — the machine's float32 GEMM rate measured in this run
     (one ``[d, B] @ [B, d]`` product, the kernel every implementation needs);
   * ``rainbow_jax`` ``scan`` — `accumulate_stack` over an on-device stack;
+  * the same without Kahan compensation (``compensated: false``), the cost of
+    the extra accuracy;
   * ``rainbow_jax`` ``host`` — `accumulate` over a host iterator of numpy
     batches (one compiled step, batches transferred each step);
   * ``pytorch`` — the tutorial's ``compute_activation_covariances`` loop
@@ -66,20 +68,13 @@ def main(argv=None):
 
     xs = jnp.asarray(x)
     scan = jax.jit(M.accumulate_stack)
-    first, t = C.time_fn(lambda: scan(xs).m2, args.repeats)
-    executed = flops * (2 / 3 if d >= 192 else 1)
-    records.append(C.record(
-        "covariance", "rainbow_jax", dict(case, driver="scan"), t, first - t,
-        samples_per_s=n / t, gflops=flops / t / 1e9,
-        fraction_of_peak=executed / t / 1e9 / best_peak))
-
     host_batches = list(x)
-    first, t = C.time_fn(lambda: M.accumulate(host_batches).m2, args.repeats)
-    records.append(C.record(
-        "covariance", "rainbow_jax", dict(case, driver="host"), t, first - t,
-        samples_per_s=n / t, gflops=flops / t / 1e9,
-        fraction_of_peak=executed / t / 1e9 / best_peak))
-
+    plain = M.init(d, compensated=False)
+    fns = {
+        "scan": lambda: scan(xs).m2,
+        "scan_uncompensated": lambda: scan(xs, state=plain).m2,
+        "host": lambda: M.accumulate(host_batches).m2,
+    }
     if torch is not None:
       tb = [torch.from_numpy(b) for b in host_batches]
 
@@ -90,12 +85,23 @@ def main(argv=None):
           count += act.shape[0]
         return (total / count).numpy()
 
-      first, t = C.time_fn(tutorial_loop, args.repeats)
+      fns["pytorch"] = tutorial_loop
+    timed = C.time_interleaved(fns, args.repeats)
+    executed = flops * (2 / 3 if d >= 192 else 1)
+    for name, (first, t) in timed.items():
+      ours = name != "pytorch"
       records.append(C.record(
-          "covariance", "pytorch", dict(case, driver="host"), t, None,
+          "covariance", "rainbow_jax" if ours else "pytorch",
+          dict(case, driver="host" if name in ("host", "pytorch") else "scan",
+               compensated=name != "scan_uncompensated") if ours
+          else dict(case, driver="host"), t,
+          (first - t) if ours else None,
           samples_per_s=n / t, gflops=flops / t / 1e9,
-          fraction_of_peak=flops / t / 1e9 / best_peak))
-    for r in records[-4:]:
+          fraction_of_peak=(executed if ours else flops) / t / 1e9 / best_peak,
+          state_bytes=int(sum(a.nbytes for a in jax.tree_util.tree_leaves(
+              M.init(d, compensated=name != "scan_uncompensated"))))
+          if ours else None))
+    for r in records[-len(fns) - 1:]:
       print(r["impl"], r["case"], f"{r['seconds']:.4f}s",
             {k: round(v, 3) for k, v in r["extra"].items() if v})
   C.write(args.out, records, notes)

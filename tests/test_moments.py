@@ -191,3 +191,16 @@ def test_blocked_symmetric_gram_matches_numpy(rng, d):
   cov = np.asarray(M.covariance(s))
   assert rel_err(cov, x64.T @ x64 / 500) < RTOL[np.dtype(np.float32)]
   np.testing.assert_allclose(cov, cov.T, rtol=1e-6, atol=1e-6)
+
+
+def test_uncompensated_state_matches_and_merges(rng):
+  x, y = _data(rng, n=900)
+  plain = M.init([6, 3], cross=[(0, 1)], compensated=False)
+  assert plain.m2_comp[0].shape == () and plain.cross_comp[0].shape == ()
+  s = M.accumulate([(x[i:i + 128], y[i:i + 128]) for i in range(0, 900, 128)],
+                   lambda b: list(b), state=plain)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  assert rel_err(M.covariance(s, 0, 1), x64.T @ y64 / 900) < RTOL[np.dtype(np.float32)]
+  both = M.merge(s, M.update(M.init([6, 3], cross=[(0, 1)]), [x, y]))
+  assert rel_err(M.covariance(both, 0, centered=True),
+                 np.cov(x64.T, bias=True)) < RTOL[np.dtype(np.float32)]
