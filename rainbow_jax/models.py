@@ -73,6 +73,34 @@ class MLP(nn.Module):
     return inputs if taps else x
 
 
+class PatchConv(nn.Module):
+  """Bias-free VALID strided conv as patches @ kernel (im2col by slicing).
+
+  Same parameter (``kernel`` ``[K, K, C_in, C_out]``, Flax's layout and
+  initialisation) and the same output as ``nn.Conv(..., padding='VALID')``,
+  computed as one matrix product over ``[K·K·C_in]`` patches. Under `vmap`
+  over seeds this is a batched matmul, where XLA's CPU grouped convolution
+  (what a vmapped ``nn.Conv`` becomes) is many times slower.
+  """
+
+  features: int
+  kernel_size: int
+  stride: int
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k, s = self.kernel_size, self.stride
+    c_in = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (k, k, c_in, self.features))
+    h_out = (x.shape[1] - k) // s + 1
+    w_out = (x.shape[2] - k) // s + 1
+    patches = jnp.concatenate(
+        [x[:, i:i + s * (h_out - 1) + 1:s, j:j + s * (w_out - 1) + 1:s, :]
+         for i in range(k) for j in range(k)], axis=-1)  # (kh, kw, c_in) order
+    return patches @ kernel.reshape(k * k * c_in, self.features)
+
+
 def conv_output_size(size: int, kernel: int = 5, stride: int = 2) -> int:
   """Spatial size after a VALID conv: ceil((size − kernel + 1) / stride)."""
   return -(-(size - kernel + 1) // stride)
@@ -86,6 +114,8 @@ class CNN(nn.Module):
     num_classes: classifier width.
     kernel_size: conv kernel size (5 in the tutorial).
     stride: conv stride (2 in the tutorial).
+    conv: ``'patches'`` (`PatchConv`, default: fast under vmap on CPU) or
+      ``'xla'`` (``nn.Conv``); same parameters, same function.
     initializer: ``'flax'`` or ``'torch'``.
   """
 
@@ -94,6 +124,7 @@ class CNN(nn.Module):
   kernel_size: int = 5
   stride: int = 2
   initializer: str = "torch"
+  conv: str = "patches"
 
   @nn.compact
   def __call__(self, x: Array, *, taps: bool = False):
@@ -108,9 +139,14 @@ class CNN(nn.Module):
     k = self.kernel_size
     for i, c in enumerate(self.channels[1:]):
       inputs.append(x)
-      x = nn.Conv(c, (k, k), strides=self.stride, padding="VALID",
-                  use_bias=False, kernel_init=kernel_init(self.initializer),
-                  name=f"conv_{i}")(x)
+      init = kernel_init(self.initializer)
+      if self.conv == "patches":
+        x = PatchConv(c, k, self.stride, kernel_init=init, name=f"conv_{i}")(x)
+      elif self.conv == "xla":
+        x = nn.Conv(c, (k, k), strides=self.stride, padding="VALID",
+                    use_bias=False, kernel_init=init, name=f"conv_{i}")(x)
+      else:
+        raise ValueError(f"conv must be 'patches' or 'xla', got {self.conv!r}.")
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # Flax order: (H, W, C).
     inputs.append(x)
@@ -121,7 +157,8 @@ class CNN(nn.Module):
 
 
 def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
-         widths: Sequence[int] | None = None, init: str = "torch") -> nn.Module:
+         widths: Sequence[int] | None = None, init: str = "torch",
+         conv: str = "patches") -> nn.Module:
   """Builds the tutorial's MLP or CNN for images of ``input_shape`` (H, W, C).
 
   Args:
@@ -131,6 +168,7 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
     widths: hidden widths (MLP, default ``[512, 256]``) or conv channels
       (CNN, default ``[32, 64]``).
     init: ``'torch'`` (default, as the tutorial) or ``'flax'``.
+    conv: CNN convolution implementation (see `CNN`).
   """
   h, w, c = input_shape
   if arch == "mlp":
@@ -138,7 +176,8 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
     return MLP(dims=(h * w * c, *widths, num_classes), initializer=init)
   if arch == "cnn":
     widths = [32, 64] if widths is None else list(widths)
-    return CNN(channels=(c, *widths), num_classes=num_classes, initializer=init)
+    return CNN(channels=(c, *widths), num_classes=num_classes, initializer=init,
+               conv=conv)
   raise ValueError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
 
 
@@ -160,5 +199,5 @@ def weights(params: Any) -> list[Array]:
   return [flat[k]["kernel"] for k in names]
 
 
-__all__ = ["MLP", "CNN", "make", "layer_inputs", "weights", "kernel_init",
+__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "weights", "kernel_init",
            "conv_output_size"]

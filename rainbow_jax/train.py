@@ -198,7 +198,8 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         seeds: Sequence[int] = (0,), epochs: int = 5, batch_size: int = 128,
         learning_rate: float = 0.01, momentum: float = 0.9,
         shared_order: bool = False, state: TrainState | None = None,
-        progress: bool = True) -> tuple[TrainState, History]:
+        checkpoint_dir: str | None = None, devices: Sequence[Any] | None = None,
+        callback: Any = None, progress: bool = True) -> tuple[TrainState, History]:
   """Trains K seeds for `epochs` epochs, one vmapped program per epoch.
 
   Args:
@@ -206,10 +207,16 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     x_train, y_train: training data ``[N, ...]``, ``[N]`` (moved to device once).
     x_test, y_test: optional test data, evaluated after every epoch.
     seeds: K integer seeds.
-    epochs: epochs to run (from ``state.epoch`` when resuming).
+    epochs: total epochs; a resumed run trains only the missing ones.
     batch_size, learning_rate, momentum: the tutorial's defaults.
     shared_order: every seed sees the same data order.
     state: resume from this state instead of initialising.
+    checkpoint_dir: save an orbax checkpoint after every epoch, and resume
+      from the newest one found there (same seeds and data required).
+    devices: shard the K seeds over these devices (K must be a multiple of
+      their number); the data is replicated. Default: one device.
+    callback: ``callback(epoch, state, metrics)`` after every epoch (after
+      its checkpoint is saved).
     progress: per-epoch progress bar with per-seed loss/accuracy.
 
   Returns:
@@ -228,12 +235,22 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   tx = sgd(learning_rate, momentum)
   if state is None:
     state = init(model, tx, seeds, x_train.shape[1:])
+  if devices is not None:
+    state = shard_seeds(state, devices)
+  rec = {"loss": [], "train": [], "test": [], "sec": []}
+  if checkpoint_dir is not None:
+    from rainbow_jax import checkpoint
+    restored = checkpoint.restore(checkpoint_dir, state)
+    if restored is not None:
+      state, saved = restored
+      rec = {k: [np.asarray(v) for v in saved.get(k, [])] for k in rec}
+  done = int(np.asarray(state.epoch)[0])
   bar = None
   if progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=epochs, desc=f"training {len(seeds)} seed(s)", unit="epoch")
-  rec = {"loss": [], "train": [], "test": [], "sec": []}
-  for _ in range(epochs):
+    bar = tqdm(total=epochs, initial=min(done, epochs),
+               desc=f"training {len(seeds)} seed(s)", unit="epoch")
+  for _ in range(max(epochs - done, 0)):
     t0 = time.perf_counter()
     epoch = int(state.epoch[0]) + 1
     new_state, m = train_epoch(state, x_train, y_train, model=model, tx=tx,
@@ -249,6 +266,11 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     if x_test is not None:
       rec["test"].append(np.asarray(accuracy(state.params, x_test, y_test, model=model)))
     rec["sec"].append(time.perf_counter() - t0)
+    if checkpoint_dir is not None:
+      checkpoint.save(checkpoint_dir, state,
+                      {k: np.asarray(v).tolist() for k, v in rec.items()})
+    if callback is not None:
+      callback(epoch, state, m)
     if bar is not None:
       shown = rec["test"][-1] if rec["test"] else rec["train"][-1]
       bar.set_postfix_str(
@@ -261,10 +283,25 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
                         np.asarray(rec["sec"]))
 
 
+def shard_seeds(tree: Any, devices: Sequence[Any]) -> Any:
+  """Places a K-seed pytree with its leading seed axis sharded over `devices`.
+
+  Jitted training and evaluation then run each device's seeds locally
+  (GSPMD partitions the vmapped program); the results equal one device's.
+  """
+  devices = list(devices)
+  k = jax.tree_util.tree_leaves(tree)[0].shape[0]
+  if k % len(devices):
+    raise ValueError(f"{k} seeds cannot be split evenly over {len(devices)} devices.")
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+  return jax.device_put(tree, spec)
+
+
 def select(state_or_params: Any, k: int) -> Any:
   """Seed ``k``'s slice of a K-seed pytree."""
   return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
 
 
 __all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init",
-           "train_epoch", "accuracy", "fit", "select"]
+           "train_epoch", "accuracy", "fit", "select", "shard_seeds"]

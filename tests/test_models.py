@@ -42,3 +42,19 @@ def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in():
   assert np.abs(k).max() <= 1 / np.sqrt(25 * 32)
   with pytest.raises(ValueError, match="init must be"):
     models.kernel_init("xavier")
+
+
+@pytest.mark.parametrize("shape,k,s", [((3, 28, 28, 1), 5, 2), ((2, 12, 12, 5), 5, 2),
+                                       ((2, 9, 7, 3), 3, 1)])
+def test_patch_conv_equals_xla_conv(shape, k, s):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(0), shape)
+  pc = models.PatchConv(4, k, s)
+  p = pc.init(jax.random.key(1), x)
+  ref = nn.Conv(4, (k, k), strides=s, padding="VALID", use_bias=False).apply(p, x)
+  np.testing.assert_allclose(pc.apply(p, x), ref, rtol=1e-5, atol=1e-5)
+  # Gradients agree too (training uses them).
+  g1 = jax.grad(lambda q: jnp.sum(pc.apply(q, x) ** 2))(p)
+  g2 = jax.grad(lambda q: jnp.sum(nn.Conv(4, (k, k), strides=s, padding="VALID",
+                                          use_bias=False).apply(q, x) ** 2))(p)
+  np.testing.assert_allclose(g1["params"]["kernel"], g2["params"]["kernel"], rtol=1e-4, atol=1e-4)
