@@ -101,20 +101,34 @@ def _load_idx(name: str, data_dir: str | None):
   return None
 
 
+def _read_all(src) -> list:
+  """All records of a tfds data source: one batched read (~15× faster than
+  per-item reads), per item where a source lacks it (tfds' mock sources)."""
+  try:
+    return list(src.__getitems__(list(range(len(src)))))
+  except TypeError:
+    return [src[i] for i in range(len(src))]
+
+
 def _load_tfds(name: str, tfds_dir: str | None):
+  """Reads a prepared tfds dataset with `tfds.data_source` (no TensorFlow, no
+  download: ``download=False``); None when it is not there."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
     return None
   data_dir = tfds_dir or os.path.expanduser("~/tensorflow_datasets")
-  if not os.path.isdir(os.path.join(data_dir, name)):
-    return None
   arrays = []
-  for split in ("train", "test"):
-    src = tfds.data_source(name, data_dir=data_dir, split=split)
-    items = src.__getitems__(list(range(len(src))))
-    arrays.append(np.stack([np.asarray(it["image"]) for it in items]))
-    arrays.append(np.asarray([int(it["label"]) for it in items]))
+  try:
+    for split in ("train", "test"):
+      src = tfds.data_source(name, data_dir=data_dir, split=split, download=False)
+      items = _read_all(src)
+      arrays.append(np.stack([np.asarray(it["image"]) for it in items]))
+      arrays.append(np.asarray([int(it["label"]) for it in items]))
+  except Exception as e:  # tfds raises assorted errors for a missing dataset.
+    if isinstance(e, (ImportError, KeyboardInterrupt)):
+      raise
+    return None
   return arrays, f"tfds:{data_dir}"
 
 
@@ -207,10 +221,9 @@ def available(name: str, *, data_dir: str | None = None) -> bool:
   """Whether `load(name)` would find local data (without reading it)."""
   if name == "digits":
     return True
-  if name != "cifar10" and any(
-      _find(d, "train-images-idx3-ubyte") for d in _idx_dir_candidates(name, data_dir)):
-    return True
-  return os.path.isdir(os.path.expanduser(f"~/tensorflow_datasets/{name}"))
+  return name != "cifar10" and any(
+      _find(d, "train-images-idx3-ubyte") for d in _idx_dir_candidates(name, data_dir)
+  ) or os.path.isdir(os.path.expanduser(f"~/tensorflow_datasets/{name}"))
 
 
 __all__ = ["Dataset", "load", "read_idx", "available", "NAMES"]

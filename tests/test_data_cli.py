@@ -75,3 +75,20 @@ def test_covariance_benchmark_quick(tmp_path):
   assert ("pytorch" in impls) == (res["machine"]["torch"] is not None)
   for r in res["records"]:
     assert r["seconds"] > 0 and r["bench"] == "covariance"
+
+
+def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
+  """The tensorflow-datasets path, on tfds' own mock data (no download)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  monkeypatch.setattr(data, "DEBIAN_DIRS", {})
+  monkeypatch.delenv("RAINBOW_JAX_DATA_DIR", raising=False)
+  with tfds.testing.mock_data(num_examples=24,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    ds = data.load("cifar10", tfds_dir=str(tmp_path), grayscale=True)
+    fm = data.load("fashion_mnist", data_dir=str(tmp_path / "none"),
+                   tfds_dir=str(tmp_path))
+  assert ds.source.startswith("tfds:")
+  assert ds.x_train.shape == (24, 32, 32, 1) and ds.x_test.shape == (24, 32, 32, 1)
+  assert ds.y_train.dtype == np.int32 and ds.y_train.max() < 10
+  assert fm.x_train.shape == (24, 28, 28, 1)
+  assert abs(float(ds.x_train.mean())) < 1e-4  # standardised with train stats
