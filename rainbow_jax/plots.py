@@ -79,6 +79,19 @@ def bars(values: Sequence[float], labels: Sequence[str], *, ylabel: str = "",
   return ax
 
 
+def curve(x, y, *, label: str = "", xlabel: str = "", ylabel: str = "",
+          title: str = "", ax=None):
+  """One labelled line (call again with the returned `ax` to add more)."""
+  ax = _axes(ax)
+  ax.plot(x, y, marker="o", label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  if label:
+    ax.legend()
+  return ax
+
+
 def save(ax_or_fig, path: str) -> str:
   """Saves the figure of an Axes (or a Figure) as PNG and closes it."""
   fig = getattr(ax_or_fig, "figure", ax_or_fig)
@@ -88,4 +101,4 @@ def save(ax_or_fig, path: str) -> str:
   return path
 
 
-__all__ = ["spectrum", "stability", "bars", "save"]
+__all__ = ["spectrum", "stability", "bars", "curve", "save"]

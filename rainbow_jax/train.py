@@ -274,7 +274,9 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     if bar is not None:
       shown = rec["test"][-1] if rec["test"] else rec["train"][-1]
       bar.set_postfix_str(
-          f"loss {np.round(loss, 3).tolist()} acc {np.round(shown, 1).tolist()}")
+          f"loss {' '.join(f'{v:.3f}' for v in loss)}"
+          f" | {'test' if rec['test'] else 'train'} acc"
+          f" {' '.join(f'{v:.1f}' for v in shown)}")
       bar.update(1)
   if bar is not None:
     bar.close()

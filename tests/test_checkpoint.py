@@ -93,3 +93,20 @@ def test_kill_during_save_restores_a_complete_checkpoint(tmp_path, delay):
   assert epoch >= int(saved.split()[-1])  # the last save reported complete
   for leaf in jax.tree_util.tree_leaves(state.params) + jax.tree_util.tree_leaves(state.opt_state):
     np.testing.assert_array_equal(np.asarray(leaf), epoch)
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
+  ds = data.load("digits")
+  model = models.make("mlp", ds.x_train.shape[1:], 10, widths=[32])
+  ckpt = str(tmp_path / "ck")
+  with pytest.raises(ValueError, match=r"non-finite training loss at epoch (\d)") as err:
+    train.fit(model, ds.x_train[:256] * 1e30, ds.y_train[:256], seeds=[0, 1], epochs=4,
+              learning_rate=1e10, checkpoint_dir=ckpt, progress=False)
+  bad_epoch = int(err.match(r"epoch (\d)").group(1))
+  good = checkpoint.latest_epoch(ckpt)
+  assert good == bad_epoch - 1 or (good is None and bad_epoch == 1)
+  if good is not None:
+    like = train.init(model, train.sgd(), [0, 1], ds.x_train.shape[1:])
+    state, _ = checkpoint.restore(ckpt, like)
+    for leaf in jax.tree_util.tree_leaves(state.params):
+      assert np.all(np.isfinite(np.asarray(leaf)))

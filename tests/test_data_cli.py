@@ -92,3 +92,16 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   assert ds.y_train.dtype == np.int32 and ds.y_train.max() < 10
   assert fm.x_train.shape == (24, 28, 28, 1)
   assert abs(float(ds.x_train.mean())) < 1e-4  # standardised with train stats
+
+
+def test_train_command_resumes_from_checkpoint(tmp_path):
+  args = ["train", "--dataset", "digits", "--widths", "32", "--seeds", "2",
+          "--batch-size", "32", "--checkpoint-dir", str(tmp_path / "ck")]
+  assert cli.main(args + ["--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+  assert cli.main(args + ["--epochs", "3", "--out", str(tmp_path / "b")]) == 0
+  a = json.loads((tmp_path / "a" / "results.json").read_text())
+  b = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert len(a["history"]["loss"]) == 2 and len(b["history"]["loss"]) == 3
+  assert b["history"]["loss"][:2] == a["history"]["loss"]  # epochs 1-2 restored
+  assert min(b["test_accuracy"]) > 80
+  assert (tmp_path / "b" / "test_accuracy.png").exists()

@@ -1,0 +1,165 @@
+"""Multi-seed training throughput: K seeds vmapped vs K sequential runs vs PyTorch.
+
+    python benchmarks/train.py [--quick] [--out results/train.json]
+
+For the tutorial's MLP [784, 512, 256, 10] and CNN [1→32→64, 5×5/2] on
+Fashion-MNIST-shaped data (the real images when installed), one epoch over
+``samples`` images in batches of 128 with SGD + momentum:
+
+* ``rainbow_jax`` ``vmapped`` — K ∈ {1, 2, 4, 8} seeds as one program
+  (`train.train_epoch`);
+* ``rainbow_jax`` ``sequential`` — K single-seed epochs one after another;
+* ``pytorch`` — the tutorial's training loop (``one_epoch``: forward,
+  cross-entropy, backward, SGD step per batch) for one seed, torch 2.13.0
+  CPU, data already in memory as tensors (the tutorial's DataLoader with
+  per-item transforms would be slower); K sequential = K × one seed, and
+  measured once at K = 2 to check that.
+* ``matmul_peak`` — the float32 GEMM rate of this machine, same run.
+
+FLOPs per step count forward matmuls/convs ×3 (forward, two backward
+products); ``fraction_of_peak`` = achieved GFLOP/s ÷ the best measured peak.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import _common as C
+from rainbow_jax import data, models, train
+
+
+def flops_per_example(arch: str) -> float:
+  """Forward multiply-adds ×2 of one example, ×3 for forward + backward."""
+  if arch == "mlp":
+    dims = [784, 512, 256, 10]
+    fwd = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+  else:
+    fwd = 2 * (12 * 12 * 25 * 1 * 32 + 4 * 4 * 25 * 32 * 64 + 1024 * 10)
+  return 3.0 * fwd
+
+
+def torch_epoch_fn(torch, arch, x, y, batch_size=128, seed=0, return_model=False):
+  """The tutorial's loop on in-memory tensors; returns a no-arg epoch runner
+  (and the model with ``return_model``)."""
+  nn = torch.nn
+  torch.manual_seed(seed)
+  if arch == "mlp":
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512, bias=False), nn.ReLU(),
+                          nn.Linear(512, 256, bias=False), nn.ReLU(),
+                          nn.Linear(256, 10, bias=False))
+  else:
+    model = nn.Sequential(nn.Conv2d(1, 32, 5, stride=2, bias=False), nn.ReLU(),
+                          nn.Conv2d(32, 64, 5, stride=2, bias=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(64 * 4 * 4, 10, bias=False))
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  loss_fn = nn.CrossEntropyLoss()
+  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NCHW
+  yt = torch.from_numpy(y.astype(np.int64))
+  gen = torch.Generator().manual_seed(seed)
+
+  def epoch():
+    model.train()
+    perm = torch.randperm(len(xt), generator=gen)
+    correct = 0
+    for i in range(0, len(xt), batch_size):
+      idx = perm[i:i + batch_size]
+      xb, yb = xt[idx], yt[idx]
+      out = model(xb)
+      loss = loss_fn(out, yb)
+      opt.zero_grad()
+      loss.backward()
+      opt.step()
+      correct += int((out.argmax(-1) == yb).sum())
+    return correct
+
+  return (epoch, model) if return_model else epoch
+
+
+def main(argv=None):
+  p = C.parser("train")
+  args = p.parse_args(argv)
+  samples = 1280 if args.quick else 12800
+  ks = [1, 2] if args.quick else [1, 2, 4, 8]
+  repeats = 1 if args.quick else max(1, args.repeats // 2)
+  archs = ["mlp", "cnn"]
+  torch = C.torch_or_none()
+  notes = []
+  if torch is None:
+    notes.append("torch not installed: pytorch peer skipped")
+  if data.available("fashion_mnist"):
+    ds = data.load("fashion_mnist")
+    x, y = ds.x_train[:samples], ds.y_train[:samples]
+    notes.append(f"data: first {samples} Fashion-MNIST training images")
+  else:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(samples, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, samples).astype(np.int32)
+    notes.append("data: random images of Fashion-MNIST's shape (dataset not installed)")
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+  records = []
+
+  # Machine peak: a square GEMM, XLA's and torch's kernels.
+  a = jnp.ones((1024, 1024), jnp.float32)
+  gemm = jax.jit(lambda a: a @ a)
+  _, t = C.time_fn(lambda: gemm(a), 10)
+  peak = 2 * 1024**3 / t / 1e9
+  peak_t = None
+  if torch is not None:
+    at = torch.ones(1024, 1024)
+    _, tt = C.time_fn(lambda: at @ at, 10)
+    peak_t = 2 * 1024**3 / tt / 1e9
+  best_peak = max(peak, peak_t or 0)
+  records.append(C.record("train", "matmul_peak", {"n": 1024}, t, gflops=peak,
+                          torch_gflops=peak_t))
+
+  for arch in archs:
+    model = models.make("mlp" if arch == "mlp" else "cnn", (28, 28, 1), 10)
+    tx = train.sgd()
+    flops = flops_per_example(arch) * samples
+    base = {"arch": arch, "samples": samples, "batch": 128}
+
+    def run_vmapped(k):
+      state = train.init(model, tx, list(range(k)), (28, 28, 1))
+      return lambda: train.train_epoch(state, xj, yj, model=model, tx=tx)[1]
+
+    for k in ks:
+      first, t = C.time_fn(run_vmapped(k), repeats)
+      records.append(C.record(
+          "train", "rainbow_jax", dict(base, seeds=k, mode="vmapped"), t, first - t,
+          seconds_per_seed_epoch=t / k, gflops=k * flops / t / 1e9,
+          fraction_of_peak=k * flops / t / 1e9 / best_peak))
+      single = [run_vmapped(1) for _ in range(k)]
+      _, ts = C.time_fn(lambda: [f() for f in single], repeats)
+      records.append(C.record(
+          "train", "rainbow_jax", dict(base, seeds=k, mode="sequential"), ts, None,
+          seconds_per_seed_epoch=ts / k, gflops=k * flops / ts / 1e9,
+          fraction_of_peak=k * flops / ts / 1e9 / best_peak))
+      print(arch, k, f"vmapped {t:.2f}s  sequential {ts:.2f}s", flush=True)
+
+    if torch is not None:
+      epoch = torch_epoch_fn(torch, arch, x, y)
+      _, tt = C.time_fn(epoch, repeats)
+      for k in ks:
+        measured = None
+        if k == 2:
+          e2 = [torch_epoch_fn(torch, arch, x, y, seed=s) for s in range(2)]
+          _, measured = C.time_fn(lambda: [e() for e in e2], repeats)
+        secs = measured if measured is not None else k * tt
+        records.append(C.record(
+            "train", "pytorch", dict(base, seeds=k, mode="sequential"), secs, None,
+            seconds_per_seed_epoch=secs / k, gflops=k * flops / secs / 1e9,
+            fraction_of_peak=k * flops / secs / 1e9 / best_peak,
+            extrapolated=measured is None))
+      print(arch, "pytorch 1 seed", f"{tt:.2f}s", flush=True)
+  C.write(args.out, records, notes)
+
+
+if __name__ == "__main__":
+  main()
