@@ -102,7 +102,8 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
   with pytest.raises(ValueError, match=r"non-finite training loss at epoch (\d)") as err:
     train.fit(model, ds.x_train[:256] * 1e30, ds.y_train[:256], seeds=[0, 1], epochs=4,
               learning_rate=1e10, checkpoint_dir=ckpt, progress=False)
-  bad_epoch = int(err.match(r"epoch (\d)").group(1))
+  import re
+  bad_epoch = int(re.search(r"epoch (\d)", str(err.value)).group(1))
   good = checkpoint.latest_epoch(ckpt)
   assert good == bad_epoch - 1 or (good is None and bad_epoch == 1)
   if good is not None:
