@@ -34,13 +34,21 @@ def _pick_dataset(name: str) -> str:
   return "fashion_mnist" if data.available("fashion_mnist") else "digits"
 
 
+def _load(name: str, data_dir: str | None):
+  """Grayscale images; CIFAR-10 with the tutorial's normalisation, the rest
+  standardised with train statistics."""
+  from rainbow_jax import data
+  return data.load(name, data_dir=data_dir, grayscale=True,
+                   normalize="tutorial" if name == "cifar10" else True)
+
+
 def covariance_report(args) -> dict:
   """Runs the covariance/alignment analysis and writes the report."""
   from rainbow_jax import align, data, models, moments, plots, train
 
   t_start = time.perf_counter()
   name = _pick_dataset(args.dataset)
-  ds = data.load(name, data_dir=args.data_dir, grayscale=True)
+  ds = _load(name, args.data_dir)
   print(f"dataset {name}: {ds.x_train.shape[0]} train images {ds.x_train.shape[1:]}"
         f" from {ds.source}", flush=True)
   x = ds.x_train[: args.max_samples] if args.max_samples else ds.x_train
@@ -138,7 +146,7 @@ def train_report(args) -> dict:
   from rainbow_jax import data, models, plots, train
 
   name = _pick_dataset(args.dataset)
-  ds = data.load(name, data_dir=args.data_dir, grayscale=True)
+  ds = _load(name, args.data_dir)
   print(f"dataset {name}: {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test"
         f" images {ds.x_train.shape[1:]} from {ds.source}", flush=True)
   x, y = ds.x_train, ds.y_train

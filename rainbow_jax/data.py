@@ -148,7 +148,7 @@ def load(
     data_dir: str | None = None,
     tfds_dir: str | None = None,
     grayscale: bool = False,
-    normalize: bool = True,
+    normalize: bool | str = True,
 ) -> Dataset:
   """Loads a whole dataset into memory.
 
@@ -158,7 +158,11 @@ def load(
     tfds_dir: tensorflow-datasets data directory with the prepared dataset.
     grayscale: convert RGB to one channel (ITU-R 601 luma), as the tutorial
       does for CIFAR-10.
-    normalize: standardise with the train set's per-channel mean and std.
+    normalize: True standardises with the train set's per-channel mean and
+      std (after any grayscale conversion); ``'tutorial'`` applies the
+      tutorial's transform instead — ImageNet mean (0.485, 0.456, 0.406) and
+      std (0.229, 0.224, 0.225) per RGB channel, *then* grayscale; False
+      leaves pixels in [0, 1].
 
   Returns:
     A `Dataset` with ``[N, H, W, C]`` float32 images.
@@ -190,14 +194,23 @@ def load(
         f" `tfds.builder({name!r}).download_and_prepare()`."
     )
   (xtr, ytr, xte, yte), source = found
-  xtr, xte = _as_nhwc(xtr), _as_nhwc(xte)
+  xtr = _as_nhwc(xtr).astype(np.float32) / 255.0
+  xte = _as_nhwc(xte).astype(np.float32) / 255.0
+  if normalize == "tutorial":
+    if xtr.shape[-1] == 3:
+      mean = np.array([0.485, 0.456, 0.406], np.float32)
+      std = np.array([0.229, 0.224, 0.225], np.float32)
+    else:  # torchvision would fail on one channel; use the luma-weighted values
+      mean = np.array([0.449], np.float32)
+      std = np.array([0.226], np.float32)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+  elif normalize not in (True, False):
+    raise ValueError(f"normalize must be True, False or 'tutorial', got {normalize!r}.")
   if grayscale and xtr.shape[-1] == 3:
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     xtr = (xtr @ luma)[..., None]
     xte = (xte @ luma)[..., None]
-  xtr = xtr.astype(np.float32) / 255.0
-  xte = xte.astype(np.float32) / 255.0
-  if normalize:
+  if normalize is True:
     mu = xtr.mean(axis=(0, 1, 2), keepdims=True)
     sd = xtr.std(axis=(0, 1, 2), keepdims=True)
     xtr = (xtr - mu) / sd

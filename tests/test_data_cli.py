@@ -105,3 +105,16 @@ def test_train_command_resumes_from_checkpoint(tmp_path):
   assert b["history"]["loss"][:2] == a["history"]["loss"]  # epochs 1-2 restored
   assert min(b["test_accuracy"]) > 80
   assert (tmp_path / "b" / "test_accuracy.png").exists()
+
+
+def test_tutorial_normalisation_then_grayscale(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+    raw = data.load("cifar10", tfds_dir=str(tmp_path), normalize=False)
+    tut = data.load("cifar10", tfds_dir=str(tmp_path), normalize="tutorial",
+                    grayscale=True)
+  mean = np.array([0.485, 0.456, 0.406])
+  std = np.array([0.229, 0.224, 0.225])
+  ref = ((raw.x_train - mean) / std) @ np.array([0.299, 0.587, 0.114])
+  np.testing.assert_allclose(tut.x_train[..., 0], ref, rtol=1e-5, atol=1e-5)
+  assert raw.x_train.min() >= 0 and raw.x_train.max() <= 1
