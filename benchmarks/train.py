@@ -7,7 +7,9 @@ Fashion-MNIST-shaped data (the real images when installed), one epoch over
 ``samples`` images in batches of 128 with SGD + momentum:
 
 * ``rainbow_jax`` ``vmapped`` — K ∈ {1, 2, 4, 8} seeds as one program
-  (`train.train_epoch`);
+  (`train.train_epoch`, ``seed_axis='vmap'``);
+* ``rainbow_jax`` ``mapped`` — the same program with ``seed_axis='map'``
+  (`lax.map` over seeds, the CPU default of ``'auto'``);
 * ``rainbow_jax`` ``sequential`` — K single-seed epochs one after another;
 * ``pytorch`` — the tutorial's training loop (``one_epoch``: forward,
   cross-entropy, backward, SGD step per batch) for one seed, torch 2.13.0
@@ -87,7 +89,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   samples = 1280 if args.quick else 12800
   ks = [1, 2] if args.quick else [1, 2, 4, 8]
-  repeats = 1 if args.quick else max(1, args.repeats // 2)
+  repeats = 1 if args.quick else args.repeats
   archs = ["mlp", "cnn"]
   torch = C.torch_or_none()
   notes = []
@@ -125,23 +127,23 @@ def main(argv=None):
     flops = flops_per_example(arch) * samples
     base = {"arch": arch, "samples": samples, "batch": 128}
 
-    def run_vmapped(k):
+    def run(k, axis):
       state = train.init(model, tx, list(range(k)), (28, 28, 1))
-      return lambda: train.train_epoch(state, xj, yj, model=model, tx=tx)[1]
+      return lambda: train.train_epoch(state, xj, yj, model=model, tx=tx,
+                                       seed_axis=axis)[1]
 
     for k in ks:
-      first, t = C.time_fn(run_vmapped(k), repeats)
-      records.append(C.record(
-          "train", "rainbow_jax", dict(base, seeds=k, mode="vmapped"), t, first - t,
-          seconds_per_seed_epoch=t / k, gflops=k * flops / t / 1e9,
-          fraction_of_peak=k * flops / t / 1e9 / best_peak))
-      single = [run_vmapped(1) for _ in range(k)]
-      _, ts = C.time_fn(lambda: [f() for f in single], repeats)
-      records.append(C.record(
-          "train", "rainbow_jax", dict(base, seeds=k, mode="sequential"), ts, None,
-          seconds_per_seed_epoch=ts / k, gflops=k * flops / ts / 1e9,
-          fraction_of_peak=k * flops / ts / 1e9 / best_peak))
-      print(arch, k, f"vmapped {t:.2f}s  sequential {ts:.2f}s", flush=True)
+      single = [run(1, "map") for _ in range(k)]
+      timed = C.time_interleaved({
+          "vmapped": run(k, "vmap"), "mapped": run(k, "map"),
+          "sequential": lambda: [f() for f in single]}, repeats)
+      for mode, (first, t) in timed.items():
+        records.append(C.record(
+            "train", "rainbow_jax", dict(base, seeds=k, mode=mode), t,
+            None if mode == "sequential" else first - t,
+            seconds_per_seed_epoch=t / k, gflops=k * flops / t / 1e9,
+            fraction_of_peak=k * flops / t / 1e9 / best_peak))
+      print(arch, k, "  ".join(f"{m} {t:.2f}s" for m, (_, t) in timed.items()), flush=True)
 
     if torch is not None:
       epoch = torch_epoch_fn(torch, arch, x, y)

@@ -17,11 +17,12 @@ def _mlp(ds, widths=(32,)):
   return models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=widths)
 
 
-def test_seed_in_a_batch_equals_seed_alone(digits):
+@pytest.mark.parametrize("seed_axis", ["vmap", "map"])
+def test_seed_in_a_batch_equals_seed_alone(digits, seed_axis):
   model = _mlp(digits)
   x, y = digits.x_train[:600], digits.y_train[:600]
   batch, _ = train.fit(model, x, y, seeds=[3, 5, 7], epochs=2, batch_size=64,
-                       progress=False)
+                       seed_axis=seed_axis, progress=False)
   alone, _ = train.fit(model, x, y, seeds=[5], epochs=2, batch_size=64,
                        progress=False)
   for a, b in zip(jax.tree_util.tree_leaves(train.select(batch.params, 1)),
@@ -48,12 +49,17 @@ def test_training_learns_and_accuracy_matches_numpy(digits):
   assert float(hist.test_accuracy[-1, 1]) == pytest.approx(ref, abs=1e-3)
 
 
-def test_cnn_trains_one_epoch(digits):
+def test_cnn_trains_one_epoch_vmap_and_map_agree(digits):
   model = models.make("cnn", digits.x_train.shape[1:], 10, widths=[8])
-  _, hist = train.fit(model, digits.x_train, digits.y_train, digits.x_test,
-                      digits.y_test, seeds=[0, 1], epochs=1, batch_size=32,
-                      progress=False)
-  assert np.all(hist.test_accuracy[0] > 30)  # chance is 10 %
+  out = {}
+  for axis in ("vmap", "map"):
+    out[axis] = train.fit(model, digits.x_train, digits.y_train, digits.x_test,
+                          digits.y_test, seeds=[0, 1], epochs=1, batch_size=32,
+                          seed_axis=axis, progress=False)
+  assert np.all(out["map"][1].test_accuracy[0] > 30)  # chance is 10 %
+  for a, b in zip(jax.tree_util.tree_leaves(out["vmap"][0].params),
+                  jax.tree_util.tree_leaves(out["map"][0].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_shared_order_only_changes_the_order(digits):
