@@ -3,10 +3,16 @@
 Pure, jitted, vmapped JAX functions for streaming activation statistics,
 alignment of networks, spectra, representational similarity and the rest of
 the analyses of the rainbow tutorial. See README.md.
+
+`rainbow_jax.checkpoint` (orbax) and `rainbow_jax.plots` (matplotlib) are
+imported on demand.
 """
 
 from rainbow_jax import align as align
+from rainbow_jax import data as data
+from rainbow_jax import models as models
 from rainbow_jax import moments as moments
+from rainbow_jax import train as train
 from rainbow_jax.align import Alignment as Alignment
 from rainbow_jax.align import align_features as align_features
 from rainbow_jax.align import align_moments as align_moments
@@ -21,7 +27,7 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "moments", "Alignment", "align_features", "align_moments",
+    "align", "data", "models", "moments", "train", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
     "covariance", "layer_moments",
 ]

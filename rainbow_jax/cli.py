@@ -1,8 +1,8 @@
 """Command line: ``rainbow-jax <command> [options]``.
 
 Commands:
-  train       train K seeds of the tutorial's MLP/CNN as one vmapped program.
-  covariance  train two networks (two seeds, one vmapped program), stream every
+  train       train K seeds of the tutorial's MLP/CNN as one compiled program.
+  covariance  train two networks (two seeds, one compiled program), stream every
               layer's activation covariance of both over the training set in
               one pass, align the networks layer by layer, and write a report
               (results.json, report.md, PNG figures).
@@ -44,7 +44,7 @@ def _load(name: str, data_dir: str | None):
 
 def covariance_report(args) -> dict:
   """Runs the covariance/alignment analysis and writes the report."""
-  from rainbow_jax import align, data, models, moments, plots, train
+  from rainbow_jax import align, models, moments, plots, train
 
   t_start = time.perf_counter()
   name = _pick_dataset(args.dataset)
@@ -64,7 +64,7 @@ def covariance_report(args) -> dict:
               np.asarray(train.accuracy(state.params, ds.x_test, ds.y_test, model=model)))
   print(f"test accuracy after {args.epochs} epoch(s): "
         f"{', '.join(f'{a:.2f} %' for a in test_acc)}", flush=True)
-  apply = _LayerInputs(model)
+  apply = models.LayerInputs(model)
 
   t0 = time.perf_counter()
   stats = moments.layer_moments(
@@ -192,22 +192,6 @@ def train_report(args) -> dict:
   return results
 
 
-class _LayerInputs:
-  """Hashable ``(params, x) -> layer inputs`` for one Flax model."""
-
-  def __init__(self, model):
-    self.model = model
-
-  def __call__(self, params, x):
-    return self.model.apply({"params": params}, x, taps=True)
-
-  def __hash__(self):
-    return hash(self.model)
-
-  def __eq__(self, other):
-    return isinstance(other, _LayerInputs) and other.model == self.model
-
-
 def _out_in(kernel):
   """Flax kernel → (out, in) matrix; conv (K, K, C_in, C_out) → (C_out, K·K·C_in)."""
   k = jnp.asarray(kernel)
@@ -274,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--out", default="reports/covariance")
   c.set_defaults(run=covariance_report)
 
-  t = sub.add_parser("train", help="train K seeds as one vmapped program")
+  t = sub.add_parser("train", help="train K seeds as one compiled program")
   t.add_argument("--dataset", default="auto")
   t.add_argument("--data-dir", default=None)
   t.add_argument("--arch", default="mlp", choices=["mlp", "cnn"])

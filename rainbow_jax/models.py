@@ -188,6 +188,26 @@ def layer_inputs(model: nn.Module, params: Any, x: Array) -> list[Array]:
   return model.apply({"params": params}, x, taps=True)
 
 
+class LayerInputs:
+  """``(params, x) -> layer inputs`` of one model, hashable by the model.
+
+  Pass it as the features function of `rainbow_jax.moments.layer_moments`:
+  equal models share one compiled step, and params stay traced arguments.
+  """
+
+  def __init__(self, model: nn.Module):
+    self.model = model
+
+  def __call__(self, params: Any, x: Array) -> list[Array]:
+    return layer_inputs(self.model, params, x)
+
+  def __hash__(self):
+    return hash(self.model)
+
+  def __eq__(self, other):
+    return isinstance(other, LayerInputs) and other.model == self.model
+
+
 def weights(params: Any) -> list[Array]:
   """The layers' kernels in forward order (Flax layout: Dense ``[in, out]``,
   Conv ``[K, K, C_in, C_out]``).
@@ -201,5 +221,5 @@ def weights(params: Any) -> list[Array]:
   return [flat[k]["kernel"] for k in names]
 
 
-__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "weights", "kernel_init",
+__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "LayerInputs", "weights", "kernel_init",
            "conv_output_size"]
