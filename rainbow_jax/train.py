@@ -266,6 +266,9 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     restored = checkpoint.restore(checkpoint_dir, state)
     if restored is not None:
       state, saved = restored
+      if saved.get("seeds", list(seeds)) != [int(v) for v in seeds]:
+        raise ValueError(f"checkpoint in {checkpoint_dir} is of seeds {saved['seeds']},"
+                         f" not {list(seeds)}; use another directory.")
       rec = {k: [np.asarray(v) for v in saved.get(k, [])] for k in rec}
   done = int(np.asarray(state.epoch)[0])
   bar = None
@@ -291,8 +294,8 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
       rec["test"].append(np.asarray(accuracy(state.params, x_test, y_test, model=model)))
     rec["sec"].append(time.perf_counter() - t0)
     if checkpoint_dir is not None:
-      checkpoint.save(checkpoint_dir, state,
-                      {k: np.asarray(v).tolist() for k, v in rec.items()})
+      history = {k: np.asarray(v).tolist() for k, v in rec.items()}
+      checkpoint.save(checkpoint_dir, state, dict(history, seeds=[int(v) for v in seeds]))
     if callback is not None:
       callback(epoch, state, m)
     if bar is not None:

@@ -105,6 +105,8 @@ def test_train_command_resumes_from_checkpoint(tmp_path):
   assert b["history"]["loss"][:2] == a["history"]["loss"]  # epochs 1-2 restored
   assert min(b["test_accuracy"]) > 80
   assert (tmp_path / "b" / "test_accuracy.png").exists()
+  # Other seeds cannot silently resume from this checkpoint.
+  assert cli.main(args + ["--seed", "5", "--epochs", "4", "--out", str(tmp_path / "c")]) == 2
 
 
 def test_tutorial_normalisation_then_grayscale(tmp_path, monkeypatch):
