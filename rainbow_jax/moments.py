@@ -296,57 +296,37 @@ def update(
       with different sample counts.
     TypeError: a non-floating feature map.
   """
-  dtype = state.mean[0].dtype
-  folded, weights = _fold_all(state, features, mask)
+  return merge(state, batch_moments(state, features, mask=mask))
+
+
+def batch_moments(
+    like: Moments,
+    features: Array | Sequence[Array],
+    *,
+    mask: Array | None = None,
+) -> Moments:
+  """The statistics of one batch alone, shaped like `like` (its maps, pairs
+  and names). `update` is ``merge(state, batch_moments(state, batch))``.
+
+  Each map's batch is centred on its own batch mean before the products, so
+  a large mean costs no precision (the Chan et al. pairwise scheme).
+  """
+  dtype = like.mean[0].dtype
+  folded, weights = _fold_all(like, features, mask)
   stats = [_batch_stats(x, w, dtype) for x, w in zip(folded, weights)]
-
-  # The Chan update of each pair uses the means *before* this batch.
-  fractions = []
-  for k, (nb, mub, _, _) in enumerate(stats):
-    n_new = state.count[k] + nb
-    frac_b = _fraction(nb, n_new, dtype)
-    # n_a·n_b/n, computed in floating point (no int32 overflow).
-    weight = (state.count[k].astype(dtype) * frac_b)
-    delta = mub - (state.mean[k] - state.mean_comp[k])
-    fractions.append((n_new, frac_b, weight, delta))
-
-  def pair_increment(i, j):
-    xc_i, xc_j = stats[i][2], stats[j][2]
-    # With a 0/1 mask applied to both sides, masked rows contribute nothing.
-    if i == j:
-      local = _gram(xc_i)
-    else:
-      local = jnp.matmul(xc_i.T, xc_j, precision=_HIGHEST)
-    _, _, wgt, di = fractions[i]
-    dj = fractions[j][3]
-    return local + wgt * jnp.outer(di, dj)
-
-  means, mean_comps, m2s, m2_comps, counts, bads = [], [], [], [], [], []
-  for k in range(len(stats)):
-    n_new, frac_b, _, delta = fractions[k]
-    mean, comp = _kahan(state.mean[k], state.mean_comp[k], delta * frac_b)
-    m2, m2c = _kahan(state.m2[k], state.m2_comp[k], pair_increment(k, k))
-    means.append(mean)
-    mean_comps.append(comp)
-    m2s.append(m2)
-    m2_comps.append(m2c)
-    counts.append(n_new)
-    bads.append(state.nonfinite[k] | stats[k][3])
-  cross, cross_comp = [], []
-  for p, (i, j) in enumerate(state.pairs):
-    c, cc = _kahan(state.cross[p], state.cross_comp[p], pair_increment(i, j))
-    cross.append(c)
-    cross_comp.append(cc)
+  zero = jnp.zeros((), dtype)  # no compensation term in a single batch
+  # With a 0/1 mask applied to both sides, masked rows contribute nothing.
   return dataclasses.replace(
-      state,
-      count=tuple(counts),
-      mean=tuple(means),
-      mean_comp=tuple(mean_comps),
-      m2=tuple(m2s),
-      m2_comp=tuple(m2_comps),
-      cross=tuple(cross),
-      cross_comp=tuple(cross_comp),
-      nonfinite=tuple(bads),
+      like,
+      count=tuple(n for n, _, _, _ in stats),
+      mean=tuple(mu for _, mu, _, _ in stats),
+      mean_comp=tuple(jnp.zeros_like(mu) for _, mu, _, _ in stats),
+      m2=tuple(_gram(xc) for _, _, xc, _ in stats),
+      m2_comp=tuple(zero for _ in stats),
+      cross=tuple(jnp.matmul(stats[i][2].T, stats[j][2], precision=_HIGHEST)
+                  for i, j in like.pairs),
+      cross_comp=tuple(zero for _ in like.pairs),
+      nonfinite=tuple(bad for _, _, _, bad in stats),
   )
 
 
@@ -376,7 +356,9 @@ def merge(a: Moments, b: Moments) -> Moments:
     info.append((n, frac_b, na.astype(dtype) * frac_b, mub - mua))
 
   def combine(sa, ca, sb, cb, i, j):
-    inc = (sb - cb) + info[i][2] * jnp.outer(info[i][3], info[j][3])
+    # M2 = M2_a + M2_b + (n_a n_b / n) δᵢ δⱼᵀ, δ = μ_b − μ_a.
+    sb = sb if cb.ndim == 0 else sb - cb
+    inc = sb + info[i][2] * jnp.outer(info[i][3], info[j][3])
     return _kahan(sa, ca, inc)
 
   means, mean_comps, m2s, m2_comps = [], [], [], []
@@ -829,7 +811,7 @@ def _chain(first, rest):
 
 
 __all__ = [
-    "Moments", "init", "update", "merge", "psum_merge", "mean", "covariance",
+    "Moments", "init", "update", "batch_moments", "merge", "psum_merge", "mean", "covariance",
     "second_moment_trace", "check", "fold", "init_for", "accumulate",
     "accumulate_stack", "layer_moments", "layer_names", "layer_pairs",
 ]
