@@ -86,6 +86,34 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int
   return {n: (first[n], statistics.median(times[n])) for n in fns}
 
 
+def gemm_peak(shapes: list[tuple[int, int, int]], repeats: int = 20) -> dict:
+  """Best float32 GEMM rate (GFLOP/s) of XLA and of torch over `shapes`.
+
+  A peak is a best case, so it takes the fastest of `repeats` runs (a median
+  on a shared machine measures the neighbours too).
+  """
+  out = {"xla": 0.0, "torch": None}
+  torch = torch_or_none()
+  for m, k, n in shapes:
+    a = jax.numpy.ones((m, k), jax.numpy.float32)
+    b = jax.numpy.ones((k, n), jax.numpy.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    block(f(a, b))
+    best = min(_once(lambda: f(a, b)) for _ in range(repeats))
+    out["xla"] = max(out["xla"], 2 * m * k * n / best / 1e9)
+    if torch is not None:
+      ta, tb = torch.ones(m, k), torch.ones(k, n)
+      best = min(_once(lambda: ta @ tb) for _ in range(repeats))
+      out["torch"] = max(out["torch"] or 0.0, 2 * m * k * n / best / 1e9)
+  return out
+
+
+def _once(fn) -> float:
+  t0 = time.perf_counter()
+  block(fn())
+  return time.perf_counter() - t0
+
+
 def record(bench, impl, case, seconds, compile_seconds=None, **extra):
   return {
       "bench": bench,
