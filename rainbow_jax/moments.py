@@ -44,6 +44,7 @@ Array = jax.Array
 Pair = tuple[int, int]
 
 _HIGHEST = lax.Precision.HIGHEST
+_MAX_COUNT = 2**31 - 1
 
 
 @functools.partial(
@@ -59,7 +60,9 @@ class Moments:
   """Streaming sufficient statistics of several feature maps.
 
   Attributes:
-    count: per feature map, ``[]`` int32 number of samples (rows) seen.
+    count: per feature map, ``[]`` int32 number of samples (rows) seen —
+      at most 2³¹ − 1 (2.1·10⁹ rows, conv positions included; `accumulate`
+      raises before it would overflow).
     mean: per feature map, ``[d_i]`` running mean.
     mean_comp: per feature map, ``[d_i]`` Kahan compensation of `mean`.
     m2: per feature map, ``[d_i, d_i]`` centered sum Σ (x − μ)(x − μ)ᵀ.
@@ -642,6 +645,10 @@ def accumulate(
         functools.partial(step_fn, params), first, cross=cross, names=names,
         dtype=dtype)
   state = jax.tree_util.tree_map(jnp.array, state)  # own buffers: donated.
+  # Rows per example of each map (conv positions), to guard the int32 count.
+  shapes = _as_list(jax.eval_shape(functools.partial(step_fn, params), first))
+  rows_per_example = max(math.prod(f.shape[1:-1]) for f in shapes)
+  rows = max(int(c) for c in state.count)
   bar = None
   if progress:
     from tqdm.auto import tqdm
@@ -650,6 +657,11 @@ def accumulate(
   batch = first
   while True:
     n = _leading(batch)
+    rows += n * rows_per_example
+    if rows > _MAX_COUNT:
+      raise ValueError(
+          f"more than {_MAX_COUNT} samples (rows) in one statistic overflow its"
+          " int32 count; accumulate parts of the data separately.")
     if n < size:
       mask = np.arange(size) < n
       batch = _pad(batch, size)

@@ -204,3 +204,14 @@ def test_uncompensated_state_matches_and_merges(rng):
   both = M.merge(s, M.update(M.init([6, 3], cross=[(0, 1)]), [x, y]))
   assert rel_err(M.covariance(both, 0, centered=True),
                  np.cov(x64.T, bias=True)) < RTOL[np.dtype(np.float32)]
+
+
+def test_count_overflow_is_refused(monkeypatch):
+  monkeypatch.setattr(M, "_MAX_COUNT", 1000)
+  x = np.ones((300, 4), np.float32)
+  M.accumulate([x, x, x])  # 900 rows: fine
+  with pytest.raises(ValueError, match="int32 count"):
+    M.accumulate([x, x, x, x])
+  conv = np.ones((10, 5, 5, 2), np.float32)  # 250 rows per batch of 10
+  with pytest.raises(ValueError, match="int32 count"):
+    M.accumulate([conv] * 5)
