@@ -1,0 +1,131 @@
+"""CCA and linear CKA against an independent float64 numpy implementation of
+google/svcca's `get_cca_similarity` semantics, plus invariances."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from rainbow_jax import moments as M
+from rainbow_jax import similarity as S
+
+
+def reference_cca(acts1, acts2, epsilon=0.0, threshold=0.98):
+  """float64 numpy, inputs neurons × datapoints, written from the spec."""
+  nx = acts1.shape[0]
+  cov = np.cov(np.concatenate([acts1, acts2]).astype(np.float64))
+  sxx, sxy, syy = cov[:nx, :nx], cov[:nx, nx:], cov[nx:, nx:]
+  xmax, ymax = np.abs(sxx).max(), np.abs(syy).max()
+  sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
+  kx = np.abs(np.diag(sxx)) >= epsilon
+  ky = np.abs(np.diag(syy)) >= epsilon
+  sxx = sxx[np.ix_(kx, kx)] + epsilon * np.eye(kx.sum())
+  syy = syy[np.ix_(ky, ky)] + epsilon * np.eye(ky.sum())
+  sxy = sxy[np.ix_(kx, ky)]
+
+  def invsqrt(a):
+    w, v = np.linalg.eigh(np.linalg.pinv(a))
+    return v @ np.diag(np.sqrt(w)) @ v.T
+
+  s = np.abs(np.linalg.svd(invsqrt(sxx) @ sxy @ invsqrt(syy), compute_uv=False))
+  idx = None
+  for i in range(len(s)):
+    if s[:i].sum() / s.sum() >= threshold:
+      idx = i
+      break
+  return s, s[:idx].mean(), s.sum(), kx, ky
+
+
+def _pair(rng, n=2000, dx=12, dy=9, kind="random"):
+  if kind == "random":
+    x = rng.normal(size=(n, dx))
+    y = x[:, :dy] @ rng.normal(size=(dy, dy)) + 0.8 * rng.normal(size=(n, dy))
+  elif kind == "ill":
+    x = rng.normal(size=(n, dx)) * np.logspace(0, -3, dx)
+    y = np.tanh(x[:, :dy] * 50) + 0.1 * rng.normal(size=(n, dy))
+  elif kind == "low_rank":  # exactly rank-deficient: rank 6 in 12 and 9 dims
+    z = rng.normal(size=(n, 6))
+    x = z @ rng.normal(size=(6, dx))
+    y = z[:, :4] @ rng.normal(size=(4, dy)) + 0.5 * rng.normal(size=(n, 1)) @ rng.normal(size=(1, dy))
+  elif kind == "dead_neurons":  # near-constant neurons: removed by epsilon
+    x = rng.normal(size=(n, dx))
+    x[:, :3] = 5 + 1e-4 * rng.normal(size=(n, 3))
+    y = x[:, 3:3 + dy] + 0.5 * rng.normal(size=(n, dy))
+  return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,epsilon", [("random", 0.0), ("random", 1e-6), ("ill", 1e-6),
+                                          ("low_rank", 1e-6), ("dead_neurons", 1e-6)])
+def test_cca_matches_reference(rng, kind, epsilon):
+  x, y = _pair(rng, kind=kind)
+  s, mean, total, kx, ky = reference_cca(x.T, y.T, epsilon=epsilon)
+  out = jax.jit(lambda a, b: S.cca(a, b, epsilon=epsilon))(x, y)
+  k = int(out.num_coefficients)
+  assert k == len(s)
+  np.testing.assert_array_equal(out.x_keep, kx)
+  np.testing.assert_array_equal(out.y_keep, ky)
+  np.testing.assert_allclose(out.coefficients[:k], s, atol=1e-4)
+  assert np.all(np.asarray(out.coefficients[k:]) == 0)
+  assert float(out.mean) == pytest.approx(mean, abs=1e-4)
+  assert float(out.sum) == pytest.approx(total, abs=1e-3)
+  if kind == "dead_neurons":
+    assert not kx[:3].any() and kx[3:].all()
+
+
+def test_cca_invariant_to_invertible_maps(rng):
+  x, _ = _pair(rng)
+  t = rng.normal(size=(12, 12)).astype(np.float32)  # invertible a.s.
+  out = S.cca(x, x @ t + 3.0)
+  np.testing.assert_allclose(out.coefficients, 1.0, atol=1e-3)
+  assert float(out.mean) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cka_invariances(rng):
+  x, y = _pair(rng)
+  q = ortho_group.rvs(9, random_state=0).astype(np.float32)
+  base = float(S.linear_cka(x, y))
+  assert 0 < base < 1
+  assert float(S.linear_cka(x, x)) == pytest.approx(1.0, abs=1e-5)
+  assert float(S.linear_cka(y, x)) == pytest.approx(base, rel=1e-5)  # symmetric
+  assert float(S.linear_cka(x, 7.0 * y @ q + 2.0)) == pytest.approx(base, rel=1e-4)
+  t = np.diag(np.logspace(0, 2, 9)).astype(np.float32)  # not orthogonal
+  assert abs(float(S.linear_cka(x, y @ t)) - base) > 1e-2
+  # Independent reference: Kornblith et al.'s formula with centred Gram matrices.
+  xc = x - x.mean(0)
+  yc = y - y.mean(0)
+  kx, ky = xc @ xc.T, yc @ yc.T
+  ref = np.sum(kx * ky) / np.sqrt(np.sum(kx * kx) * np.sum(ky * ky))
+  assert base == pytest.approx(float(ref), rel=1e-3)
+
+
+def test_streamed_equals_in_memory(rng):
+  x, y = _pair(rng, n=1500)
+  s = M.accumulate([(x[i:i + 256], y[i:i + 256]) for i in range(0, 1500, 256)],
+                   lambda b: list(b), cross=[(0, 1)])
+  streamed, direct = S.cca_moments(s, 0, 1), S.cca(x, y)
+  np.testing.assert_allclose(streamed.coefficients, direct.coefficients, atol=1e-4)
+  assert float(S.linear_cka_moments(s, 0, 1)) == pytest.approx(
+      float(S.linear_cka(x, y)), rel=1e-5)
+
+
+def test_fewer_datapoints_than_neurons_is_finite(rng):
+  x = rng.normal(size=(20, 50)).astype(np.float32)
+  y = rng.normal(size=(20, 40)).astype(np.float32)
+  out = S.cca(x, y, epsilon=1e-6)
+  assert np.all(np.isfinite(np.asarray(out.coefficients)))
+  assert np.isfinite(float(out.mean)) and float(out.mean) <= 1 + 1e-4
+  # Identically zero activations: everything removed, zeros (svcca's zero dict).
+  zero = S.cca(np.zeros((30, 4), np.float32), y[:, :4].repeat(2, 0)[:30])
+  assert int(zero.num_coefficients) == 0 and float(zero.mean) == 0
+
+
+def test_bad_inputs():
+  with pytest.raises(ValueError, match="same number of datapoints"):
+    S.cca(np.ones((10, 3), np.float32), np.ones((9, 3), np.float32))
+  with pytest.raises(TypeError, match="floating"):
+    S.linear_cka(np.ones((10, 3), np.int32), np.ones((10, 3), np.int32))
+  with pytest.raises(ValueError, match="threshold"):
+    S.cca(np.ones((10, 3), np.float32), np.ones((10, 3), np.float32), threshold=0.0)
+  with pytest.raises(ValueError, match="at least 2 datapoints"):
+    S.cca(np.ones((1, 3), np.float32), np.ones((1, 3), np.float32))
