@@ -99,7 +99,8 @@ def _whitener(s: Array, keep: Array, epsilon: float) -> Array:
 
 
 def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 0.0,
-                        threshold: float = 0.98) -> CCAResult:
+                        threshold: float = 0.98, x_mask: Array | None = None,
+                        y_mask: Array | None = None) -> CCAResult:
   """CCA from centred covariances (any common normalisation).
 
   Args:
@@ -109,6 +110,8 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
     epsilon: neurons with rescaled variance below it are removed, and it is
       added to the kept diagonals (svcca's ``epsilon``).
     threshold: fraction of the coefficients' sum that `mean` covers, in (0, 1].
+    x_mask, y_mask: optional ``[d]`` bool, neurons to consider at all (the
+      others are treated as absent; used by `svcca`).
 
   Returns:
     `CCAResult`. Jittable and vmappable over leading axes of equal shape.
@@ -121,6 +124,12 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
                      f" {syy.shape}, {sxy.shape}.")
   if not 0.0 < threshold <= 1.0:
     raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
+  if x_mask is not None:
+    sxx = jnp.where(x_mask[:, None] & x_mask[None, :], sxx, 0.0)
+    sxy = jnp.where(x_mask[:, None], sxy, 0.0)
+  if y_mask is not None:
+    syy = jnp.where(y_mask[:, None] & y_mask[None, :], syy, 0.0)
+    sxy = jnp.where(y_mask[None, :], sxy, 0.0)
   xmax = jnp.max(jnp.abs(sxx))
   ymax = jnp.max(jnp.abs(syy))
   safe = lambda m: jnp.where(m > 0, m, 1.0)
@@ -129,6 +138,10 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
   sxy = sxy / jnp.sqrt(safe(xmax) * safe(ymax))
   x_keep = (jnp.abs(jnp.diagonal(sxx)) >= epsilon) & (xmax > 0)
   y_keep = (jnp.abs(jnp.diagonal(syy)) >= epsilon) & (ymax > 0)
+  if x_mask is not None:
+    x_keep = x_keep & x_mask
+  if y_mask is not None:
+    y_keep = y_keep & y_mask
   wx = _whitener(sxx, x_keep, epsilon)
   wy = _whitener(syy, y_keep, epsilon)
   sxy = jnp.where(x_keep[:, None] & y_keep[None, :], sxy, 0.0)
@@ -192,6 +205,55 @@ def cca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0
       epsilon=epsilon, threshold=threshold)
 
 
+def _top_directions(cov: Array, keep: int | None, variance: float):
+  """Eigenvectors (columns, descending) and a mask of the kept leading ones."""
+  w, v = jnp.linalg.eigh(cov)
+  w, v = w[::-1], v[:, ::-1]
+  if keep is not None:
+    mask = jnp.arange(w.shape[0]) < keep
+  else:
+    frac = jnp.cumsum(jnp.maximum(w, 0)) / jnp.maximum(jnp.sum(jnp.maximum(w, 0)), 1e-30)
+    count = jnp.sum(frac < variance) + 1  # fewest leading directions reaching it
+    mask = jnp.arange(w.shape[0]) < count
+  return v, mask
+
+
+def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | None = None,
+                          variance: float = 0.99, epsilon: float = 0.0,
+                          threshold: float = 0.98) -> CCAResult:
+  """SVCCA: CCA between the leading principal directions of x and of y.
+
+  Each side is rotated to its covariance eigenbasis and reduced to its top
+  `keep` directions, or (``keep=None``) to the fewest leading directions that
+  hold `variance` of its total variance; then `cca_from_covariance` with the
+  rest masked out. This is the SVCCA tutorial's ``svd → keep k → cca`` done on
+  covariances, so it streams.
+
+  Args:
+    sxx, syy, sxy: centred covariances as in `cca_from_covariance`.
+    keep: number of directions per side (same for both), or None.
+    variance: variance fraction to keep when ``keep`` is None, in (0, 1].
+    epsilon, threshold: passed to `cca_from_covariance`.
+  """
+  if keep is not None and keep < 1:
+    raise ValueError(f"keep must be a positive number of directions, got {keep}.")
+  if not 0.0 < variance <= 1.0:
+    raise ValueError(f"variance must lie in (0, 1], got {variance}.")
+  vx, mx = _top_directions(sxx, keep, variance)
+  vy, my = _top_directions(syy, keep, variance)
+  rot = lambda a, b, c: jnp.matmul(a.T, jnp.matmul(b, c, precision=_HP), precision=_HP)
+  return cca_from_covariance(rot(vx, sxx, vx), rot(vy, syy, vy), rot(vx, sxy, vy),
+                             epsilon=epsilon, threshold=threshold, x_mask=mx, y_mask=my)
+
+
+def svcca(x: Array, y: Array, *, keep: int | None = None, variance: float = 0.99,
+          epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
+  """SVCCA of ``[n, d_x]`` and ``[n, d_y]`` representations (see
+  `svcca_from_covariance`)."""
+  return svcca_from_covariance(*_centred_covs(x, y), keep=keep, variance=variance,
+                               epsilon=epsilon, threshold=threshold)
+
+
 def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
   """Linear CKA ‖Σxy‖²_F / (‖Σxx‖_F ‖Σyy‖_F) from centred covariances.
 
@@ -225,5 +287,6 @@ def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
       _moments.covariance(state, i, j, centered=True))
 
 
-__all__ = ["CCAResult", "cca", "cca_from_covariance", "cca_moments", "linear_cka",
+__all__ = ["CCAResult", "cca", "cca_from_covariance", "cca_moments", "svcca",
+           "svcca_from_covariance", "linear_cka",
            "linear_cka_from_covariance", "linear_cka_moments"]

@@ -129,3 +129,28 @@ def test_bad_inputs():
     S.cca(np.ones((10, 3), np.float32), np.ones((10, 3), np.float32), threshold=0.0)
   with pytest.raises(ValueError, match="at least 2 datapoints"):
     S.cca(np.ones((1, 3), np.float32), np.ones((1, 3), np.float32))
+
+
+def reference_svcca(acts1, acts2, k):
+  """The SVCCA tutorial's pipeline in float64: centre, SVD, keep k, CCA."""
+  def reduce(a):
+    a = a - a.mean(axis=1, keepdims=True)
+    _, s, v = np.linalg.svd(a.astype(np.float64), full_matrices=False)
+    return s[:k, None] * v[:k]
+  return reference_cca(reduce(acts1), reduce(acts2))
+
+
+def test_svcca_matches_tutorial_pipeline(rng):
+  x, y = _pair(rng, dx=20, dy=16)
+  s, mean, _, _, _ = reference_svcca(x.T, y.T, k=8)
+  out = S.svcca(x, y, keep=8)
+  assert int(out.num_coefficients) == 8
+  np.testing.assert_allclose(out.coefficients[:8], s, atol=1e-4)
+  assert float(out.mean) == pytest.approx(mean, abs=1e-4)
+  # Variance-fraction rule: the smallest k holding 99 % on each side.
+  full = S.svcca(x, y, variance=0.99)
+  ev = np.sort(np.linalg.eigvalsh(np.cov(x.T.astype(np.float64))))[::-1]
+  ev_y = np.sort(np.linalg.eigvalsh(np.cov(y.T.astype(np.float64))))[::-1]
+  kx = int(np.searchsorted(np.cumsum(ev) / ev.sum(), 0.99) + 1)
+  ky = int(np.searchsorted(np.cumsum(ev_y) / ev_y.sum(), 0.99) + 1)
+  assert int(full.num_coefficients) == min(kx, ky)
