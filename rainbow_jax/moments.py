@@ -558,7 +558,11 @@ def init_for(
     dtype: Any = jnp.float32,
 ) -> Moments:
   """`init` with widths read from ``fn(example_batch)`` (shapes only)."""
-  shapes = jax.eval_shape(_features_fn(fn), example_batch)
+  return _init_from_shapes(jax.eval_shape(_features_fn(fn), example_batch),
+                           cross=cross, names=names, dtype=dtype)
+
+
+def _init_from_shapes(shapes, *, cross, names, dtype) -> Moments:
   feats = _as_list(shapes)
   names = _default_names(names, len(feats))
   for f, name in zip(feats, names):
@@ -640,14 +644,12 @@ def accumulate(
   except StopIteration:
     raise ValueError("the iterator of batches is empty.") from None
   size = _leading(first)
+  shapes = jax.eval_shape(functools.partial(step_fn, params), first)
   if state is None:
-    state = init_for(
-        functools.partial(step_fn, params), first, cross=cross, names=names,
-        dtype=dtype)
+    state = _init_from_shapes(shapes, cross=cross, names=names, dtype=dtype)
   state = jax.tree_util.tree_map(jnp.array, state)  # own buffers: donated.
   # Rows per example of each map (conv positions), to guard the int32 count.
-  shapes = _as_list(jax.eval_shape(functools.partial(step_fn, params), first))
-  rows_per_example = max(math.prod(f.shape[1:-1]) for f in shapes)
+  rows_per_example = max(math.prod(f.shape[1:-1]) for f in _as_list(shapes))
   rows = max(int(c) for c in state.count)
   bar = None
   if progress:
