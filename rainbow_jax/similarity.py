@@ -279,6 +279,66 @@ def linear_cka(x: Array, y: Array) -> Array:
   return linear_cka_from_covariance(*_centred_covs(x, y))
 
 
+def linear_cka_debiased(x: Array, y: Array) -> Array:
+  """Linear CKA with the unbiased HSIC estimator (Song et al. 2012).
+
+  Biased CKA of independent representations is far above 0 when datapoints
+  are few relative to neurons; the debiased estimate is centred at 0 there.
+  It can be slightly negative; it is never NaN (a non-positive self-HSIC,
+  only possible for degenerate inputs, gives 0). Memory is O(n²).
+
+  Args:
+    x: ``[n, d_x]``, y: ``[n, d_y]``, n ≥ 4.
+
+  Returns:
+    ``[]`` debiased linear CKA, ≤ 1, 1 for a representation against itself.
+  """
+  xf = _moments.fold(x, "x")
+  yf = _moments.fold(y, "y")
+  n = xf.shape[0]
+  if yf.shape[0] != n:
+    raise ValueError(f"x and y need the same number of datapoints, got shapes"
+                     f" {jnp.shape(x)} and {jnp.shape(y)}.")
+  if n < 4:
+    raise ValueError(f"the unbiased HSIC estimator needs n ≥ 4 datapoints, got {n}.")
+
+  def gram(a):
+    k = jnp.matmul(a, a.T, precision=_HP)
+    return k - jnp.diag(jnp.diagonal(k))
+
+  def hsic(k, l):
+    ones_k, ones_l = jnp.sum(k, axis=1), jnp.sum(l, axis=1)
+    t = (jnp.sum(k * l) + jnp.sum(ones_k) * jnp.sum(ones_l) / ((n - 1) * (n - 2))
+         - 2.0 * jnp.dot(ones_k, ones_l) / (n - 2))
+    return t / (n * (n - 3))
+
+  k, l = gram(xf), gram(yf)
+  kk, ll = hsic(k, k), hsic(l, l)
+  den = jnp.sqrt(jnp.maximum(kk, 0.0) * jnp.maximum(ll, 0.0))
+  return jnp.where(den > 0, hsic(k, l) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
+  """Orthogonal Procrustes distance between centred, unit-norm representations.
+
+  ``min_Q ‖X̂ − ŶQ‖²_F = 2 − 2 ‖Σxy‖_* / √(tr Σxx · tr Σyy)`` (Williams et
+  al. 2021), with X̂, Ŷ centred and scaled to unit Frobenius norm (widths may
+  differ). A distance in [0, 2]: 0 exactly when one representation is a
+  rotation (and scaling) of the other.
+  """
+  for c, n in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
+    _check_cov(c, n)
+  nuc = jnp.sum(jnp.linalg.svd(sxy, compute_uv=False))
+  den = jnp.sqrt(jnp.trace(sxx) * jnp.trace(syy))
+  sim = jnp.where(den > 0, nuc / jnp.where(den > 0, den, 1.0), 0.0)
+  return jnp.clip(2.0 - 2.0 * sim, 0.0, 2.0)
+
+
+def procrustes_distance(x: Array, y: Array) -> Array:
+  """Procrustes distance of ``[n, d_x]`` and ``[n, d_y]`` representations."""
+  return procrustes_distance_from_covariance(*_centred_covs(x, y))
+
+
 def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
   """Linear CKA of maps `i` and `j` from streamed `Moments`."""
   return linear_cka_from_covariance(
@@ -288,5 +348,6 @@ def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
 
 
 __all__ = ["CCAResult", "cca", "cca_from_covariance", "cca_moments", "svcca",
-           "svcca_from_covariance", "linear_cka",
+           "svcca_from_covariance", "linear_cka", "linear_cka_debiased",
+           "procrustes_distance", "procrustes_distance_from_covariance",
            "linear_cka_from_covariance", "linear_cka_moments"]

@@ -154,3 +154,52 @@ def test_svcca_matches_tutorial_pipeline(rng):
   kx = int(np.searchsorted(np.cumsum(ev) / ev.sum(), 0.99) + 1)
   ky = int(np.searchsorted(np.cumsum(ev_y) / ev_y.sum(), 0.99) + 1)
   assert int(full.num_coefficients) == min(kx, ky)
+
+
+def reference_debiased_hsic(k, l):
+  """Unbiased HSIC (Song et al. 2012), float64, written from the paper."""
+  n = k.shape[0]
+  k = k - np.diag(np.diag(k))
+  l = l - np.diag(np.diag(l))
+  one = np.ones(n)
+  return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+          - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+
+
+def test_debiased_cka_matches_reference_and_nulls(rng):
+  x, y = _pair(rng, n=60, dx=40, dy=30)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  k, l = x64 @ x64.T, y64 @ y64.T
+  ref = reference_debiased_hsic(k, l) / np.sqrt(
+      reference_debiased_hsic(k, k) * reference_debiased_hsic(l, l))
+  assert float(S.linear_cka_debiased(x, y)) == pytest.approx(ref, abs=1e-4)
+  assert float(S.linear_cka_debiased(x, x)) == pytest.approx(1.0, abs=1e-5)
+  # Independent data, few datapoints per neuron: biased CKA is high by chance,
+  # debiased CKA is centred at zero.
+  vals_b, vals_d = [], []
+  for seed in range(20):
+    r = np.random.default_rng(100 + seed)
+    a = r.normal(size=(40, 100)).astype(np.float32)
+    b = r.normal(size=(40, 100)).astype(np.float32)
+    vals_b.append(float(S.linear_cka(a, b)))
+    vals_d.append(float(S.linear_cka_debiased(a, b)))
+  assert np.mean(vals_b) > 0.5
+  assert abs(np.mean(vals_d)) < 3 * np.std(vals_d) / np.sqrt(20) + 0.01
+  assert np.all(np.isfinite(vals_d))
+
+
+def test_procrustes_distance(rng):
+  x, y = _pair(rng)
+  q = ortho_group.rvs(12, random_state=3).astype(np.float32)
+  assert float(S.procrustes_distance(x, 4.0 * x @ q + 1.0)) == pytest.approx(0.0, abs=1e-4)
+  d = float(S.procrustes_distance(x, y))
+  assert 0 < d < 2
+  assert float(S.procrustes_distance(y, x)) == pytest.approx(d, rel=1e-5)
+  # Independent reference: solve the Procrustes problem explicitly (scipy).
+  from scipy.linalg import orthogonal_procrustes
+  xc = x.astype(np.float64) - x.mean(0)
+  yc = np.pad(y.astype(np.float64) - y.mean(0), ((0, 0), (0, 3)))  # widths 12, 9
+  xc /= np.linalg.norm(xc)
+  yc /= np.linalg.norm(yc)
+  r, _ = orthogonal_procrustes(yc, xc)
+  assert d == pytest.approx(np.sum((xc - yc @ r) ** 2), abs=1e-4)
