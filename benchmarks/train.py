@@ -30,7 +30,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

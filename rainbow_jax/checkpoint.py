@@ -11,7 +11,6 @@ raw key data and re-wrapped on restore.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -142,8 +142,8 @@ def covariance_report(args) -> dict:
 
 
 def train_report(args) -> dict:
-  """Trains K seeds as one vmapped program and writes per-seed accuracies."""
-  from rainbow_jax import data, models, plots, train
+  """Trains K seeds as one compiled program and writes per-seed accuracies."""
+  from rainbow_jax import models, plots, train
 
   name = _pick_dataset(args.dataset)
   ds = _load(name, args.data_dir)

@@ -1,6 +1,5 @@
 """Streaming moments against float64 numpy references and their invariants."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,6 @@
 google/svcca's `get_cca_similarity` semantics, plus invariances."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
