@@ -105,15 +105,7 @@ def align_features(phi: Array, psi: Array) -> Alignment:
   Returns:
     `Alignment` of φ onto ψ.
   """
-  x = _moments.fold(phi, "phi")
-  y = _moments.fold(psi, "psi")
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-        f"phi and psi need the same number of samples, got shapes"
-        f" {jnp.shape(phi)} and {jnp.shape(psi)}."
-    )
-  if x.shape[0] == 0:
-    raise ValueError("zero samples.")
+  x, y = _moments.fold_pair(phi, psi, ("phi", "psi"))
   hp = lax.Precision.HIGHEST
   n = x.shape[0]
   cross = jnp.matmul(y.T, x, precision=hp) / n

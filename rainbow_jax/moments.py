@@ -175,6 +175,20 @@ def fold(x: Array, name: str = "features") -> Array:
   return x.reshape(-1, x.shape[-1])
 
 
+def fold_pair(x: Array, y: Array, names: tuple[str, str] = ("x", "y"), *,
+              noun: str = "samples") -> tuple[Array, Array]:
+  """`fold` two maps of the same inputs; raises unless their sample counts
+  agree and are positive."""
+  xf, yf = fold(x, names[0]), fold(y, names[1])
+  if xf.shape[0] != yf.shape[0]:
+    raise ValueError(
+        f"{names[0]} and {names[1]} need the same number of {noun}, got shapes"
+        f" {tuple(jnp.shape(x))} and {tuple(jnp.shape(y))}.")
+  if xf.shape[0] == 0:
+    raise ValueError(f"zero {noun}.")
+  return xf, yf
+
+
 def _as_list(features) -> list:
   if isinstance(features, (list, tuple)):
     return list(features)
@@ -826,6 +840,6 @@ def _chain(first, rest):
 
 __all__ = [
     "Moments", "init", "update", "batch_moments", "merge", "psum_merge", "mean", "covariance",
-    "second_moment_trace", "check", "fold", "init_for", "accumulate",
+    "second_moment_trace", "check", "fold", "fold_pair", "init_for", "accumulate",
     "accumulate_stack", "layer_moments", "layer_names", "layer_pairs",
 ]

@@ -71,10 +71,16 @@ class CCAResult(NamedTuple):
   y_keep: Array
 
 
-def _check_cov(c, name):
-  _checks.check_floating(c, name)
-  if jnp.ndim(c) != 2:
-    raise ValueError(f"{name} must be a matrix, got shape {jnp.shape(c)}.")
+def _check_covs(sxx, syy, sxy):
+  """Dtypes and shapes of a covariance triple ``[dx, dx], [dy, dy], [dx, dy]``."""
+  for c, name in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
+    _checks.check_floating(c, name)
+    if jnp.ndim(c) != 2:
+      raise ValueError(f"{name} must be a matrix, got shape {jnp.shape(c)}.")
+  dx, dy = sxx.shape[0], syy.shape[0]
+  if sxx.shape != (dx, dx) or syy.shape != (dy, dy) or sxy.shape != (dx, dy):
+    raise ValueError(f"need sxx [dx, dx], syy [dy, dy], sxy [dx, dy]; got {sxx.shape},"
+                     f" {syy.shape}, {sxy.shape}.")
 
 
 def _whitener(s: Array, keep: Array, epsilon: float) -> Array:
@@ -116,12 +122,7 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
   Returns:
     `CCAResult`. Jittable and vmappable over leading axes of equal shape.
   """
-  for c, n in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
-    _check_cov(c, n)
-  dx, dy = sxx.shape[0], syy.shape[0]
-  if sxx.shape != (dx, dx) or syy.shape != (dy, dy) or sxy.shape != (dx, dy):
-    raise ValueError(f"need sxx [dx, dx], syy [dy, dy], sxy [dx, dy]; got {sxx.shape},"
-                     f" {syy.shape}, {sxy.shape}.")
+  _check_covs(sxx, syy, sxy)
   if not 0.0 < threshold <= 1.0:
     raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
   if x_mask is not None:
@@ -159,11 +160,7 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
 
 
 def _centred_covs(x: Array, y: Array):
-  xf = _moments.fold(x, "x")
-  yf = _moments.fold(y, "y")
-  if xf.shape[0] != yf.shape[0]:
-    raise ValueError(f"x and y need the same number of datapoints, got shapes"
-                     f" {jnp.shape(x)} and {jnp.shape(y)}.")
+  xf, yf = _moments.fold_pair(x, y, noun="datapoints")
   if xf.shape[0] < 2:
     raise ValueError(f"need at least 2 datapoints, got {xf.shape[0]}.")
   xc = xf - jnp.mean(xf, axis=0)[None, :]
@@ -195,14 +192,17 @@ def cca(x: Array, y: Array, *, epsilon: float = 0.0, threshold: float = 0.98) ->
   return cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
 
 
+def _moment_covs(state: _moments.Moments, i: int, j: int):
+  """Centred (Σii, Σjj, Σij) of two maps of streamed `Moments`."""
+  cov = lambda a, b=None: _moments.covariance(state, a, b, centered=True)
+  return cov(i), cov(j), cov(i, j)
+
+
 def cca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0,
                 threshold: float = 0.98) -> CCAResult:
   """CCA of maps `i` and `j` from streamed `Moments` (their cross pair kept)."""
-  return cca_from_covariance(
-      _moments.covariance(state, i, centered=True),
-      _moments.covariance(state, j, centered=True),
-      _moments.covariance(state, i, j, centered=True),
-      epsilon=epsilon, threshold=threshold)
+  return cca_from_covariance(*_moment_covs(state, i, j), epsilon=epsilon,
+                             threshold=threshold)
 
 
 def _top_directions(cov: Array, keep: int | None, variance: float):
@@ -260,8 +260,7 @@ def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
   Equals the biased-HSIC linear CKA of Kornblith et al.; a similarity in
   [0, 1], 1 for a representation against itself. Zero-variance inputs give 0.
   """
-  for c, n in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
-    _check_cov(c, n)
+  _check_covs(sxx, syy, sxy)
   num = jnp.sum(sxy * sxy)
   den = jnp.sqrt(jnp.sum(sxx * sxx)) * jnp.sqrt(jnp.sum(syy * syy))
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
@@ -293,12 +292,8 @@ def linear_cka_debiased(x: Array, y: Array) -> Array:
   Returns:
     ``[]`` debiased linear CKA, ≤ 1, 1 for a representation against itself.
   """
-  xf = _moments.fold(x, "x")
-  yf = _moments.fold(y, "y")
+  xf, yf = _moments.fold_pair(x, y, noun="datapoints")
   n = xf.shape[0]
-  if yf.shape[0] != n:
-    raise ValueError(f"x and y need the same number of datapoints, got shapes"
-                     f" {jnp.shape(x)} and {jnp.shape(y)}.")
   if n < 4:
     raise ValueError(f"the unbiased HSIC estimator needs n ≥ 4 datapoints, got {n}.")
 
@@ -326,8 +321,7 @@ def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> A
   differ). A distance in [0, 2]: 0 exactly when one representation is a
   rotation (and scaling) of the other.
   """
-  for c, n in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
-    _check_cov(c, n)
+  _check_covs(sxx, syy, sxy)
   nuc = jnp.sum(jnp.linalg.svd(sxy, compute_uv=False))
   den = jnp.sqrt(jnp.trace(sxx) * jnp.trace(syy))
   sim = jnp.where(den > 0, nuc / jnp.where(den > 0, den, 1.0), 0.0)
@@ -341,10 +335,7 @@ def procrustes_distance(x: Array, y: Array) -> Array:
 
 def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
   """Linear CKA of maps `i` and `j` from streamed `Moments`."""
-  return linear_cka_from_covariance(
-      _moments.covariance(state, i, centered=True),
-      _moments.covariance(state, j, centered=True),
-      _moments.covariance(state, i, j, centered=True))
+  return linear_cka_from_covariance(*_moment_covs(state, i, j))
 
 
 __all__ = ["CCAResult", "cca", "cca_from_covariance", "cca_moments", "svcca",
