@@ -1,10 +1,20 @@
-"""Representational similarity: CCA (google/svcca semantics) and linear CKA.
+"""Representational similarity: CCA, SVCCA, PWCCA (google/svcca semantics),
+CKA (linear, RBF, debiased, minibatch) and the Procrustes distance.
 
-Everything here works from covariance matrices, so the same functions serve
-in-memory activations (`cca`, `linear_cka`) and streamed statistics of any
-dataset size (`cca_moments`, `linear_cka_moments` on `rainbow_jax.moments`).
-Inputs of the native API are **datapoints × neurons** (``[n, d]``); the
-google/svcca convention (neurons × datapoints) is the caller's transpose.
+The CCA family and linear CKA work from covariance matrices, so the same
+functions serve in-memory activations (`cca`, `pwcca`, `linear_cka`, …) and
+streamed statistics of any dataset size (`cca_moments`, `pwcca_moments`,
+`linear_cka_moments` on `rainbow_jax.moments`: O(d²) memory, conv layers with
+positions as datapoints). `pairwise` computes the whole layer × layer matrix
+of a measure between two models in one jitted call, and `null_baseline`
+the score of unrelated data of the same shapes. Inputs of this native API are
+**datapoints × neurons** (``[n, d]``); `rainbow_jax.compat.svcca` takes the
+google/svcca convention (neurons × datapoints) and returns its dict.
+
+Similarities lie in [0, 1] (1: a representation against itself); the
+debiased CKA estimators lie in [-1, 1] and are centred at 0 for unrelated
+data. Distances (`procrustes_distance`, `cca_distance`) are 0 for identical
+representations.
 
 CCA follows `cca_core.get_cca_similarity` of google/svcca step by step:
 the centred joint covariance; Σxx, Σyy divided by their largest absolute
@@ -19,23 +29,35 @@ Differences from the reference, all where it fails:
   * removal is a mask, so shapes stay static under `jit`: ``coefficients`` has
     ``min(d_x, d_y)`` entries, the last ``min(d_x, d_y) − num_coefficients``
     of them exactly 0 (the reference's array is shorter by that much);
-  * the whitening is computed on the diagonally rescaled covariance (same
-    coefficients, float32-accurate for badly scaled neurons), and eigenvalues
-    that rounding made slightly negative are dropped like pinv's small ones
-    (the reference takes their square root: NaN);
-  * all neurons removed gives zero coefficients, as the reference's zero dict.
+  * `cca` whitens the diagonally rescaled covariance (same coefficients,
+    float32-accurate for badly scaled neurons), and eigenvalues that rounding
+    made slightly negative are dropped like pinv's small ones (the reference
+    takes their square root: NaN);
+  * all neurons removed gives zero coefficients, as the reference's zero dict;
+  * fewer datapoints than neurons is allowed (finite results; the reference
+    refuses it) — but CCA is then high by chance: compare with
+    `null_baseline`.
+
+PWCCA (`pwcca_compute` of google/svcca, Morcos et al. 2018) is documented at
+`pwcca_from_covariance`, with its three differences from the reference.
 
 Numerics: float32 resolves directions whose variance is above roughly
 1e-5 of the largest (the coefficients of weaker directions are float32
 rounding noise); pass float64 arrays with x64 enabled for finer structure.
 
 References:
-  Raghu et al., "SVCCA", NeurIPS 2017. Kornblith et al., "Similarity of
-  neural network representations revisited", ICML 2019.
+  Raghu et al., "SVCCA", NeurIPS 2017. Morcos et al., "Insights on
+  representational similarity in neural networks with canonical correlation",
+  NeurIPS 2018. Kornblith et al., "Similarity of neural network
+  representations revisited", ICML 2019. Nguyen et al., "Do wide and deep
+  networks learn the same things?", ICLR 2021. Williams et al., "Generalized
+  shape metrics on neural representations", NeurIPS 2021.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -47,6 +69,135 @@ from rainbow_jax import moments as _moments
 
 Array = jax.Array
 _HP = lax.Precision.HIGHEST
+
+
+def _mm(a: Array, b: Array) -> Array:
+  return jnp.matmul(a, b, precision=_HP)
+
+
+def _safe(m: Array) -> Array:
+  return jnp.where(m > 0, m, 1.0)
+
+
+def _ratio(num: Array, den: Array) -> Array:
+  """num / den, 0 where den ≤ 0 (degenerate inputs give 0, never NaN)."""
+  return jnp.where(den > 0, num / _safe(den), 0.0)
+
+
+# --------------------------------------------------------------------------
+# Input checks and covariances.
+
+
+def _check_covs(sxx, syy, sxy):
+  """Dtypes and shapes of a covariance triple ``[dx, dx], [dy, dy], [dx, dy]``."""
+  for c, name in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
+    _checks.check_floating(c, name)
+    if jnp.ndim(c) != 2:
+      raise ValueError(f"{name} must be a matrix, got shape {jnp.shape(c)}.")
+  dx, dy = sxx.shape[0], syy.shape[0]
+  if sxx.shape != (dx, dx) or syy.shape != (dy, dy) or sxy.shape != (dx, dy):
+    raise ValueError(f"need sxx [dx, dx], syy [dy, dy], sxy [dx, dy]; got {sxx.shape},"
+                     f" {syy.shape}, {sxy.shape}.")
+
+
+def _check_finite(x: Array, name: str) -> None:
+  """Raises on NaN/Inf in concrete inputs (traced inputs are the caller's)."""
+  if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    raise ValueError(f"{name} holds NaN or Inf; similarity of such activations is undefined.")
+
+
+def _folded(x: Array, y: Array, min_n: int = 2) -> tuple[Array, Array]:
+  """Both inputs as ``[n, d]`` (positions folded into datapoints), checked."""
+  xf, yf = _moments.fold_pair(x, y, noun="datapoints")
+  if xf.shape[0] < min_n:
+    raise ValueError(f"need at least {min_n} datapoints, got {xf.shape[0]}.")
+  _check_finite(xf, "x")
+  _check_finite(yf, "y")
+  return xf, yf
+
+
+def _centred_covs(x: Array, y: Array, ddof: int = 1):
+  """(Σxx, Σyy, Σxy, μx, μy) of in-memory activations."""
+  xf, yf = _folded(x, y)
+  mx, my = jnp.mean(xf, axis=0), jnp.mean(yf, axis=0)
+  xc, yc = xf - mx[None, :], yf - my[None, :]
+  n = xf.shape[0] - ddof
+  return _mm(xc.T, xc) / n, _mm(yc.T, yc) / n, _mm(xc.T, yc) / n, mx, my
+
+
+def _moment_covs(state: _moments.Moments, i: int, j: int):
+  """Centred (Σii, Σjj, Σij, μi, μj) (ddof 0) of two maps of streamed `Moments`."""
+  cov = lambda a, b=None: _moments.covariance(state, a, b, centered=True)
+  return cov(i), cov(j), cov(i, j), _moments.mean(state, i), _moments.mean(state, j)
+
+
+# --------------------------------------------------------------------------
+# CCA: one side's whitening, then a pair's singular values.
+
+
+class _Side(NamedTuple):
+  """One representation's part of CCA (depends on its own covariance only)."""
+  keep: Array    # [d] bool, neurons kept (svcca's x_idxs)
+  scale: Array   # [] largest |entry| of the covariance (svcca's xmax)
+  white: Array   # [d, d] W with WᵀW = pinv(S_kept + εI), S rescaled by `scale`
+  evals: Array   # [d] eigenvalues of the matrix W was computed from
+  evecs: Array   # [d, d] its eigenvectors (columns, ascending)
+
+
+def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Side:
+  """Rescale, remove small neurons, and whiten one covariance.
+
+  ``symmetric=True`` gives the reference's W = (S + εI)^-½ (needed where the
+  canonical directions themselves are used: PWCCA, compat). Otherwise W is
+  (D(S + εI)D)^-½ D, D = diag(S + εI)^-½: the same canonical correlations,
+  but badly scaled neurons cost no float32 accuracy (the symmetric root of a
+  covariance whose variances span 10⁶ lost 6e-4 on the coefficients; this
+  keeps 1e-5).
+  """
+  d = s.shape[0]
+  if mask is not None:
+    s = jnp.where(mask[:, None] & mask[None, :], s, 0.0)
+  smax = jnp.max(jnp.abs(s))
+  s = s / _safe(smax)
+  keep = (jnp.abs(jnp.diagonal(s)) >= epsilon) & (smax > 0)
+  if mask is not None:
+    keep = keep & mask
+  a = (jnp.where(keep[:, None] & keep[None, :], s, 0.0)
+       + jnp.diag(jnp.where(keep, epsilon, 0.0).astype(s.dtype)))
+  if symmetric:
+    dg = keep.astype(s.dtype)
+  else:
+    diag = jnp.diagonal(a)
+    dg = jnp.where(keep & (diag > 0), lax.rsqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
+  w, v = jnp.linalg.eigh(a * dg[:, None] * dg[None, :])
+  # Pseudo-inverse cut-off relative to the largest eigenvalue (as pinv).
+  cutoff = 10.0 * d * jnp.finfo(s.dtype).eps * jnp.max(jnp.abs(w))
+  root = jnp.where(w > cutoff, lax.rsqrt(jnp.where(w > cutoff, w, 1.0)), 0.0)
+  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v)
+
+
+def _whitened_cross(sx: _Side, sy: _Side, sxy: Array) -> Array:
+  """Σxx^-½ Σxy Σyy^-½ on the kept neurons (rescaled as svcca does)."""
+  sxy = sxy / jnp.sqrt(_safe(sx.scale) * _safe(sy.scale))
+  sxy = jnp.where(sx.keep[:, None] & sy.keep[None, :], sxy, 0.0)
+  return _mm(sx.white, _mm(sxy, sy.white.T))
+
+
+def _summary(s: Array, k: Array, threshold: float) -> tuple[Array, Array, Array]:
+  """(coefficients with entries ≥ k zeroed, svcca's mean, sum)."""
+  idx = jnp.arange(s.shape[0])
+  s = jnp.where(idx < k, s, 0.0)
+  total = jnp.sum(s)
+  before = jnp.cumsum(s) - s  # sum(s[:i])
+  hit = (before / _safe(total) >= threshold) & (idx < k)
+  first = jnp.where(jnp.any(hit), jnp.argmax(hit), k)
+  mean = _ratio(jnp.sum(jnp.where(idx < first, s, 0.0)), first.astype(s.dtype))
+  return s, mean, total
+
+
+def _check_threshold(threshold: float) -> None:
+  if not 0.0 < threshold <= 1.0:
+    raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
 
 
 class CCAResult(NamedTuple):
@@ -71,37 +222,11 @@ class CCAResult(NamedTuple):
   y_keep: Array
 
 
-def _check_covs(sxx, syy, sxy):
-  """Dtypes and shapes of a covariance triple ``[dx, dx], [dy, dy], [dx, dy]``."""
-  for c, name in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
-    _checks.check_floating(c, name)
-    if jnp.ndim(c) != 2:
-      raise ValueError(f"{name} must be a matrix, got shape {jnp.shape(c)}.")
-  dx, dy = sxx.shape[0], syy.shape[0]
-  if sxx.shape != (dx, dx) or syy.shape != (dy, dy) or sxy.shape != (dx, dy):
-    raise ValueError(f"need sxx [dx, dx], syy [dy, dy], sxy [dx, dy]; got {sxx.shape},"
-                     f" {syy.shape}, {sxy.shape}.")
-
-
-def _whitener(s: Array, keep: Array, epsilon: float) -> Array:
-  """W with WᵀW = pinv(S_kept + εI) on the kept block, zero elsewhere.
-
-  The reference's symmetric (S + εI)^-½ is one such W; any other gives the
-  same canonical correlations. We whiten the unit-diagonal matrix D(S + εI)D,
-  D = diag(S + εI)^-½, and use W = (D(S + εI)D)^-½ D: badly scaled neurons
-  then cost no float32 accuracy (the symmetric root of a covariance whose
-  variances span 10⁶ lost 6e-4 on the coefficients; this keeps 1e-5).
-  """
-  both = keep[:, None] & keep[None, :]
-  a = jnp.where(both, s, 0.0) + jnp.diag(jnp.where(keep, epsilon, 0.0).astype(s.dtype))
-  diag = jnp.diagonal(a)
-  d = jnp.where(keep & (diag > 0), lax.rsqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
-  c = a * d[:, None] * d[None, :]
-  w, v = jnp.linalg.eigh(c)
-  # Pseudo-inverse cut-off relative to the largest eigenvalue (as pinv).
-  cutoff = 10.0 * s.shape[0] * jnp.finfo(s.dtype).eps * jnp.max(jnp.abs(w))
-  root = jnp.where(w > cutoff, lax.rsqrt(jnp.where(w > cutoff, w, 1.0)), 0.0)
-  return jnp.matmul(v * root[None, :], v.T, precision=_HP) * d[None, :]
+def _cca_pair(sx: _Side, sy: _Side, sxy: Array, threshold: float) -> CCAResult:
+  s = jnp.abs(jnp.linalg.svd(_whitened_cross(sx, sy, sxy), compute_uv=False))
+  k = jnp.minimum(jnp.sum(sx.keep), jnp.sum(sy.keep))
+  s, mean, total = _summary(s, k, threshold)
+  return CCAResult(s, k, mean, total, sx.keep, sy.keep)
 
 
 def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 0.0,
@@ -117,57 +242,15 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
       added to the kept diagonals (svcca's ``epsilon``).
     threshold: fraction of the coefficients' sum that `mean` covers, in (0, 1].
     x_mask, y_mask: optional ``[d]`` bool, neurons to consider at all (the
-      others are treated as absent; used by `svcca`).
+      others are treated as absent; used by `svcca` and `pairwise`).
 
   Returns:
     `CCAResult`. Jittable and vmappable over leading axes of equal shape.
   """
   _check_covs(sxx, syy, sxy)
-  if not 0.0 < threshold <= 1.0:
-    raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
-  if x_mask is not None:
-    sxx = jnp.where(x_mask[:, None] & x_mask[None, :], sxx, 0.0)
-    sxy = jnp.where(x_mask[:, None], sxy, 0.0)
-  if y_mask is not None:
-    syy = jnp.where(y_mask[:, None] & y_mask[None, :], syy, 0.0)
-    sxy = jnp.where(y_mask[None, :], sxy, 0.0)
-  xmax = jnp.max(jnp.abs(sxx))
-  ymax = jnp.max(jnp.abs(syy))
-  safe = lambda m: jnp.where(m > 0, m, 1.0)
-  sxx = sxx / safe(xmax)
-  syy = syy / safe(ymax)
-  sxy = sxy / jnp.sqrt(safe(xmax) * safe(ymax))
-  x_keep = (jnp.abs(jnp.diagonal(sxx)) >= epsilon) & (xmax > 0)
-  y_keep = (jnp.abs(jnp.diagonal(syy)) >= epsilon) & (ymax > 0)
-  if x_mask is not None:
-    x_keep = x_keep & x_mask
-  if y_mask is not None:
-    y_keep = y_keep & y_mask
-  wx = _whitener(sxx, x_keep, epsilon)
-  wy = _whitener(syy, y_keep, epsilon)
-  sxy = jnp.where(x_keep[:, None] & y_keep[None, :], sxy, 0.0)
-  arr = jnp.matmul(wx, jnp.matmul(sxy, wy.T, precision=_HP), precision=_HP)
-  s = jnp.abs(jnp.linalg.svd(arr, compute_uv=False))
-  k = jnp.minimum(jnp.sum(x_keep), jnp.sum(y_keep))
-  s = jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)
-  total = jnp.sum(s)
-  before = jnp.cumsum(s) - s  # sum(s[:i])
-  hit = (before / jnp.where(total > 0, total, 1.0) >= threshold) & (jnp.arange(s.shape[0]) < k)
-  idx = jnp.where(jnp.any(hit), jnp.argmax(hit), k)
-  mean = jnp.where(idx > 0, jnp.sum(jnp.where(jnp.arange(s.shape[0]) < idx, s, 0.0))
-                   / jnp.maximum(idx, 1), 0.0)
-  return CCAResult(s, k, mean, total, x_keep, y_keep)
-
-
-def _centred_covs(x: Array, y: Array):
-  xf, yf = _moments.fold_pair(x, y, noun="datapoints")
-  if xf.shape[0] < 2:
-    raise ValueError(f"need at least 2 datapoints, got {xf.shape[0]}.")
-  xc = xf - jnp.mean(xf, axis=0)[None, :]
-  yc = yf - jnp.mean(yf, axis=0)[None, :]
-  n = xf.shape[0] - 1
-  return (jnp.matmul(xc.T, xc, precision=_HP) / n, jnp.matmul(yc.T, yc, precision=_HP) / n,
-          jnp.matmul(xc.T, yc, precision=_HP) / n)
+  _check_threshold(threshold)
+  return _cca_pair(_side(sxx, x_mask, epsilon, False), _side(syy, y_mask, epsilon, False),
+                   sxy, threshold)
 
 
 def cca(x: Array, y: Array, *, epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
@@ -188,21 +271,30 @@ def cca(x: Array, y: Array, *, epsilon: float = 0.0, threshold: float = 0.98) ->
     >>> float(cca(x, x @ jax.random.normal(jax.random.key(1), (4, 4))).mean) > 0.999
     True
   """
-  sxx, syy, sxy = _centred_covs(x, y)
+  sxx, syy, sxy, _, _ = _centred_covs(x, y)
   return cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
-
-
-def _moment_covs(state: _moments.Moments, i: int, j: int):
-  """Centred (Σii, Σjj, Σij) of two maps of streamed `Moments`."""
-  cov = lambda a, b=None: _moments.covariance(state, a, b, centered=True)
-  return cov(i), cov(j), cov(i, j)
 
 
 def cca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0,
                 threshold: float = 0.98) -> CCAResult:
   """CCA of maps `i` and `j` from streamed `Moments` (their cross pair kept)."""
-  return cca_from_covariance(*_moment_covs(state, i, j), epsilon=epsilon,
-                             threshold=threshold)
+  sxx, syy, sxy, _, _ = _moment_covs(state, i, j)
+  return cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
+
+
+def cca_distance(x: Array, y: Array, *, epsilon: float = 0.0) -> Array:
+  """Mean CCA distance ``1 − mean(all coefficients)``, in [0, 1].
+
+  0 when y is an invertible linear map of x. Unlike svcca's thresholded
+  `mean`, every one of the ``num_coefficients`` coefficients counts.
+  """
+  out = cca(x, y, epsilon=epsilon)
+  mean = _ratio(out.sum, out.num_coefficients.astype(out.sum.dtype))
+  return jnp.clip(1.0 - mean, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# SVCCA.
 
 
 def _top_directions(cov: Array, keep: int | None, variance: float):
@@ -218,6 +310,13 @@ def _top_directions(cov: Array, keep: int | None, variance: float):
   return v, mask
 
 
+def _check_svcca(keep, variance):
+  if keep is not None and keep < 1:
+    raise ValueError(f"keep must be a positive number of directions, got {keep}.")
+  if not 0.0 < variance <= 1.0:
+    raise ValueError(f"variance must lie in (0, 1], got {variance}.")
+
+
 def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | None = None,
                           variance: float = 0.99, epsilon: float = 0.0,
                           threshold: float = 0.98) -> CCAResult:
@@ -227,7 +326,8 @@ def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | Non
   `keep` directions, or (``keep=None``) to the fewest leading directions that
   hold `variance` of its total variance; then `cca_from_covariance` with the
   rest masked out. This is the SVCCA tutorial's ``svd → keep k → cca`` done on
-  covariances, so it streams.
+  covariances, so it streams. ``x_keep``/``y_keep`` of the result refer to
+  principal directions (descending), not neurons.
 
   Args:
     sxx, syy, sxy: centred covariances as in `cca_from_covariance`.
@@ -235,13 +335,10 @@ def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | Non
     variance: variance fraction to keep when ``keep`` is None, in (0, 1].
     epsilon, threshold: passed to `cca_from_covariance`.
   """
-  if keep is not None and keep < 1:
-    raise ValueError(f"keep must be a positive number of directions, got {keep}.")
-  if not 0.0 < variance <= 1.0:
-    raise ValueError(f"variance must lie in (0, 1], got {variance}.")
+  _check_svcca(keep, variance)
   vx, mx = _top_directions(sxx, keep, variance)
   vy, my = _top_directions(syy, keep, variance)
-  rot = lambda a, b, c: jnp.matmul(a.T, jnp.matmul(b, c, precision=_HP), precision=_HP)
+  rot = lambda a, b, c: _mm(a.T, _mm(b, c))
   return cca_from_covariance(rot(vx, sxx, vx), rot(vy, syy, vy), rot(vx, sxy, vy),
                              epsilon=epsilon, threshold=threshold, x_mask=mx, y_mask=my)
 
@@ -250,8 +347,151 @@ def svcca(x: Array, y: Array, *, keep: int | None = None, variance: float = 0.99
           epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
   """SVCCA of ``[n, d_x]`` and ``[n, d_y]`` representations (see
   `svcca_from_covariance`)."""
-  return svcca_from_covariance(*_centred_covs(x, y), keep=keep, variance=variance,
+  sxx, syy, sxy, _, _ = _centred_covs(x, y)
+  return svcca_from_covariance(sxx, syy, sxy, keep=keep, variance=variance,
                                epsilon=epsilon, threshold=threshold)
+
+
+# --------------------------------------------------------------------------
+# PWCCA.
+
+
+class PWCCAResult(NamedTuple):
+  """Result of `pwcca`.
+
+  Attributes:
+    value: ``[]`` projection-weighted mean of the canonical correlations, a
+      similarity in [0, 1] (svcca's ``compute_pwcca(...)[0]``).
+    weights: ``[min(d_x, d_y)]`` projection weights, summing to 1; entries
+      past `num_coefficients` are 0.
+    coefficients: ``[min(d_x, d_y)]`` canonical correlations, descending.
+    num_coefficients: ``[]`` int, as in `CCAResult`.
+    x_side: ``[]`` bool, True when the directions of x were weighted (x kept
+      no more neurons than y), else those of y.
+  """
+
+  value: Array
+  weights: Array
+  coefficients: Array
+  num_coefficients: Array
+  x_side: Array
+
+
+def _fix_signs(dirs: Array) -> Array:
+  """Flip each column so that its largest-magnitude entry is positive."""
+  idx = jnp.argmax(jnp.abs(dirs), axis=0)
+  sign = jnp.sign(dirs[idx, jnp.arange(dirs.shape[1])])
+  return dirs * jnp.where(sign == 0, 1.0, sign)[None, :]
+
+
+def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
+                        k: Array) -> Array:
+  """svcca's PWCCA weights of the first `k` canonical directions of one side.
+
+  The reference forms, over datapoints, dirns = dirsᵀ(A − μ) + μ (A the kept
+  neurons' activations; it adds neuron j's mean to direction j), takes
+  P = qr(dirnsᵀ) and weights_j ∝ Σ_neurons |P_jᵀ a|. With Σ = E Λ Eᵀ the
+  covariance (ddof 0) of the kept neurons, both A and dirns live in the span
+  of the orthonormal columns [(A − μ)ᵀE Λ^-½ / √n, 1/√n], where their
+  coordinates are N = [Λ^½ Eᵀ; μᵀ] and [Λ^½ Eᵀ dirs; μ_dirᵀ]. So P's
+  coordinates are Q from the QR of the second, and Pᵀ Aᵀ ∝ Qᵀ N: the weights
+  need the covariance and means only, never the datapoints.
+  """
+  d, m = dirs.shape
+  dt = dirs.dtype
+  lam = jnp.maximum(side.evals - epsilon, 0.0) * side.scale  # covariance eigenvalues
+  lam = jnp.where(lam > d * jnp.finfo(dt).eps * jnp.max(lam), lam, 0.0)
+  half = jnp.sqrt(lam)[:, None] * side.evecs.T  # [d, d] Λ^½ Eᵀ
+  keep = side.keep
+  order = jnp.argsort(~keep, stable=True)  # kept neurons first, in order
+  mean_dir = jnp.where(jnp.arange(d) < jnp.sum(keep), mean[order], 0.0)[:m]
+  cols = jnp.arange(m) < k
+  coords = jnp.concatenate([_mm(half, dirs), mean_dir[None, :]], axis=0)
+  coords = jnp.where(cols[None, :], coords, 0.0)
+  data = jnp.where(keep[None, :], jnp.concatenate([half, mean[None, :]], axis=0), 0.0)
+  q, r = jnp.linalg.qr(coords)
+  proj = jnp.sum(jnp.abs(_mm(q.T, data)), axis=1)
+  rd = jnp.abs(jnp.diagonal(r))
+  # Directions in the span of the earlier ones add no new axis: weight 0
+  # (the reference weights an arbitrary orthonormal completion there).
+  ok = cols & (rd > 100.0 * m * jnp.finfo(dt).eps * jnp.max(rd))
+  w = jnp.where(ok, proj, 0.0)
+  return w / _safe(jnp.sum(w))
+
+
+def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
+                epsilon: float) -> PWCCAResult:
+  u, s, vh = jnp.linalg.svd(_whitened_cross(sx, sy, sxy), full_matrices=False)
+  kx, ky = jnp.sum(sx.keep), jnp.sum(sy.keep)
+  k = jnp.minimum(kx, ky)
+  s, _, _ = _summary(jnp.abs(s), k, 1.0)
+  wx = _projection_weights(sx, _fix_signs(u), mean_x, epsilon, k)
+  wy = _projection_weights(sy, _fix_signs(vh.T), mean_y, epsilon, k)
+  x_side = kx <= ky
+  w = jnp.where(x_side, wx, wy)
+  return PWCCAResult(jnp.sum(w * s), w, s, k, x_side)
+
+
+def pwcca_from_covariance(sxx: Array, syy: Array, sxy: Array, mean_x: Array, mean_y: Array,
+                          *, epsilon: float = 0.0, x_mask: Array | None = None,
+                          y_mask: Array | None = None) -> PWCCAResult:
+  """Projection-weighted CCA (Morcos et al. 2018) from covariances and means.
+
+  google/svcca's `compute_pwcca`: CCA as in `cca_from_covariance` (with the
+  reference's symmetric whitening), then on the side with fewer kept neurons
+  the directions dirns = coef (A − μ) + μ over its kept neurons, P from the
+  QR of dirnsᵀ, weights ∝ Σ_neurons |Pᵀ a|, normalised, and the result
+  Σ weights · coefficients. Computed from Σ and μ alone (see
+  `_projection_weights`), so it streams. Differences from the reference:
+    * on the y side the reference reads x's activations with y's masks (a
+      defect; it crashes or weights the wrong neurons); here y's own are used;
+    * with neurons removed by `epsilon` the reference fails on a shape
+      mismatch; here the kept neurons and their means are used;
+    * the reference's result depends on LAPACK's arbitrary sign of each
+      canonical direction whenever means are nonzero (it adds neuron j's mean
+      to direction j); here each direction's sign is fixed so that its
+      largest-magnitude coefficient is positive. For centred activations the
+      sign does not matter and the results agree.
+
+  Args:
+    sxx, syy, sxy: centred covariances normalised by n (ddof 0), shapes
+      ``[d_x, d_x], [d_y, d_y], [d_x, d_y]``.
+    mean_x, mean_y: ``[d_x]``, ``[d_y]`` means of the neurons.
+    epsilon: as in `cca_from_covariance`.
+    x_mask, y_mask: optional ``[d]`` bool, neurons to consider at all.
+
+  Returns:
+    `PWCCAResult`. Jittable and vmappable.
+  """
+  _check_covs(sxx, syy, sxy)
+  if jnp.shape(mean_x) != sxx.shape[:1] or jnp.shape(mean_y) != syy.shape[:1]:
+    raise ValueError(f"means must be [d_x] and [d_y]; got {jnp.shape(mean_x)} and"
+                     f" {jnp.shape(mean_y)} for widths {sxx.shape[0]}, {syy.shape[0]}.")
+  return _pwcca_pair(_side(sxx, x_mask, epsilon, True), _side(syy, y_mask, epsilon, True),
+                     sxy, mean_x, mean_y, epsilon)
+
+
+def pwcca(x: Array, y: Array, *, epsilon: float = 0.0) -> PWCCAResult:
+  """PWCCA of ``[n, d_x]`` and ``[n, d_y]`` representations.
+
+  Examples:
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (400, 6))
+    >>> round(float(pwcca(x, 2 * x + 1).value), 4)
+    1.0
+  """
+  sxx, syy, sxy, mx, my = _centred_covs(x, y, ddof=0)
+  return pwcca_from_covariance(sxx, syy, sxy, mx, my, epsilon=epsilon)
+
+
+def pwcca_moments(state: _moments.Moments, i: int, j: int, *,
+                  epsilon: float = 0.0) -> PWCCAResult:
+  """PWCCA of maps `i` and `j` from streamed `Moments` (their cross pair kept)."""
+  return pwcca_from_covariance(*_moment_covs(state, i, j), epsilon=epsilon)
+
+
+# --------------------------------------------------------------------------
+# CKA.
 
 
 def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
@@ -261,9 +501,8 @@ def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
   [0, 1], 1 for a representation against itself. Zero-variance inputs give 0.
   """
   _check_covs(sxx, syy, sxy)
-  num = jnp.sum(sxy * sxy)
   den = jnp.sqrt(jnp.sum(sxx * sxx)) * jnp.sqrt(jnp.sum(syy * syy))
-  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+  return _ratio(jnp.sum(sxy * sxy), den)
 
 
 def linear_cka(x: Array, y: Array) -> Array:
@@ -275,7 +514,77 @@ def linear_cka(x: Array, y: Array) -> Array:
     >>> round(float(linear_cka(x, 3 * x)), 5)
     1.0
   """
-  return linear_cka_from_covariance(*_centred_covs(x, y))
+  sxx, syy, sxy, _, _ = _centred_covs(x, y)
+  return linear_cka_from_covariance(sxx, syy, sxy)
+
+
+def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
+  """Linear CKA of maps `i` and `j` from streamed `Moments`."""
+  sxx, syy, sxy, _, _ = _moment_covs(state, i, j)
+  return linear_cka_from_covariance(sxx, syy, sxy)
+
+
+def _rms_scaled(x: Array) -> Array:
+  """x divided by its root-mean-square entry (gram entries stay O(d))."""
+  return x / _safe(jnp.sqrt(jnp.mean(x * x)))
+
+
+def gram_linear(x: Array) -> Array:
+  """``[n, n]`` linear kernel x xᵀ of ``[n, d]`` features."""
+  return _mm(x, x.T)
+
+
+def gram_rbf(x: Array, scale: float = 1.0) -> Array:
+  """``[n, n]`` RBF kernel exp(−‖xᵢ − xⱼ‖² / (2σ²)) of ``[n, d]`` features.
+
+  Bandwidth rule (Kornblith et al. 2019): σ² = scale² · median of the squared
+  distances over all n² pairs, the diagonal's zeros included. The kernel
+  and hence RBF CKA are invariant to rotations, translations and isotropic
+  scaling of x.
+  """
+  sq = jnp.sum(x * x, axis=1)
+  d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram_linear(x), 0.0)
+  d2 = d2 * (1.0 - jnp.eye(x.shape[0], dtype=x.dtype))
+  med = jnp.median(d2)
+  return jnp.exp(-d2 / _safe(2.0 * scale**2 * med))
+
+
+def _hsic(k: Array, l: Array, debiased: bool) -> Array:
+  """HSIC of two ``[n, n]`` kernels up to a factor common to all pairs.
+
+  Biased: tr(KHLH) (Gretton et al. 2005). Debiased: the unbiased
+  estimator of Song et al. (2012), which needs n ≥ 4.
+  """
+  n = k.shape[0]
+  if not debiased:
+    kc = k - jnp.mean(k, axis=0)[None, :] - jnp.mean(k, axis=1)[:, None] + jnp.mean(k)
+    return jnp.sum(kc * l)
+  k = k - jnp.diag(jnp.diagonal(k))
+  l = l - jnp.diag(jnp.diagonal(l))
+  rk, rl = jnp.sum(k, axis=1), jnp.sum(l, axis=1)
+  t = (jnp.sum(k * l) + jnp.sum(rk) * jnp.sum(rl) / ((n - 1) * (n - 2))
+       - 2.0 * jnp.dot(rk, rl) / (n - 2))
+  return t / (n * (n - 3))
+
+
+def _cka_from_hsic(xy: Array, xx: Array, yy: Array) -> Array:
+  # A non-positive self-HSIC (degenerate inputs only) gives 0, never NaN.
+  return _ratio(xy, jnp.sqrt(jnp.maximum(xx, 0.0) * jnp.maximum(yy, 0.0)))
+
+
+def cka_from_gram(k: Array, l: Array, *, debiased: bool = False) -> Array:
+  """CKA of two ``[n, n]`` kernel matrices on the same datapoints.
+
+  Biased: a similarity in [0, 1]. Debiased: ≤ 1, centred at 0 for
+  unrelated data, may be slightly negative; never NaN.
+  """
+  for a, name in ((k, "k"), (l, "l")):
+    _checks.check_floating(a, name)
+  if k.ndim != 2 or k.shape != l.shape or k.shape[0] != k.shape[1]:
+    raise ValueError(f"need two [n, n] kernels, got {k.shape} and {l.shape}.")
+  if debiased and k.shape[0] < 4:
+    raise ValueError(f"the unbiased HSIC estimator needs n ≥ 4 datapoints, got {k.shape[0]}.")
+  return _cka_from_hsic(_hsic(k, l, debiased), _hsic(k, k, debiased), _hsic(l, l, debiased))
 
 
 def linear_cka_debiased(x: Array, y: Array) -> Array:
@@ -292,25 +601,87 @@ def linear_cka_debiased(x: Array, y: Array) -> Array:
   Returns:
     ``[]`` debiased linear CKA, ≤ 1, 1 for a representation against itself.
   """
-  xf, yf = _moments.fold_pair(x, y, noun="datapoints")
-  n = xf.shape[0]
-  if n < 4:
-    raise ValueError(f"the unbiased HSIC estimator needs n ≥ 4 datapoints, got {n}.")
+  xf, yf = _folded(x, y, min_n=4)
+  return cka_from_gram(gram_linear(_rms_scaled(xf)), gram_linear(_rms_scaled(yf)),
+                       debiased=True)
 
-  def gram(a):
-    k = jnp.matmul(a, a.T, precision=_HP)
-    return k - jnp.diag(jnp.diagonal(k))
 
-  def hsic(k, l):
-    ones_k, ones_l = jnp.sum(k, axis=1), jnp.sum(l, axis=1)
-    t = (jnp.sum(k * l) + jnp.sum(ones_k) * jnp.sum(ones_l) / ((n - 1) * (n - 2))
-         - 2.0 * jnp.dot(ones_k, ones_l) / (n - 2))
-    return t / (n * (n - 3))
+def rbf_cka(x: Array, y: Array, *, scale: float = 1.0, debiased: bool = False) -> Array:
+  """CKA with RBF kernels (bandwidth rule at `gram_rbf`). Memory O(n²).
 
-  k, l = gram(xf), gram(yf)
-  kk, ll = hsic(k, k), hsic(l, l)
-  den = jnp.sqrt(jnp.maximum(kk, 0.0) * jnp.maximum(ll, 0.0))
-  return jnp.where(den > 0, hsic(k, l) / jnp.where(den > 0, den, 1.0), 0.0)
+  Args:
+    x: ``[n, d_x]``, y: ``[n, d_y]``.
+    scale: bandwidth as a multiple of the median distance (Kornblith et al.
+      used 0.2–1.0); small values make CKA local, large ones approach linear CKA.
+    debiased: use the unbiased HSIC estimator (n ≥ 4).
+
+  Returns:
+    ``[]`` similarity in [0, 1] (biased) or ≤ 1 (debiased); 1 for x against
+    itself.
+  """
+  if scale <= 0:
+    raise ValueError(f"scale must be positive, got {scale}.")
+  xf, yf = _folded(x, y, min_n=4 if debiased else 2)
+  return cka_from_gram(gram_rbf(xf, scale), gram_rbf(yf, scale), debiased=debiased)
+
+
+class MinibatchCKA(NamedTuple):
+  """Running sums of per-batch unbiased HSIC (Nguyen et al. 2021).
+
+  Attributes:
+    xy, xx, yy: ``[]`` sums of HSIC₁(K, L), HSIC₁(K, K), HSIC₁(L, L).
+    scale_x, scale_y: ``[]`` RMS of the first batch of x and y; every batch
+      is divided by them, so activations of any magnitude neither overflow
+      nor underflow in float32 (CKA does not depend on a common scale).
+    count: ``[]`` int, batches seen.
+  """
+
+  xy: Array
+  xx: Array
+  yy: Array
+  scale_x: Array
+  scale_y: Array
+  count: Array
+
+
+def minibatch_cka_init(dtype=jnp.float32) -> MinibatchCKA:
+  """Empty `MinibatchCKA` state."""
+  z = jnp.zeros((), dtype)
+  return MinibatchCKA(z, z, z, z, z, jnp.zeros((), jnp.int32))
+
+
+def minibatch_cka_update(state: MinibatchCKA, x: Array, y: Array) -> MinibatchCKA:
+  """Adds one minibatch ``x [b, d_x]``, ``y [b, d_y]`` (b ≥ 4). Jittable."""
+  xf, yf = _folded(x, y, min_n=4)
+  first = lambda s, a: jnp.where(s > 0, s, _safe(jnp.sqrt(jnp.mean(a * a)))).astype(s.dtype)
+  sx, sy = first(state.scale_x, xf), first(state.scale_y, yf)
+  k, l = gram_linear(xf / sx), gram_linear(yf / sy)
+  return MinibatchCKA(state.xy + _hsic(k, l, True), state.xx + _hsic(k, k, True),
+                      state.yy + _hsic(l, l, True), sx, sy, state.count + 1)
+
+
+def minibatch_cka_value(state: MinibatchCKA) -> Array:
+  """Minibatch linear CKA Σ HSIC₁(K,L) / √(Σ HSIC₁(K,K) Σ HSIC₁(L,L)); ≤ 1,
+  centred at 0 for unrelated data, 0 before any batch, never NaN."""
+  return _cka_from_hsic(state.xy, state.xx, state.yy)
+
+
+@jax.jit
+def minibatch_cka(xs: Array, ys: Array) -> Array:
+  """Minibatch linear CKA over stacked batches ``[B, b, d_x]``, ``[B, b, d_y]``.
+
+  Memory is O(b²) per batch, so any dataset size works; with `lax.scan`
+  over the batches. For a host iterator, fold `minibatch_cka_update`.
+  """
+  if xs.ndim < 3 or ys.ndim < 3 or xs.shape[:2] != ys.shape[:2]:
+    raise ValueError(f"need stacked batches [B, b, d]; got {xs.shape} and {ys.shape}.")
+  step = lambda s, b: (minibatch_cka_update(s, *b), None)
+  state, _ = lax.scan(step, minibatch_cka_init(jnp.result_type(xs)), (xs, ys))
+  return minibatch_cka_value(state)
+
+
+# --------------------------------------------------------------------------
+# Procrustes.
 
 
 def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
@@ -323,22 +694,288 @@ def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> A
   """
   _check_covs(sxx, syy, sxy)
   nuc = jnp.sum(jnp.linalg.svd(sxy, compute_uv=False))
-  den = jnp.sqrt(jnp.trace(sxx) * jnp.trace(syy))
-  sim = jnp.where(den > 0, nuc / jnp.where(den > 0, den, 1.0), 0.0)
+  sim = _ratio(nuc, jnp.sqrt(jnp.trace(sxx) * jnp.trace(syy)))
   return jnp.clip(2.0 - 2.0 * sim, 0.0, 2.0)
 
 
 def procrustes_distance(x: Array, y: Array) -> Array:
   """Procrustes distance of ``[n, d_x]`` and ``[n, d_y]`` representations."""
-  return procrustes_distance_from_covariance(*_centred_covs(x, y))
+  sxx, syy, sxy, _, _ = _centred_covs(x, y)
+  return procrustes_distance_from_covariance(sxx, syy, sxy)
 
 
-def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
-  """Linear CKA of maps `i` and `j` from streamed `Moments`."""
-  return linear_cka_from_covariance(*_moment_covs(state, i, j))
+# --------------------------------------------------------------------------
+# Layer × layer matrices.
+
+MEASURES = ("cca", "svcca", "pwcca", "linear_cka", "procrustes_distance")
+"""Measures `pairwise` knows. All but ``procrustes_distance`` are similarities."""
 
 
-__all__ = ["CCAResult", "cca", "cca_from_covariance", "cca_moments", "svcca",
-           "svcca_from_covariance", "linear_cka", "linear_cka_debiased",
-           "procrustes_distance", "procrustes_distance_from_covariance",
-           "linear_cka_from_covariance", "linear_cka_moments"]
+def _pairwise_from_stats(measure: str, covx, covy, cross, mx, my, maskx, masky, *,
+                         epsilon, threshold, keep, variance) -> Array:
+  """``[Lx, Ly]`` values from zero-padded, masked per-layer statistics.
+
+  covx ``[Lx, D, D]``, covy ``[Ly, E, E]``, cross ``[Lx, Ly, D, E]`` (ddof 0),
+  means ``[L, D]``, masks ``[L, D]`` (False on padding). Per-layer work
+  (whitening, norms) is done once per layer, not once per pair.
+  """
+  grid = lambda f, a, b, c: jax.vmap(lambda ai, ci: jax.vmap(lambda bj, cij: f(ai, bj, cij))(b, ci))(a, c)
+  if measure == "cca":
+    side = jax.vmap(lambda s, m: _side(s, m, epsilon, False))
+    return grid(lambda a, b, c: _cca_pair(a, b, c, threshold).mean,
+                side(covx, maskx), side(covy, masky), cross)
+  if measure == "svcca":
+    def side(s, m):
+      v, top = _top_directions(s, keep, variance)
+      return v, _side(_mm(v.T, _mm(s, v)), top, epsilon, False)
+    vx, sx = jax.vmap(side)(covx, maskx)
+    vy, sy = jax.vmap(side)(covy, masky)
+    pair = lambda a, b, c: _cca_pair(a[1], b[1], _mm(a[0].T, _mm(c, b[0])), threshold).mean
+    return grid(pair, (vx, sx), (vy, sy), cross)
+  if measure == "pwcca":
+    side = jax.vmap(lambda s, m: _side(s, m, epsilon, True))
+    pair = lambda a, b, c: _pwcca_pair(a[0], b[0], c, a[1], b[1], epsilon).value
+    return grid(pair, (side(covx, maskx), mx), (side(covy, masky), my), cross)
+  if measure == "linear_cka":
+    fro = lambda c: jnp.sqrt(jnp.sum(c * c, axis=(-2, -1)))
+    return grid(lambda a, b, c: _ratio(jnp.sum(c * c), a * b), fro(covx), fro(covy), cross)
+  if measure == "procrustes_distance":
+    tr = lambda c: jnp.trace(c, axis1=-2, axis2=-1)
+    dist = lambda a, b, c: jnp.clip(
+        2.0 - 2.0 * _ratio(jnp.sum(jnp.linalg.svd(c, compute_uv=False)), jnp.sqrt(a * b)),
+        0.0, 2.0)
+    return grid(dist, tr(covx), tr(covy), cross)
+  raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}.")
+
+
+def _stack_padded(mats: Sequence[Array], width: int) -> tuple[Array, Array]:
+  """Square ``[d, d]`` matrices (or ``[d]`` vectors) zero-padded to `width`."""
+  pad = lambda a: jnp.pad(a, [(0, width - a.shape[0])] * a.ndim)
+  masks = [jnp.arange(width) < m.shape[0] for m in mats]
+  return jnp.stack([pad(m) for m in mats]), jnp.stack(masks)
+
+
+def _cross_grid(blocks, wx: int, wy: int) -> Array:
+  """``[Lx, Ly, wx, wy]`` from a nested list of cross blocks, zero-padded."""
+  return jnp.stack([jnp.stack([jnp.pad(b, [(0, wx - b.shape[0]), (0, wy - b.shape[1])])
+                               for b in row]) for row in blocks])
+
+
+def _check_measure(measure, threshold, keep, variance):
+  if measure not in MEASURES:
+    raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}.")
+  _check_threshold(threshold)
+  _check_svcca(keep, variance)
+
+
+@functools.partial(jax.jit, static_argnames=("measure", "epsilon", "threshold", "keep",
+                                             "variance"))
+def _pairwise_jit(xs, ys, *, measure, epsilon, threshold, keep, variance):
+  dx = [x.shape[1] for x in xs]
+  dy = [y.shape[1] for y in ys]
+  centre = lambda a: a - jnp.mean(a, axis=0)[None, :]
+  xa = centre(jnp.concatenate(xs, axis=1))
+  ya = centre(jnp.concatenate(ys, axis=1))
+  n = xa.shape[0]
+  cross = _mm(xa.T, ya) / n  # every layer pair's block in one GEMM
+  ox = [sum(dx[:i]) for i in range(len(dx))]
+  oy = [sum(dy[:j]) for j in range(len(dy))]
+  blocks = [[cross[ox[i]:ox[i] + dx[i], oy[j]:oy[j] + dy[j]] for j in range(len(dy))]
+            for i in range(len(dx))]
+
+  def self_cov(a, o, d):
+    c = a[:, o:o + d]
+    return _mm(c.T, c) / n
+
+  covx, maskx = _stack_padded([self_cov(xa, o, d) for o, d in zip(ox, dx)], max(dx))
+  covy, masky = _stack_padded([self_cov(ya, o, d) for o, d in zip(oy, dy)], max(dy))
+  mx, _ = _stack_padded([jnp.mean(x, axis=0) for x in xs], max(dx))
+  my, _ = _stack_padded([jnp.mean(y, axis=0) for y in ys], max(dy))
+  return _pairwise_from_stats(measure, covx, covy, _cross_grid(blocks, max(dx), max(dy)),
+                              mx, my, maskx, masky, epsilon=epsilon, threshold=threshold,
+                              keep=keep, variance=variance)
+
+
+def pairwise(xs: Sequence[Array], ys: Sequence[Array] | None = None, *,
+             measure: str = "linear_cka", epsilon: float = 0.0, threshold: float = 0.98,
+             keep: int | None = None, variance: float = 0.99) -> Array:
+  """Layer × layer matrix of a measure, in one jitted call.
+
+  Compare every layer of one model with every layer of another (or of the
+  same model with ``ys=None``; for K seeds pass the seeds' layers one after
+  another). Widths may differ: layers are zero-padded to the widest and the
+  padding masked out, so every entry equals the measure called on that pair
+  alone. The cross-covariances of all pairs come from one matrix product;
+  whitening and norms are done once per layer.
+
+  Args:
+    xs: layers of the first model, each ``[n, d_i]`` (or ``[n, H, W, d_i]``;
+      positions become datapoints, so all layers need the same n·H·W).
+    ys: layers of the second model, each ``[n, e_j]``; None for ``xs``.
+    measure: one of `MEASURES`: ``"cca"`` (svcca's mean), ``"svcca"``,
+      ``"pwcca"``, ``"linear_cka"`` (similarities in [0, 1]) or
+      ``"procrustes_distance"`` (a distance in [0, 2]).
+    epsilon, threshold: as in `cca`; keep, variance: as in `svcca` (with
+      `keep` at most the narrowest width).
+
+  Returns:
+    ``[len(xs), len(ys)]`` matrix.
+  """
+  _check_measure(measure, threshold, keep, variance)
+  ys = xs if ys is None else ys
+  fx = [_moments.fold(x, f"xs[{i}]") for i, x in enumerate(xs)]
+  fy = [_moments.fold(y, f"ys[{j}]") for j, y in enumerate(ys)]
+  sizes = {a.shape[0] for a in fx + fy}
+  if len(sizes) != 1:
+    raise ValueError(f"all layers need the same number of datapoints, got {sorted(sizes)}.")
+  if sizes.pop() < 2:
+    raise ValueError("need at least 2 datapoints.")
+  for i, a in enumerate(fx):
+    _check_finite(a, f"xs[{i}]")
+  if ys is not xs:
+    for j, a in enumerate(fy):
+      _check_finite(a, f"ys[{j}]")
+  return _pairwise_jit(fx, fy, measure=measure, epsilon=epsilon, threshold=threshold,
+                       keep=keep, variance=variance)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "cols", "measure", "epsilon", "threshold",
+                                             "keep", "variance"))
+def _pairwise_moments_jit(state, *, rows, cols, measure, epsilon, threshold, keep, variance):
+  cov = lambda a, b=None: _moments.covariance(state, a, b, centered=True)
+  wx = max(state.mean[i].shape[0] for i in rows)
+  wy = max(state.mean[j].shape[0] for j in cols)
+  covx, maskx = _stack_padded([cov(i) for i in rows], wx)
+  covy, masky = _stack_padded([cov(j) for j in cols], wy)
+  mx, _ = _stack_padded([_moments.mean(state, i) for i in rows], wx)
+  my, _ = _stack_padded([_moments.mean(state, j) for j in cols], wy)
+  cross = _cross_grid([[cov(i, j) for j in cols] for i in rows], wx, wy)
+  return _pairwise_from_stats(measure, covx, covy, cross, mx, my, maskx, masky,
+                              epsilon=epsilon, threshold=threshold, keep=keep,
+                              variance=variance)
+
+
+def pairwise_moments(state: _moments.Moments, rows: Sequence[int], cols: Sequence[int], *,
+                     measure: str = "linear_cka", epsilon: float = 0.0,
+                     threshold: float = 0.98, keep: int | None = None,
+                     variance: float = 0.99) -> Array:
+  """`pairwise` from streamed `Moments`: maps `rows` × maps `cols`.
+
+  Every pair (i, j) with i ≠ j needs its cross moments, e.g. from
+  ``layer_moments(..., params2=..., cross="all")``, whose first model's
+  maps are ``range(L1)`` and second's ``range(L1, L1 + L2)``.
+
+  Returns:
+    ``[len(rows), len(cols)]`` matrix, equal to `pairwise` on the data.
+  """
+  _check_measure(measure, threshold, keep, variance)
+  rows, cols = tuple(int(i) for i in rows), tuple(int(j) for j in cols)
+  for i in rows:
+    for j in cols:
+      if i != j and (i, j) not in state.pairs and (j, i) not in state.pairs:
+        raise ValueError(f"no cross moments of maps {i} and {j}; accumulate with"
+                         f" cross='all' (kept: {state.pairs}).")
+  return _pairwise_moments_jit(state, rows=rows, cols=cols, measure=measure, epsilon=epsilon,
+                               threshold=threshold, keep=keep, variance=variance)
+
+
+# --------------------------------------------------------------------------
+# Null baselines.
+
+
+class NullBaseline(NamedTuple):
+  """A measure's values on unrelated data of the same shapes.
+
+  Attributes:
+    samples: ``[num_samples]`` values of the measure under the null.
+    mean: ``[]`` their mean: the score unrelated data gets by chance.
+    std: ``[]`` their standard deviation (ddof 1).
+  """
+
+  samples: Array
+  mean: Array
+  std: Array
+
+  def zscore(self, score: Array) -> Array:
+    """How many null standard deviations `score` lies above the null mean."""
+    return (score - self.mean) / _safe(self.std)
+
+
+def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: Array, *,
+                  num_samples: int = 100, method: str = "permutation",
+                  batch_size: int | None = 8) -> NullBaseline:
+  """Values of ``fn(x, y)`` when x and y carry no shared information.
+
+  With few datapoints per neuron CCA (and biased CKA) are high by chance —
+  a mean CCA of 0.9 means nothing if unrelated data also scores 0.9. This
+  draws `num_samples` null pairs in one jitted `lax.map` (vmapped in blocks
+  of `batch_size`):
+
+  * ``"permutation"`` shuffles y's datapoints against x's: each side keeps
+    its exact distribution, only the correspondence is destroyed;
+  * ``"gaussian"`` replaces both by independent standard normal data of the
+    same shapes (what the SVCCA tutorial's toy baseline does).
+
+  Args:
+    fn: jittable ``(x [n, d_x], y [n, d_y]) -> []``, e.g.
+      ``lambda a, b: cca(a, b).mean``.
+    x: ``[n, d_x]``, y: ``[n, d_y]`` (conv maps are folded first).
+    key: PRNG key.
+    num_samples: number of null draws (≥ 2).
+    method: ``"permutation"`` or ``"gaussian"``.
+    batch_size: null draws evaluated together (memory ∝ batch_size · n · d).
+
+  Returns:
+    `NullBaseline`; ``baseline.zscore(fn(x, y))`` reports a score against it.
+  """
+  if method not in ("permutation", "gaussian"):
+    raise ValueError(f"method must be 'permutation' or 'gaussian', got {method!r}.")
+  if num_samples < 2:
+    raise ValueError(f"need num_samples ≥ 2 for a spread, got {num_samples}.")
+  xf, yf = _folded(x, y)
+  n = xf.shape[0]
+
+  def one(k):
+    if method == "permutation":
+      return fn(xf, yf[jax.random.permutation(k, n)])
+    kx, ky = jax.random.split(k)
+    return fn(jax.random.normal(kx, xf.shape, xf.dtype), jax.random.normal(ky, yf.shape, yf.dtype))
+
+  keys = jax.random.split(key, num_samples)
+  samples = jax.jit(lambda ks: lax.map(one, ks, batch_size=batch_size))(keys)
+  return NullBaseline(samples, jnp.mean(samples), jnp.std(samples, ddof=1))
+
+
+__all__ = [
+  "MEASURES",
+  "CCAResult",
+  "MinibatchCKA",
+  "NullBaseline",
+  "PWCCAResult",
+  "cca",
+  "cca_distance",
+  "cca_from_covariance",
+  "cca_moments",
+  "cka_from_gram",
+  "gram_linear",
+  "gram_rbf",
+  "linear_cka",
+  "linear_cka_debiased",
+  "linear_cka_from_covariance",
+  "linear_cka_moments",
+  "minibatch_cka",
+  "minibatch_cka_init",
+  "minibatch_cka_update",
+  "minibatch_cka_value",
+  "null_baseline",
+  "pairwise",
+  "pairwise_moments",
+  "procrustes_distance",
+  "procrustes_distance_from_covariance",
+  "pwcca",
+  "pwcca_from_covariance",
+  "pwcca_moments",
+  "rbf_cka",
+  "svcca",
+  "svcca_from_covariance",
+]

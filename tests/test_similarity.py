@@ -9,31 +9,10 @@ from scipy.stats import ortho_group
 from rainbow_jax import moments as M
 from rainbow_jax import similarity as S
 
+import svcca_reference
 
-def reference_cca(acts1, acts2, epsilon=0.0, threshold=0.98):
-  """float64 numpy, inputs neurons × datapoints, written from the spec."""
-  nx = acts1.shape[0]
-  cov = np.cov(np.concatenate([acts1, acts2]).astype(np.float64))
-  sxx, sxy, syy = cov[:nx, :nx], cov[:nx, nx:], cov[nx:, nx:]
-  xmax, ymax = np.abs(sxx).max(), np.abs(syy).max()
-  sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
-  kx = np.abs(np.diag(sxx)) >= epsilon
-  ky = np.abs(np.diag(syy)) >= epsilon
-  sxx = sxx[np.ix_(kx, kx)] + epsilon * np.eye(kx.sum())
-  syy = syy[np.ix_(ky, ky)] + epsilon * np.eye(ky.sum())
-  sxy = sxy[np.ix_(kx, ky)]
 
-  def invsqrt(a):
-    w, v = np.linalg.eigh(np.linalg.pinv(a))
-    return v @ np.diag(np.sqrt(w)) @ v.T
-
-  s = np.abs(np.linalg.svd(invsqrt(sxx) @ sxy @ invsqrt(syy), compute_uv=False))
-  idx = None
-  for i in range(len(s)):
-    if s[:i].sum() / s.sum() >= threshold:
-      idx = i
-      break
-  return s, s[:idx].mean(), s.sum(), kx, ky
+reference_cca = svcca_reference.cca
 
 
 def _pair(rng, n=2000, dx=12, dy=9, kind="random"):

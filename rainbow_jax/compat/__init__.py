@@ -1,0 +1,5 @@
+"""Drop-in replacements for other similarity toolkits.
+
+`rainbow_jax.compat.svcca` mirrors google/svcca's ``cca_core`` and
+``pwcca`` modules: change the import, keep the code.
+"""

@@ -1,0 +1,145 @@
+"""PWCCA and the google/svcca-compatible module against the independent
+float64 numpy reference in `svcca_reference`."""
+
+import numpy as np
+import pytest
+
+import rainbow_jax.compat.svcca as cca_core
+from rainbow_jax import moments as M
+from rainbow_jax import similarity as S
+
+import svcca_reference as ref
+
+
+def _pair(rng, kind, n=1500, dx=14, dy=10, offset=True):
+  if kind == "random":
+    x = rng.normal(size=(n, dx))
+    y = x[:, :dy] @ rng.normal(size=(dy, dy)) + 0.8 * rng.normal(size=(n, dy))
+  elif kind == "ill":  # variances spanning 10³, nonlinear relation
+    x = rng.normal(size=(n, dx)) * np.logspace(0, -1.5, dx)
+    y = np.tanh(3 * x[:, :dy] @ rng.normal(size=(dy, dy))) + 0.1 * rng.normal(size=(n, dy))
+  elif kind == "dead_neurons":  # near-constant neurons, removed by epsilon
+    x = rng.normal(size=(n, dx))
+    x[:, :3] = 5 + 1e-4 * rng.normal(size=(n, 3))
+    y = x[:, 3:3 + dy] + 0.5 * rng.normal(size=(n, dy))
+  elif kind == "low_rank":  # exactly rank 5
+    z = rng.normal(size=(n, 5))
+    x = z @ rng.normal(size=(5, dx))
+    y = z[:, :4] @ rng.normal(size=(4, dy)) + 0.3 * rng.normal(size=(n, dy))
+  if offset:  # ReLU-like nonzero means
+    x = x + rng.uniform(0.5, 2.0, size=dx)
+    y = y + rng.uniform(0.5, 2.0, size=dy)
+  return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,epsilon", [("random", 0.0), ("ill", 0.0), ("ill", 1e-6),
+                                          ("dead_neurons", 1e-6)])
+@pytest.mark.parametrize("swap", [False, True])  # x side and y side
+def test_pwcca_matches_reference(rng, kind, epsilon, swap):
+  x, y = _pair(rng, kind)
+  if swap:
+    x, y = y, x
+  value, weights, coefs = ref.pwcca(x.T, y.T, epsilon=epsilon)
+  out = S.pwcca(x, y, epsilon=epsilon)
+  k = int(out.num_coefficients)
+  assert k == len(coefs)
+  assert bool(out.x_side) == swap  # the narrower side (y: 10 < 14 neurons) is weighted
+  np.testing.assert_allclose(out.coefficients[:k], coefs, atol=1e-4)
+  np.testing.assert_allclose(out.weights[:k], weights, atol=1e-4)
+  assert float(out.value) == pytest.approx(value, abs=1e-4)
+  assert float(np.sum(out.weights)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pwcca_centred_needs_no_sign_convention(rng):
+  x, y = _pair(rng, "random", offset=False)
+  x, y = x - x.mean(0), y - y.mean(0)
+  for a, b in ((x, y), (y, x)):
+    value, _, _ = ref.pwcca(a.T, b.T, signs=False)
+    assert float(S.pwcca(a, b).value) == pytest.approx(value, abs=1e-4)
+
+
+def test_pwcca_invariants_and_degenerate_inputs(rng):
+  x, y = _pair(rng, "random")
+  assert float(S.pwcca(x, 3 * x - 1).value) == pytest.approx(1.0, abs=1e-4)
+  v = float(S.pwcca(x, y).value)
+  assert 0.0 < v < 1.0
+  # Rank-deficient and n < d: finite, in [0, 1], weights a distribution.
+  for a, b in (_pair(rng, "low_rank"), (x[:8], y[:8])):
+    out = S.pwcca(a, b)
+    assert np.isfinite(float(out.value)) and -1e-6 <= float(out.value) <= 1 + 1e-4
+    assert float(np.sum(out.weights)) == pytest.approx(1.0, abs=1e-5)
+    assert np.all(np.asarray(out.weights) >= 0)
+
+
+def test_pwcca_streamed_equals_in_memory(rng):
+  x, y = _pair(rng, "ill")
+  s = M.accumulate([(x[i:i + 200], y[i:i + 200]) for i in range(0, len(x), 200)],
+                   lambda b: list(b), cross=[(0, 1)])
+  streamed, direct = S.pwcca_moments(s, 0, 1), S.pwcca(x, y)
+  assert float(streamed.value) == pytest.approx(float(direct.value), abs=1e-5)
+  np.testing.assert_allclose(streamed.weights, direct.weights, atol=1e-5)
+
+
+def _match_rows(ours, theirs):
+  """Signs that map our directions (rows) onto the reference's."""
+  return np.sign(np.sum(ours * theirs, axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind,epsilon", [("random", 0.0), ("dead_neurons", 1e-6)])
+def test_compat_get_cca_similarity_matches_reference(rng, kind, epsilon):
+  x, y = _pair(rng, kind)
+  a1, a2 = x.T.astype(np.float64), y.T.astype(np.float64)  # what svcca users pass
+  got = cca_core.get_cca_similarity(a1, a2, epsilon=epsilon, compute_dirns=True)
+  u, s, vh, ix, iy, kx, ky = ref.cca_parts(a1, a2, epsilon)
+  mean, total = ref.summary(s, 0.98)
+  k = len(s)
+  np.testing.assert_allclose(got["cca_coef1"], s, atol=1e-4)
+  np.testing.assert_array_equal(got["cca_coef2"], got["cca_coef1"])
+  np.testing.assert_array_equal(got["x_idxs"], kx)
+  np.testing.assert_array_equal(got["y_idxs"], ky)
+  assert float(got["mean"][0]) == pytest.approx(mean, abs=1e-4)
+  assert float(got["sum"][1]) == pytest.approx(total, abs=1e-3)
+  np.testing.assert_allclose(got["invsqrt_xx"], ix, rtol=1e-3, atol=1e-3 * np.abs(ix).max())
+  np.testing.assert_allclose(got["invsqrt_yy"], iy, rtol=1e-3, atol=1e-3 * np.abs(iy).max())
+  assert got["coef_x"].shape == (kx.sum(), kx.sum()) and got["coef_y"].shape == (ky.sum(),) * 2
+  assert got["full_coef_x"].shape == (len(kx), len(kx))
+  assert np.all(got["full_coef_x"][~kx] == 0) and np.all(got["full_invsqrt_xx"][:, ~kx] == 0)
+  sx = _match_rows(got["coef_x"][:k], u.T[:k])
+  np.testing.assert_allclose(sx * got["coef_x"][:k], u.T[:k], atol=2e-3)
+  sy = _match_rows(got["coef_y"][:k], vh[:k])
+  np.testing.assert_allclose(sy * got["coef_y"][:k], vh[:k], atol=2e-3)
+  np.testing.assert_allclose(got["neuron_means1"], a1.mean(1, keepdims=True), rtol=1e-5)
+  # Directions over datapoints: (coef · invsqrt)(acts − μ) + μ, up to each sign.
+  m1 = a1.mean(1, keepdims=True)
+  full_u = np.zeros((len(kx),) * 2)
+  full_u[np.ix_(kx, kx)] = u.T
+  full_i = np.zeros((len(kx),) * 2)
+  full_i[np.ix_(kx, kx)] = ix
+  want = (full_u @ full_i @ (a1 - m1))
+  rows = np.flatnonzero(kx)[:k]
+  have = (got["cca_dirns1"] - m1)[rows]
+  np.testing.assert_allclose(_match_rows(have, want[rows]) * have, want[rows],
+                             atol=2e-3 * np.abs(want).max())
+
+
+def test_compat_compute_pwcca_and_errors(rng):
+  x, y = _pair(rng, "random")
+  for a, b in ((x, y), (y, x)):
+    value, weights, coefs = ref.pwcca(a.T, b.T)
+    got = cca_core.compute_pwcca(a.T, b.T)
+    assert float(got[0]) == pytest.approx(value, abs=1e-4)
+    np.testing.assert_allclose(got[1], weights, atol=1e-4)
+    np.testing.assert_allclose(got[2], coefs, atol=1e-4)
+  with pytest.raises(ValueError, match="fewer neurons than datapoints"):
+    cca_core.get_cca_similarity(x[:10].T, y[:10].T)
+  with pytest.raises(ValueError, match="same number of datapoints"):
+    cca_core.get_cca_similarity(x.T, y[:-1].T)
+  bad = x.T.copy()
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    cca_core.compute_pwcca(bad, y.T)
+  # Every neuron removed: the reference's zero dict.
+  zero = cca_core.get_cca_similarity(x.T, y.T, epsilon=2.0, compute_dirns=True)
+  assert set(zero) == {"mean", "sum", "cca_coef1", "cca_coef2", "idx1", "idx2",
+                       "cca_dirns1", "cca_dirns2"}
+  assert zero["cca_dirns1"].shape == (1, x.shape[0])
