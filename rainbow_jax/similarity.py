@@ -102,7 +102,11 @@ def _check_covs(sxx, syy, sxy):
 
 def _check_finite(x: Array, name: str) -> None:
   """Raises on NaN/Inf in concrete inputs (traced inputs are the caller's)."""
-  if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+  if isinstance(x, jax.core.Tracer):
+    return
+  with jax.ensure_compile_time_eval():  # concrete, even when closed over by a trace
+    finite = bool(jnp.all(jnp.isfinite(x)))
+  if not finite:
     raise ValueError(f"{name} holds NaN or Inf; similarity of such activations is undefined.")
 
 
@@ -524,9 +528,15 @@ def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
   return linear_cka_from_covariance(sxx, syy, sxy)
 
 
+def _rms(x: Array) -> Array:
+  """Root-mean-square entry, without under/overflow for any float32 scale."""
+  top = _safe(jnp.max(jnp.abs(x)))
+  return top * jnp.sqrt(jnp.mean(jnp.square(x / top)))
+
+
 def _rms_scaled(x: Array) -> Array:
   """x divided by its root-mean-square entry (gram entries stay O(d))."""
-  return x / _safe(jnp.sqrt(jnp.mean(x * x)))
+  return x / _safe(_rms(x))
 
 
 def gram_linear(x: Array) -> Array:
@@ -653,7 +663,7 @@ def minibatch_cka_init(dtype=jnp.float32) -> MinibatchCKA:
 def minibatch_cka_update(state: MinibatchCKA, x: Array, y: Array) -> MinibatchCKA:
   """Adds one minibatch ``x [b, d_x]``, ``y [b, d_y]`` (b ≥ 4). Jittable."""
   xf, yf = _folded(x, y, min_n=4)
-  first = lambda s, a: jnp.where(s > 0, s, _safe(jnp.sqrt(jnp.mean(a * a)))).astype(s.dtype)
+  first = lambda s, a: jnp.where(s > 0, s, _safe(_rms(a))).astype(s.dtype)
   sx, sy = first(state.scale_x, xf), first(state.scale_y, yf)
   k, l = gram_linear(xf / sx), gram_linear(yf / sy)
   return MinibatchCKA(state.xy + _hsic(k, l, True), state.xx + _hsic(k, k, True),
@@ -932,7 +942,7 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: 
     raise ValueError(f"method must be 'permutation' or 'gaussian', got {method!r}.")
   if num_samples < 2:
     raise ValueError(f"need num_samples ≥ 2 for a spread, got {num_samples}.")
-  xf, yf = _folded(x, y)
+  xf, yf = (jnp.asarray(a) for a in _folded(x, y))
   n = xf.shape[0]
 
   def one(k):
