@@ -126,7 +126,9 @@ def _centred_covs(x: Array, y: Array, ddof: int = 1):
   mx, my = jnp.mean(xf, axis=0), jnp.mean(yf, axis=0)
   xc, yc = xf - mx[None, :], yf - my[None, :]
   n = xf.shape[0] - ddof
-  return _mm(xc.T, xc) / n, _mm(yc.T, yc) / n, _mm(xc.T, yc) / n, mx, my
+  # Self terms by the block-triangle Gram (2/3 of the flops of xᵀx).
+  gram = _moments._gram
+  return gram(xc) / n, gram(yc) / n, _mm(xc.T, yc) / n, mx, my
 
 
 def _moment_covs(state: _moments.Moments, i: int, j: int):
@@ -721,6 +723,16 @@ MEASURES = ("cca", "svcca", "pwcca", "linear_cka", "procrustes_distance")
 """Measures `pairwise` knows. All but ``procrustes_distance`` are similarities."""
 
 
+def _seq(f, *xs):
+  """``vmap(f)(*xs)`` computed one slice at a time (`lax.map`).
+
+  Batched LAPACK calls (vmapped eigh/svd) inside a larger program have
+  deadlocked XLA:CPU when the program was run repeatedly (jax 0.10); one
+  slice at a time never did, and costs nothing on these O(d³) steps.
+  """
+  return lax.map(lambda a: f(*a), xs)
+
+
 def _pairwise_from_stats(measure: str, covx, covy, cross, mx, my, maskx, masky, *,
                          epsilon, threshold, keep, variance) -> Array:
   """``[Lx, Ly]`` values from zero-padded, masked per-layer statistics.
@@ -729,21 +741,23 @@ def _pairwise_from_stats(measure: str, covx, covy, cross, mx, my, maskx, masky, 
   means ``[L, D]``, masks ``[L, D]`` (False on padding). Per-layer work
   (whitening, norms) is done once per layer, not once per pair.
   """
-  grid = lambda f, a, b, c: jax.vmap(lambda ai, ci: jax.vmap(lambda bj, cij: f(ai, bj, cij))(b, ci))(a, c)
+  def grid(f, a, b, c):
+    return _seq(lambda ai, ci: _seq(lambda bj, cij: f(ai, bj, cij), b, ci), a, c)
+
   if measure == "cca":
-    side = jax.vmap(lambda s, m: _side(s, m, epsilon, False))
+    side = lambda cov, mask: _seq(lambda s, m: _side(s, m, epsilon, False), cov, mask)
     return grid(lambda a, b, c: _cca_pair(a, b, c, threshold).mean,
                 side(covx, maskx), side(covy, masky), cross)
   if measure == "svcca":
     def side(s, m):
       v, top = _top_directions(s, keep, variance)
       return v, _side(_mm(v.T, _mm(s, v)), top, epsilon, False)
-    vx, sx = jax.vmap(side)(covx, maskx)
-    vy, sy = jax.vmap(side)(covy, masky)
+    vx, sx = _seq(side, covx, maskx)
+    vy, sy = _seq(side, covy, masky)
     pair = lambda a, b, c: _cca_pair(a[1], b[1], _mm(a[0].T, _mm(c, b[0])), threshold).mean
     return grid(pair, (vx, sx), (vy, sy), cross)
   if measure == "pwcca":
-    side = jax.vmap(lambda s, m: _side(s, m, epsilon, True))
+    side = lambda cov, mask: _seq(lambda s, m: _side(s, m, epsilon, True), cov, mask)
     pair = lambda a, b, c: _pwcca_pair(a[0], b[0], c, a[1], b[1], epsilon).value
     return grid(pair, (side(covx, maskx), mx), (side(covy, masky), my), cross)
   if measure == "linear_cka":
@@ -912,14 +926,13 @@ class NullBaseline(NamedTuple):
 
 
 def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: Array, *,
-                  num_samples: int = 100, method: str = "permutation",
-                  batch_size: int | None = 8) -> NullBaseline:
+                  num_samples: int = 100, method: str = "permutation") -> NullBaseline:
   """Values of ``fn(x, y)`` when x and y carry no shared information.
 
   With few datapoints per neuron CCA (and biased CKA) are high by chance —
   a mean CCA of 0.9 means nothing if unrelated data also scores 0.9. This
-  draws `num_samples` null pairs in one jitted `lax.map` (vmapped in blocks
-  of `batch_size`):
+  draws `num_samples` null pairs in one jitted `lax.map` (one draw at a
+  time, so memory stays O(n·d)):
 
   * ``"permutation"`` shuffles y's datapoints against x's: each side keeps
     its exact distribution, only the correspondence is destroyed;
@@ -933,7 +946,6 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: 
     key: PRNG key.
     num_samples: number of null draws (≥ 2).
     method: ``"permutation"`` or ``"gaussian"``.
-    batch_size: null draws evaluated together (memory ∝ batch_size · n · d).
 
   Returns:
     `NullBaseline`; ``baseline.zscore(fn(x, y))`` reports a score against it.
@@ -944,15 +956,18 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: 
     raise ValueError(f"need num_samples ≥ 2 for a spread, got {num_samples}.")
   xf, yf = (jnp.asarray(a) for a in _folded(x, y))
   n = xf.shape[0]
-
-  def one(k):
-    if method == "permutation":
-      return fn(xf, yf[jax.random.permutation(k, n)])
-    kx, ky = jax.random.split(k)
-    return fn(jax.random.normal(kx, xf.shape, xf.dtype), jax.random.normal(ky, yf.shape, yf.dtype))
-
   keys = jax.random.split(key, num_samples)
-  samples = jax.jit(lambda ks: lax.map(one, ks, batch_size=batch_size))(keys)
+
+  def one(k, a, b):
+    if method == "permutation":
+      return fn(a, b[jax.random.permutation(k, n)])
+    kx, ky = jax.random.split(k)
+    return fn(jax.random.normal(kx, a.shape, a.dtype), jax.random.normal(ky, b.shape, b.dtype))
+
+  # One draw at a time (see `_seq`): memory O(n·d), one compiled program;
+  # the data are arguments, not constants folded into it.
+  run = jax.jit(lambda ks, a, b: lax.map(lambda k: one(k, a, b), ks))
+  samples = jax.block_until_ready(run(keys, xf, yf))
   return NullBaseline(samples, jnp.mean(samples), jnp.std(samples, ddof=1))
 
 

@@ -81,6 +81,24 @@ def test_covariance_benchmark_quick(tmp_path):
       assert r["seconds"] > 0
 
 
+
+def test_similarity_benchmark_quick(tmp_path):
+  out = tmp_path / "sim.json"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "similarity.py"),
+       "--quick", "--repeats", "1", "--out", str(out)],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  res = json.loads(out.read_text())
+  seen = {(r["bench"], r["impl"]) for r in res["records"]}
+  for bench in ("cca", "pwcca", "linear_cka"):
+    assert {(bench, "numpy"), (bench, "rainbow_jax")} <= seen
+  for r in res["records"]:
+    assert r["seconds"] > 0
+    if r["impl"] != "numpy":  # agreement with the float64 reference travels with speed
+      assert r["extra"]["max_abs_diff_vs_numpy"] < 1e-4
+
+
 def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   """The tensorflow-datasets path, on tfds' own mock data (no download)."""
   tfds = pytest.importorskip("tensorflow_datasets")

@@ -101,6 +101,115 @@ def moments_and_alignment():
   ]
 
 
+def similarity():
+  return [
+      new_markdown_cell(
+          "# Representational similarity: CCA, SVCCA, PWCCA and CKA\n\n"
+          "The SVCCA tutorial's walk-through on `rainbow_jax.similarity`: toy data first"
+          " (why the number of datapoints per neuron matters, and what unrelated data"
+          " scores by chance), then two networks trained from different seeds, compared"
+          " layer by layer. The native API takes **datapoints × neurons** arrays;"
+          " `rainbow_jax.compat.svcca` takes google/svcca's neurons × datapoints."),
+      new_code_cell(INSTALL),
+      params_cell('DATASET = "auto"   # fashion_mnist when installed, else sklearn digits\n'
+                  'QUICK = False      # the tests set True: smaller data, one epoch'),
+      new_code_cell(
+          "import jax, jax.numpy as jnp, numpy as np\n"
+          "import matplotlib.pyplot as plt\n"
+          "from rainbow_jax import data, models, similarity as S, train\n"
+          "key = jax.random.key(0)"),
+      new_markdown_cell(
+          "## Toy data: an invertible map scores 1, noise lowers it\n"
+          "CCA is invariant to invertible linear maps; CKA only to rotations and"
+          " isotropic scaling."),
+      new_code_cell(
+          "ka, kt, kn = jax.random.split(key, 3)\n"
+          "a = jax.random.normal(ka, (2000, 50))\n"
+          "b = a @ jax.random.normal(kt, (50, 50))\n"
+          "noisy = b + 2.0 * jax.random.normal(kn, b.shape)\n"
+          "for name, other in [('A·T', b), ('A·T + noise', noisy)]:\n"
+          "    print(f'{name:12s} mean CCA {float(S.cca(a, other).mean):.3f}   PWCCA'\n"
+          "          f' {float(S.pwcca(a, other).value):.3f}   linear CKA {float(S.linear_cka(a, other)):.3f}')"),
+      new_markdown_cell(
+          "## Datapoints vs neurons\n"
+          "With few datapoints per neuron, CCA of *independent* data is high by chance —"
+          " the tutorial's warning. `null_baseline` gives that chance level and its spread"
+          " (here: independent Gaussian data of the same shapes, 32 draws, one jitted call)."),
+      new_code_cell(
+          "d = 50\n"
+          "sizes = [60, 100, 200, 500, 1000] if QUICK else [60, 100, 200, 500, 1000, 2000, 5000]\n"
+          "fn = lambda x, y: S.cca(x, y).mean\n"
+          "nulls = []\n"
+          "for n in sizes:\n"
+          "    z = jnp.zeros((n, d))\n"
+          "    nulls.append(S.null_baseline(fn, z, z, jax.random.fold_in(key, n), num_samples=32,\n"
+          "                                 method='gaussian'))\n"
+          "means = np.array([float(b.mean) for b in nulls]); stds = np.array([float(b.std) for b in nulls])\n"
+          "plt.errorbar(np.array(sizes) / d, means, yerr=stds, marker='o')\n"
+          "plt.xscale('log'); plt.xlabel('datapoints per neuron'); plt.ylabel('mean CCA of independent data')\n"
+          "plt.title('CCA is high by chance with few datapoints'); plt.grid(alpha=0.3);"),
+      new_markdown_cell("## Two networks from different seeds\n"
+                        "Train two MLPs (vmapped over seeds) and collect each layer's input"
+                        " on test images."),
+      new_code_cell(
+          'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
+          "ds = data.load(name)\n"
+          "n_train = 5000 if QUICK else len(ds.x_train)\n"
+          "model = models.make('mlp', ds.x_train.shape[1:], ds.num_classes, widths=[256, 128])\n"
+          "state, hist = train.fit(model, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test,\n"
+          "                        seeds=(0, 1), epochs=1 if QUICK else 5, progress=False)\n"
+          "print(name, 'test accuracy per seed:', np.round(hist.test_accuracy[-1], 4))\n"
+          "x_eval = ds.x_test[:2000]\n"
+          "acts = [models.layer_inputs(model, train.select(state.params, k), x_eval) for k in (0, 1)]\n"
+          "print('layer widths:', [a.shape[1] for a in acts[0]])"),
+      new_markdown_cell("### Layer × layer, one jitted call per measure\n"
+                        "Widths differ (pixels, 256, 128); every entry equals the measure on"
+                        " that pair alone."),
+      new_code_cell(
+          "fig, axes = plt.subplots(1, 3, figsize=(13, 4))\n"
+          "labels = ['pixels', 'hidden 1', 'hidden 2']\n"
+          "for ax, measure in zip(axes, ['linear_cka', 'pwcca', 'svcca']):\n"
+          "    kw = dict(keep=20) if measure == 'svcca' else {}\n"
+          "    m = np.asarray(S.pairwise(acts[0], acts[1], measure=measure, epsilon=1e-6, **kw))\n"
+          "    im = ax.imshow(m, vmin=0, vmax=1, cmap='viridis')\n"
+          "    for (i, j), v in np.ndenumerate(m):\n"
+          "        ax.text(j, i, f'{v:.2f}', ha='center', va='center', color='w')\n"
+          "    ax.set_xticks(range(3), labels); ax.set_yticks(range(3), labels)\n"
+          "    ax.set_xlabel('seed 1'); ax.set_ylabel('seed 0'); ax.set_title(measure)\n"
+          "fig.colorbar(im, ax=axes, shrink=0.8);"),
+      new_markdown_cell("### Scores against the null\n"
+                        "Permuting one network's datapoints keeps each layer's distribution and"
+                        " destroys the correspondence: the score unrelated activations get."),
+      new_code_cell(
+          "h0, h1 = acts[0][1], acts[1][1]\n"
+          "for label, fn in [('SVCCA (20 dirs)', lambda x, y: S.svcca(x, y, keep=20, epsilon=1e-6).mean),\n"
+          "                  ('linear CKA', S.linear_cka)]:\n"
+          "    null = S.null_baseline(fn, h0, h1, key, num_samples=16 if QUICK else 64)\n"
+          "    score = fn(h0, h1)\n"
+          "    print(f'{label:16s} {float(score):.3f}   null {float(null.mean):.3f} ± {float(null.std):.3f}'\n"
+          "          f'   z = {float(null.zscore(score)):.0f}')"),
+      new_markdown_cell("### Canonical correlations of the first hidden layer\n"
+                        "SVCCA on the top principal directions, and PWCCA's weights."),
+      new_code_cell(
+          "sv = S.svcca(h0, h1, keep=20, epsilon=1e-6)\n"
+          "pw = S.pwcca(h0, h1, epsilon=1e-6)\n"
+          "fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))\n"
+          "axes[0].plot(np.asarray(sv.coefficients[:int(sv.num_coefficients)]), marker='.')\n"
+          "axes[0].set_title(f'SVCCA coefficients (mean {float(sv.mean):.3f})'); axes[0].set_xlabel('direction')\n"
+          "k = int(pw.num_coefficients)\n"
+          "axes[1].plot(np.asarray(pw.coefficients[:k]), label='coefficient')\n"
+          "axes[1].plot(np.asarray(pw.weights[:k]) * k, label='weight × k')\n"
+          "axes[1].set_title(f'PWCCA {float(pw.value):.3f}'); axes[1].legend(); axes[1].set_xlabel('direction');"),
+      new_markdown_cell("## Coming from google/svcca?\n"
+                        "Change the import: same signatures, same dict, numpy out."),
+      new_code_cell(
+          "import rainbow_jax.compat.svcca as cca_core\n"
+          "res = cca_core.get_cca_similarity(np.asarray(h0).T, np.asarray(h1).T, epsilon=1e-6, verbose=False)\n"
+          "print(sorted(res)); print('mean', float(res['mean'][0]))"),
+  ]
+
+
 if __name__ == "__main__":
   here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
   notebook(moments_and_alignment(), os.path.join(here, "moments_and_alignment.ipynb"))
+  notebook(similarity(), os.path.join(here, "similarity.ipynb"))

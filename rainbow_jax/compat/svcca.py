@@ -55,12 +55,16 @@ def _inputs(acts1, acts2) -> tuple[jax.Array, jax.Array]:
   return x, y
 
 
-@functools.partial(jax.jit, static_argnames=("epsilon",))
-def _covs_and_keep(x, y, epsilon):
+@functools.partial(jax.jit, static_argnames=("epsilon", "threshold"))
+def _cca(x, y, epsilon, threshold):
   sxx, syy, sxy, mx, my = _sim._centred_covs(x, y)
-  sx = _sim._side(sxx, None, epsilon, True)
-  sy = _sim._side(syy, None, epsilon, True)
-  return sxx, syy, sxy, mx, my, sx.keep, sy.keep
+  res = _sim.cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
+  return sxx, syy, sxy, mx, my, res
+
+
+@functools.partial(jax.jit, static_argnames=("epsilon",))
+def _pwcca(x, y, epsilon):
+  return _sim.pwcca(x, y, epsilon=epsilon)
 
 
 @functools.partial(jax.jit, static_argnames=("epsilon",))
@@ -123,11 +127,10 @@ def get_cca_similarity(acts1, acts2, epsilon=0., threshold=0.98, compute_coefs=T
     raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
   x, y = _inputs(acts1, acts2)
   epsilon = float(epsilon)
-  sxx, syy, sxy, mx, my, kx, ky = _covs_and_keep(x, y, epsilon)
-  kx, ky = np.asarray(kx), np.asarray(ky)
+  sxx, syy, sxy, mx, my, res = _cca(x, y, epsilon, float(threshold))
+  kx, ky = np.asarray(res.x_keep), np.asarray(res.y_keep)
   if not kx.any() or not ky.any():
     return _zero_dict(compute_dirns, x.shape[0])
-  res = _sim.cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
   k = int(res.num_coefficients)
   s = np.asarray(res.coefficients)[:k]
   mean, total = np.asarray(res.mean), np.asarray(res.sum)
@@ -163,7 +166,7 @@ def compute_pwcca(acts1, acts2, epsilon=0.):
     with fewer kept neurons, and the coefficients (numpy).
   """
   x, y = _inputs(acts1, acts2)
-  res = jax.jit(functools.partial(_sim.pwcca, epsilon=float(epsilon)))(x, y)
+  res = _pwcca(x, y, float(epsilon))
   k = int(res.num_coefficients)
   return np.asarray(res.value), np.asarray(res.weights)[:k], np.asarray(res.coefficients)[:k]
 

@@ -1,0 +1,426 @@
+"""The Singular Value Representation (SVR) of a network's weights.
+
+Meller & Berkouk, "Singular Value Representation: A New Graph Perspective On
+Neural Networks" (AISTATS 2023). Every linear map A = U S Vᵀ contributes one
+*spectral neuron* per singular value: its input representation (a column of
+V) and output representation (a column of U). Spectral neurons of
+consecutive layers are joined by edges weighted by how much the output
+representation of one overlaps the input representation of the next.
+
+Weight layout (the *native* one, PyTorch's): a dense layer is ``[out, in]``,
+a conv layer ``[out, in, K, K]``. `from_flax` and `from_torch` convert a list
+of kernels; a dense layer after a conv layer reads its input flattened
+channels-first, ``in = C · P`` with index ``c · P + position`` (PyTorch's
+``flatten`` of NCHW; `from_flax` reorders Flax's NHWC flatten to it).
+
+Conventions:
+  * conv weights are flattened to ``[out, in · K²]`` for the SVR (``[out · K², in]``
+    for the co-SVR);
+  * ``adjacency(prev, next)`` is ``[M_next, M_prev]``: rows are the next
+    layer's spectral neurons, columns the previous layer's (the paper's
+    A_{i,j} = ⟨V_i, U_j⟩²), spectral neurons in descending singular value;
+  * an edge between spectral neuron m of layer i and n of layer i+1 that
+    sees P positions through c shared channels has weight
+    a = Σ_p (Σ_k u_{k,m} V_{k,p,n})² (dense: P = 1, a = ⟨V_n, U_m⟩²; conv:
+    P = K²; conv → dense: P = the spatial positions of the flattened map);
+    a ≤ 1, and a is invariant to positive rescaling of either layer.
+
+Null laws of an edge between independent uniformly random representations
+(`null_law`): exactly Beta(P/2, (c − 1)P/2) (the squared norm of the
+projection of a uniform unit vector of ℝ^{cP} on a P-dimensional subspace);
+the paper's asymptotic χ²(P)/(cP) (χ²(1)/c for dense layers) is its c → ∞
+limit and is wrong in the upper tail for small c.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+from jax import lax
+
+from rainbow_jax import _checks
+
+Array = jax.Array
+_HP = lax.Precision.HIGHEST
+
+
+# --------------------------------------------------------------------------
+# Layouts.
+
+
+def from_torch(weights: Sequence[Any]) -> list[Array]:
+  """PyTorch-layout weights (``[out, in]``, ``[out, in, K, K]``), checked.
+
+  E.g. ``[v.numpy() for k, v in model.state_dict().items() if k.endswith('weight')
+  and v.ndim in (2, 4)]`` for a torchvision VGG (batch-norm weights are 1-D).
+  """
+  out = []
+  for i, w in enumerate(weights):
+    _checks.check_floating(w, f"weights[{i}]")
+    _checks.check_rank(w, (2, 4), f"weights[{i}]")
+    if np.ndim(w) == 4 and np.shape(w)[2] != np.shape(w)[3]:
+      raise ValueError(f"weights[{i}]: need square [out, in, K, K] kernels, got {np.shape(w)}.")
+    out.append(jnp.asarray(w))
+  return out
+
+
+def from_flax(kernels: Sequence[Any]) -> list[Array]:
+  """Flax kernels (Dense ``[in, out]``, Conv ``[K, K, C_in, C_out]``) in
+  forward order → native layout.
+
+  A Dense layer right after a Conv layer reads Flax's NHWC flatten (index
+  ``position · C + c``); it is reordered to the native channels-first
+  ``c · P + position``, so the SVR does not depend on the framework. Use
+  `rainbow_jax.models.weights(params)` for the kernels of our models.
+  """
+  out, prev_channels = [], None
+  for i, k in enumerate(kernels):
+    _checks.check_floating(k, f"kernels[{i}]")
+    _checks.check_rank(k, (2, 4), f"kernels[{i}]")
+    k = jnp.asarray(k)
+    if k.ndim == 4:
+      out.append(jnp.transpose(k, (3, 2, 0, 1)))
+      prev_channels = k.shape[3]
+      continue
+    w = k.T
+    if prev_channels is not None and w.shape[1] != prev_channels:
+      c = prev_channels
+      if w.shape[1] % c:
+        raise ValueError(f"kernels[{i}] has {w.shape[1]} inputs, not a multiple of the"
+                         f" previous conv's {c} channels.")
+      p = w.shape[1] // c
+      w = jnp.transpose(w.reshape(w.shape[0], p, c), (0, 2, 1)).reshape(w.shape[0], c * p)
+    out.append(w)
+    prev_channels = None
+  return out
+
+
+def flatten(w: Array, *, co: bool = False) -> Array:
+  """Native weight → the matrix whose SVD defines the spectral neurons.
+
+  Dense ``[out, in]`` unchanged; conv ``[out, in, K, K]`` → ``[out, in·K²]``
+  (SVR) or, with ``co=True``, ``[out·K², in]`` (co-SVR, section 5.2).
+  """
+  if w.ndim == 2:
+    return w
+  o, i, k1, k2 = w.shape
+  if co:
+    return jnp.transpose(w, (0, 2, 3, 1)).reshape(o * k1 * k2, i)
+  return w.reshape(o, i * k1 * k2)
+
+
+# --------------------------------------------------------------------------
+# Spectral neurons.
+
+
+class Spectral(NamedTuple):
+  """Spectral neurons of one linear map ``W = U diag(s) Vᵀ`` (descending s).
+
+  Attributes:
+    u: ``[rows, M]`` output representations (columns).
+    s: ``[M]`` singular values.
+    v: ``[cols, M]`` input representations (columns; for a conv layer the
+      rows are ``in · K²``, index ``c · K² + position``).
+  """
+
+  u: Array
+  s: Array
+  v: Array
+
+
+@jax.jit
+def _svd_stack(m: Array) -> Spectral:
+  u, s, vh = jax.vmap(lambda a: jnp.linalg.svd(a, full_matrices=False))(m)
+  return Spectral(u, s, jnp.swapaxes(vh, -1, -2))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "oversample", "iters"))
+def randomized_svd(m: Array, key: Array, k: int, *, oversample: int = 10,
+                   iters: int = 2) -> Spectral:
+  """Top-`k` SVD of ``[rows, cols]`` by randomized range finding.
+
+  Halko, Martinsson & Tropp (2011): a Gaussian sketch with `oversample`
+  extra columns and `iters` power iterations (re-orthonormalised by QR),
+  then an exact SVD of the small projected matrix. Cost O(rows·cols·k);
+  for layers too large for a full SVD.
+  """
+  l = min(k + oversample, *m.shape)
+  flip = m.shape[0] < m.shape[1]
+  a = m.T if flip else m
+  q, _ = jnp.linalg.qr(jnp.matmul(a, jax.random.normal(key, (a.shape[1], l), a.dtype),
+                                  precision=_HP))
+  for _ in range(iters):
+    z, _ = jnp.linalg.qr(jnp.matmul(a.T, q, precision=_HP))
+    q, _ = jnp.linalg.qr(jnp.matmul(a, z, precision=_HP))
+  ub, s, vh = jnp.linalg.svd(jnp.matmul(q.T, a, precision=_HP), full_matrices=False)
+  u = jnp.matmul(q, ub, precision=_HP)[:, :k]
+  v = vh[:k].T
+  s = s[:k]
+  return Spectral(v, s, u) if flip else Spectral(u, s, v)
+
+
+def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = None,
+            key: Array | None = None) -> list[Spectral]:
+  """Spectral neurons of every layer (native layout, see `from_flax`).
+
+  Layers of the same flattened shape share one vmapped SVD. With `top_k`,
+  layers whose smaller side exceeds it keep their top `top_k` spectral
+  neurons from `randomized_svd` (`key` required).
+  """
+  mats = []
+  for i, w in enumerate(weights):
+    _checks.check_floating(w, f"weights[{i}]")
+    _checks.check_rank(w, (2, 4), f"weights[{i}]")
+    mats.append(flatten(jnp.asarray(w), co=co))
+  out: list[Spectral | None] = [None] * len(mats)
+  big = [i for i, m in enumerate(mats) if top_k is not None and min(m.shape) > top_k]
+  if big and key is None:
+    raise ValueError("top_k needs a PRNG key for the randomized SVD.")
+  for n, i in enumerate(big):
+    out[i] = randomized_svd(mats[i], jax.random.fold_in(key, n), top_k)
+  groups: dict[tuple, list[int]] = {}
+  for i, m in enumerate(mats):
+    if out[i] is None:
+      groups.setdefault((m.shape, m.dtype), []).append(i)
+  for idx in groups.values():
+    res = _svd_stack(jnp.stack([mats[i] for i in idx]))
+    for n, i in enumerate(idx):
+      out[i] = Spectral(res.u[n], res.s[n], res.v[n])
+  return out
+
+
+# --------------------------------------------------------------------------
+# Adjacency.
+
+
+def _positions(prev: Spectral, nxt: Spectral) -> tuple[int, int]:
+  c, rows = prev.u.shape[0], nxt.v.shape[0]
+  if rows % c:
+    raise ValueError(f"layer with {rows} inputs cannot follow one with {c} outputs"
+                     " (need inputs = outputs · positions).")
+  return c, rows // c
+
+
+@jax.jit
+def _adjacency(u: Array, v: Array) -> Array:
+  c = u.shape[0]
+  vv = v.reshape(c, v.shape[0] // c, v.shape[1])  # [c, P, M']
+  t = jnp.einsum("cm,cpn->pnm", u, vv, precision=_HP)
+  return jnp.sum(t * t, axis=0)
+
+
+def adjacency(prev: Spectral, nxt: Spectral) -> Array:
+  """``[M_next, M_prev]`` edge weights a_{n,m} = Σ_p (Σ_k u_{k,m} V_{k,p,n})².
+
+  Dense → dense: |V_nextᵀ U_prev|². Conv → conv: the squared Frobenius norm
+  of the effective K×K filter between the spectral neurons. Conv → dense:
+  the positions of the flattened map play the role of the kernel taps.
+  Every entry lies in [0, 1]; each column of a square orthogonal case sums to 1.
+  """
+  _positions(prev, nxt)
+  return _adjacency(prev.u, nxt.v)
+
+
+def svr_to_co_svr(prev: Spectral, nxt_co: Spectral) -> Array:
+  """``[M_next, M_prev]`` signed matrix Ṽ_nextᵀ U_prev between the SVR of a
+  layer and the co-SVR of the next (section 5.2, Figure 7 shows its
+  absolute value). The next layer's co-SVR input representations live in
+  its input channels, so this needs a conv/dense → conv/dense edge without
+  a flatten in between."""
+  if nxt_co.v.shape[0] != prev.u.shape[0]:
+    raise ValueError(f"co-SVR inputs {nxt_co.v.shape[0]} ≠ previous outputs {prev.u.shape[0]}.")
+  return jnp.matmul(nxt_co.v.T, prev.u, precision=_HP)
+
+
+# --------------------------------------------------------------------------
+# Significance.
+
+
+def null_law(channels: int, positions: int = 1, *, exact: bool = True):
+  """scipy.stats distribution of an edge weight under the null hypothesis.
+
+  ``exact``: Beta(P/2, (c − 1)P/2), exact for uniformly random unit
+  representations. Otherwise the paper's asymptotic χ²(P)/(cP).
+  """
+  c, p = int(channels), int(positions)
+  if c < 2 or p < 1:
+    raise ValueError(f"need channels ≥ 2 and positions ≥ 1, got {c}, {p}.")
+  if exact:
+    return scipy.stats.beta(p / 2, (c - 1) * p / 2)
+  return scipy.stats.chi2(p, scale=1.0 / (c * p))
+
+
+@functools.partial(jax.jit, static_argnames=("channels", "positions", "exact"))
+def pvalues(a: Array, channels: int, positions: int = 1, *, exact: bool = True) -> Array:
+  """Survival function of `null_law` at each edge weight (jittable)."""
+  c, p = channels, positions
+  a = jnp.clip(a, 0.0, 1.0)
+  if exact:  # P(Beta(α, β) > x) = I_{1−x}(β, α)
+    return jax.scipy.special.betainc((c - 1) * p / 2, p / 2, 1.0 - a)
+  return jax.scipy.special.gammaincc(p / 2, c * p * a / 2)
+
+
+def benjamini_hochberg(pvals: Sequence[Array], q: float) -> list[Array]:
+  """Benjamini–Hochberg at false-discovery rate `q` across all edges of all
+  layers; returns a boolean mask per array."""
+  if not 0 < q < 1:
+    raise ValueError(f"q must lie in (0, 1), got {q}.")
+  flat = jnp.concatenate([jnp.ravel(p) for p in pvals])
+  m = flat.shape[0]
+  order = jnp.sort(flat)
+  ok = order <= q * jnp.arange(1, m + 1) / m
+  cut = jnp.where(jnp.any(ok), jnp.max(jnp.where(ok, order, -1.0)), -1.0)
+  return [p <= cut for p in pvals]
+
+
+# --------------------------------------------------------------------------
+# Internal dimensions.
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def internal_dimensions(a: Array, n: int) -> tuple[Array, Array]:
+  """(d_out, d_in) = argmax_{i,j} B_ij − ij/n, B the 2-D cumulative sum of a.
+
+  Rows i index the next layer's spectral neurons, columns j the previous
+  layer's (1-based counts). `n` is the shared dimension (1/n is the null
+  mean of an edge weight).
+  """
+  b = jnp.cumsum(jnp.cumsum(a, axis=0), axis=1)
+  i = jnp.arange(1, a.shape[0] + 1)[:, None]
+  j = jnp.arange(1, a.shape[1] + 1)[None, :]
+  flat = jnp.argmax(b - i * j / n)
+  return flat // a.shape[1] + 1, flat % a.shape[1] + 1
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def color_intensity(a: Array, n: int) -> Array:
+  """``[M_prev]`` max_i (Σ_{k≤i} a_{k,j} − i/n), divided by its maximum over j
+  (so in [0, 1] per layer; the paper's vertex colour)."""
+  i = jnp.arange(1, a.shape[0] + 1)[:, None]
+  x = jnp.max(jnp.cumsum(a, axis=0) - i / n, axis=0)
+  top = jnp.max(x)
+  return jnp.where(top > 0, jnp.maximum(x, 0.0) / jnp.where(top > 0, top, 1.0), 0.0)
+
+
+def noisy_block_orthogonal(key: Array, n: int, p: int, eps: float) -> Array:
+  """Appendix B.1's P(ε) = diag(Q_p, Q_{n−p}) exp(ε(A − Aᵀ)), Q uniform on
+  O(p), O(n − p), A standard normal: orthogonal, block-structured for small ε."""
+  kp, kq, ka = jax.random.split(key, 3)
+  blocks = jnp.zeros((n, n))
+  blocks = blocks.at[:p, :p].set(_haar(kp, p)).at[p:, p:].set(_haar(kq, n - p))
+  a = jax.random.normal(ka, (n, n))
+  return blocks @ jax.scipy.linalg.expm(eps * (a - a.T))
+
+
+def _haar(key, n):
+  q, r = jnp.linalg.qr(jax.random.normal(key, (n, n)))
+  return q * jnp.sign(jnp.diagonal(r))[None, :]
+
+
+# --------------------------------------------------------------------------
+# The whole graph.
+
+
+class SVR(NamedTuple):
+  """The SVR of a network of L linear maps.
+
+  Attributes:
+    spectra: L `Spectral`.
+    adjacency: L − 1 arrays ``[M_{i+1}, M_i]``.
+    channels, positions: L − 1 ints, the shared dimension c and the
+      positions P of each edge layer (null law Beta(P/2, (c−1)P/2)).
+    pvalues: L − 1 arrays of edge p-values under the null law.
+    significant: L − 1 boolean masks.
+    internal_dims: L − 1 pairs (d_out, d_in).
+    intensity: L − 1 arrays ``[M_i]`` of vertex colour intensities.
+  """
+
+  spectra: list
+  adjacency: list
+  channels: list
+  positions: list
+  pvalues: list
+  significant: list
+  internal_dims: list
+  intensity: list
+
+
+def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
+        fdr: float | None = None, top_k: int | None = None,
+        key: Array | None = None) -> SVR:
+  """Full SVR of a network given as native-layout weights in forward order.
+
+  Args:
+    weights: ``[out, in]`` / ``[out, in, K, K]`` arrays (see `from_flax`,
+      `from_torch`); mixed shapes are fine.
+    alpha: an edge is significant when its p-value is below `alpha` (the
+      paper's p: under the null only that fraction of edges is kept).
+    exact: exact Beta null laws (default) or the paper's asymptotic χ².
+    fdr: if given, Benjamini–Hochberg at this false-discovery rate across
+      all edges instead of the per-edge `alpha`.
+    top_k, key: randomized top-k SVD for layers larger than `top_k`.
+
+  Returns:
+    `SVR`.
+  """
+  if len(weights) < 2:
+    raise ValueError("an SVR needs at least two layers.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+  spec = spectra(weights, top_k=top_k, key=key)
+  adj, cs, ps, pv = [], [], [], []
+  for i in range(len(spec) - 1):
+    c, p = _positions(spec[i], spec[i + 1])
+    a = _adjacency(spec[i].u, spec[i + 1].v)
+    adj.append(a)
+    cs.append(c)
+    ps.append(p)
+    pv.append(pvalues(a, c, p, exact=exact))
+  sig = benjamini_hochberg(pv, fdr) if fdr is not None else [q < alpha for q in pv]
+  dims = [tuple(int(d) for d in internal_dimensions(a, c)) for a, c in zip(adj, cs)]
+  inten = [color_intensity(a, c) for a, c in zip(adj, cs)]
+  return SVR(spec, adj, cs, ps, pv, sig, dims, inten)
+
+
+def edges(result: SVR) -> dict[str, np.ndarray]:
+  """Significant edges as columns: ``layer`` (i: from layer i to i+1),
+  ``source`` (spectral neuron of layer i), ``target`` (of layer i+1),
+  ``weight``, ``pvalue`` (numpy, sorted by layer)."""
+  cols = {k: [] for k in ("layer", "source", "target", "weight", "pvalue")}
+  for i, (a, p, m) in enumerate(zip(result.adjacency, result.pvalues, result.significant)):
+    tgt, src = np.nonzero(np.asarray(m))
+    cols["layer"].append(np.full(src.shape, i))
+    cols["source"].append(src)
+    cols["target"].append(tgt)
+    cols["weight"].append(np.asarray(a)[tgt, src])
+    cols["pvalue"].append(np.asarray(p)[tgt, src])
+  return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def to_networkx(result: SVR):
+  """The thresholded SVR as a `networkx.DiGraph` (nodes ``(layer, index)``
+  with ``singular_value``; edges with ``weight`` and ``pvalue``)."""
+  try:
+    import networkx as nx
+  except ImportError as e:
+    raise ImportError("to_networkx needs networkx: pip install networkx") from e
+  g = nx.DiGraph()
+  for i, sp in enumerate(result.spectra):
+    for j, s in enumerate(np.asarray(sp.s)):
+      g.add_node((i, j), singular_value=float(s))
+  e = edges(result)
+  for l, s, t, w, p in zip(e["layer"], e["source"], e["target"], e["weight"], e["pvalue"]):
+    g.add_edge((int(l), int(s)), (int(l) + 1, int(t)), weight=float(w), pvalue=float(p))
+  return g
+
+
+__all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensity", "edges",
+           "flatten", "from_flax", "from_torch", "internal_dimensions",
+           "noisy_block_orthogonal", "null_law", "pvalues", "randomized_svd", "spectra",
+           "svr", "svr_to_co_svr", "to_networkx"]

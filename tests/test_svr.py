@@ -1,0 +1,177 @@
+"""SVR: null laws by Monte Carlo, invariances, appendix B.1, layouts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from rainbow_jax import models
+from rainbow_jax import svr as V
+
+
+def _edge_samples(key, c, k, draws, init):
+  """One fixed edge (0, 0) of the SVR of `draws` independent random pairs of
+  layers: c shared channels, K×K kernels (K = 1: dense)."""
+  def pair(key):
+    k1, k2 = jax.random.split(key)
+    if init == "normal":
+      w1 = jax.random.normal(k1, (c, 7 * k * k))
+      w2 = jax.random.normal(k2, (5, c * k * k))
+    else:
+      w1 = jax.random.uniform(k1, (c, 7 * k * k), minval=-1, maxval=1)
+      w2 = jax.random.uniform(k2, (5, c * k * k), minval=-1, maxval=1)
+    u = jnp.linalg.svd(w1, full_matrices=False)[0]
+    v = jnp.linalg.svd(w2, full_matrices=False)[2].T
+    return V._adjacency(u, v)[0, 0]
+  return np.asarray(jax.jit(jax.vmap(pair))(jax.random.split(key, draws)), np.float64)
+
+
+@pytest.mark.parametrize("c,k", [(6, 1), (40, 1), (8, 3)])
+@pytest.mark.parametrize("init", ["normal", "uniform"])
+def test_exact_null_law_by_monte_carlo(c, k, init):
+  a = _edge_samples(jax.random.key(c * 10 + k), c, k, 3000, init)
+  assert np.all(a >= 0) and np.all(a <= 1 + 1e-5)
+  exact = V.null_law(c, k * k)
+  p_exact = scipy.stats.kstest(a, exact.cdf).pvalue
+  assert p_exact > 1e-3, (c, k, init, p_exact)
+  p_asym = scipy.stats.kstest(a, V.null_law(c, k * k, exact=False).cdf).pvalue
+  if c <= 8:  # few channels: the paper's χ² law is visibly wrong
+    assert p_asym < 1e-6, (c, k, p_asym)
+  # p-values of the exact law are uniform under the null.
+  pv = np.asarray(V.pvalues(jnp.asarray(a, jnp.float32), c, k * k))
+  assert scipy.stats.kstest(pv, "uniform").pvalue > 1e-3
+  np.testing.assert_allclose(pv[:50], exact.sf(a[:50]), atol=2e-5)
+  np.testing.assert_allclose(np.asarray(V.pvalues(jnp.asarray(a[:50], jnp.float32), c, k * k,
+                                                  exact=False)),
+                             V.null_law(c, k * k, exact=False).sf(a[:50]), atol=2e-5)
+
+
+def _net(rng):
+  return [rng.normal(size=s).astype(np.float32)
+          for s in [(16, 3, 3, 3), (12, 16, 3, 3), (10, 12 * 4), (10, 10), (4, 10)]]
+
+
+def test_adjacency_bounds_and_positive_scale_invariance(rng):
+  ws = _net(rng)
+  base = V.svr(ws)
+  scaled = V.svr([w * s for w, s in zip(ws, [0.01, 3.0, 250.0, 1.0, 0.5])])
+  for a, b in zip(base.adjacency, scaled.adjacency):
+    a = np.asarray(a)
+    assert a.max() <= 1 + 1e-5 and a.min() >= 0
+    np.testing.assert_allclose(np.asarray(b), a, atol=1e-5)
+  assert base.positions == [9, 4, 1, 1] and base.channels == [16, 12, 10, 10]
+  # Orthonormal columns: each previous spectral neuron's weights over a full
+  # basis of the next layer's inputs sum to 1 (dense 10 → 10: square).
+  np.testing.assert_allclose(np.asarray(base.adjacency[2]).sum(0), 1.0, atol=1e-4)
+
+
+def _reference_adjacency(w1, w2):
+  """Plain numpy, from the paper: A_{n,m} = Σ_k u_{k,m} V_{k,n} ∈ ℝ^{K×K}."""
+  u = np.linalg.svd(w1.reshape(w1.shape[0], -1), full_matrices=False)[0]
+  vh = np.linalg.svd(w2.reshape(w2.shape[0], -1), full_matrices=False)[2]
+  c = w1.shape[0]
+  vk = vh.reshape(vh.shape[0], c, -1)  # [n, k, positions]
+  a = np.einsum("km,nkp->nmp", u, vk)
+  return np.sum(a ** 2, axis=-1)
+
+
+def test_adjacency_matches_reference_and_spectra_batched(rng):
+  ws = _net(rng)
+  res = V.svr(ws)
+  for i in range(len(ws) - 1):
+    np.testing.assert_allclose(np.asarray(res.adjacency[i]),
+                               _reference_adjacency(ws[i].astype(np.float64),
+                                                    ws[i + 1].astype(np.float64)), atol=1e-4)
+  for w, sp in zip(ws, res.spectra):
+    s = np.linalg.svd(w.reshape(w.shape[0], -1).astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(np.asarray(sp.s), s, rtol=1e-4)
+
+
+def test_internal_dimensions_recover_block_size_appendix_b1():
+  n = 100
+  for p in (15, 40, 70):
+    for eps in (0.002, 0.01):
+      m = V.noisy_block_orthogonal(jax.random.key(p), n, p, eps)
+      np.testing.assert_allclose(np.asarray(m @ m.T), np.eye(n), atol=1e-4)
+      d_out, d_in = V.internal_dimensions(m * m, n)
+      assert (int(d_out), int(d_in)) == (p, p), (p, eps)
+  # Pure noise: no block to find; the estimate wanders (the paper: ≈ n/2).
+  m = V.noisy_block_orthogonal(jax.random.key(0), n, 30, 5.0)
+  assert int(V.internal_dimensions(m * m, n)[0]) != 30
+
+
+def test_flax_and_torch_layouts_give_the_same_graph(rng):
+  model = models.make("cnn", (28, 28, 1), 10, widths=[4, 6])
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  kernels = models.weights(params)
+  native = V.from_flax(kernels)
+  # Independently: the converted dense weight applied to the NCHW flatten of
+  # the conv output reproduces Flax's dense output.
+  x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+  feats = models.layer_inputs(model, params, x)[-1]  # input to the classifier (flattened NHWC)
+  logits = model.apply({"params": params}, x)
+  h = int(np.sqrt(feats.shape[1] // 6))
+  nchw = np.transpose(np.asarray(feats).reshape(3, h, h, 6), (0, 3, 1, 2)).reshape(3, -1)
+  np.testing.assert_allclose(nchw @ np.asarray(native[-1]).T, logits, atol=1e-4)
+  # The same network written by hand in PyTorch's layout.
+  torch_layout = [np.transpose(np.asarray(k), (3, 2, 0, 1)) for k in kernels[:2]]
+  dense = np.asarray(kernels[2]).T.reshape(10, h, h, 6).transpose(0, 3, 1, 2).reshape(10, -1)
+  a, b = V.svr(native), V.svr(V.from_torch(torch_layout + [dense]))
+  for x1, x2 in zip(a.adjacency, b.adjacency):
+    np.testing.assert_allclose(np.asarray(x1), np.asarray(x2), atol=1e-5)
+  assert a.positions == [25, h * h]
+
+
+def test_significance_fdr_edges_and_graph(rng):
+  ws = _net(rng)
+  res = V.svr(ws, alpha=0.15)
+  for p, m in zip(res.pvalues, res.significant):
+    np.testing.assert_array_equal(np.asarray(m), np.asarray(p) < 0.15)
+  # Benjamini–Hochberg against a direct numpy implementation.
+  flat = np.concatenate([np.ravel(np.asarray(p)) for p in res.pvalues])
+  order = np.sort(flat)
+  ok = np.nonzero(order <= 0.2 * np.arange(1, flat.size + 1) / flat.size)[0]
+  cut = order[ok.max()] if ok.size else -1
+  fdr = V.svr(ws, fdr=0.2)
+  for p, m in zip(fdr.pvalues, fdr.significant):
+    np.testing.assert_array_equal(np.asarray(m), np.asarray(p) <= cut)
+  e = V.edges(res)
+  assert e["layer"].size == sum(int(np.sum(m)) for m in res.significant)
+  assert np.all(e["pvalue"] < 0.15)
+  i = 7
+  np.testing.assert_allclose(e["weight"][i],
+                             np.asarray(res.adjacency[e["layer"][i]])[e["target"][i], e["source"][i]])
+  nx = pytest.importorskip("networkx")
+  g = V.to_networkx(res)
+  assert isinstance(g, nx.DiGraph) and g.number_of_edges() == e["layer"].size
+
+
+def test_co_svr_and_randomized_svd(rng):
+  w1 = rng.normal(size=(12, 5, 1, 1)).astype(np.float32)
+  w2 = rng.normal(size=(9, 12, 1, 1)).astype(np.float32)
+  s = V.spectra([w1, w2])
+  co = V.spectra([w2], co=True)[0]
+  # 1×1 kernels: the co-SVR is the SVR, so |Ṽᵀ U|² is the adjacency.
+  np.testing.assert_allclose(np.asarray(V.svr_to_co_svr(s[0], co)) ** 2,
+                             np.asarray(V.adjacency(s[0], s[1])), atol=1e-5)
+  w3 = rng.normal(size=(6, 12, 3, 3)).astype(np.float32)
+  assert V.svr_to_co_svr(s[0], V.spectra([w3], co=True)[0]).shape == (12, 12)
+  # Randomized top-k on a low-rank-plus-noise matrix.
+  m = (rng.normal(size=(300, 8)) * np.arange(8, 0, -1)) @ rng.normal(size=(8, 200))
+  m = (m + 0.01 * rng.normal(size=m.shape)).astype(np.float32)
+  top = V.randomized_svd(jnp.asarray(m), jax.random.key(0), 5)
+  np.testing.assert_allclose(np.asarray(top.s), np.linalg.svd(m, compute_uv=False)[:5], rtol=1e-4)
+  full = V.spectra([m, m.T], top_k=5, key=jax.random.key(1))
+  assert full[0].u.shape == (300, 5) and full[1].v.shape == (300, 5)
+  with pytest.raises(ValueError, match="key"):
+    V.spectra([m], top_k=5)
+
+
+def test_bad_inputs():
+  with pytest.raises(ValueError, match="rank"):
+    V.svr([np.ones((3, 3, 3), np.float32), np.ones((3, 3), np.float32)])
+  with pytest.raises(TypeError, match="floating"):
+    V.svr([np.ones((3, 3), np.int32), np.ones((3, 3), np.int32)])
+  with pytest.raises(ValueError, match="cannot follow"):
+    V.svr([np.ones((4, 3), np.float32), np.ones((2, 5), np.float32)])
