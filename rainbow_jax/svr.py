@@ -261,8 +261,12 @@ def pvalues(a: Array, channels: int, positions: int = 1, *, exact: bool = True) 
   """Survival function of `null_law` at each edge weight (jittable)."""
   c, p = channels, positions
   a = jnp.clip(a, 0.0, 1.0)
-  if exact:  # P(Beta(α, β) > x) = I_{1−x}(β, α)
-    return jax.scipy.special.betainc((c - 1) * p / 2, p / 2, 1.0 - a)
+  if exact:  # P(Beta(α, β) > x) = 1 − I_x(α, β) = I_{1−x}(β, α); the first
+    # form is accurate for small x, the second in the upper tail.
+    al, be = p / 2, (c - 1) * p / 2
+    lower = 1.0 - jax.scipy.special.betainc(al, be, a)
+    upper = jax.scipy.special.betainc(be, al, 1.0 - a)
+    return jnp.where(a < al / (al + be), lower, upper)
   return jax.scipy.special.gammaincc(p / 2, c * p * a / 2)
 
 
