@@ -13,6 +13,7 @@ from rainbow_jax import data as data
 from rainbow_jax import models as models
 from rainbow_jax import moments as moments
 from rainbow_jax import similarity as similarity
+from rainbow_jax import svr as svr
 from rainbow_jax import train as train
 from rainbow_jax.align import Alignment as Alignment
 from rainbow_jax.align import align_features as align_features
@@ -28,7 +29,7 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "data", "models", "moments", "similarity", "train", "Alignment", "align_features", "align_moments",
+    "align", "data", "models", "moments", "similarity", "svr", "train", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
     "covariance", "layer_moments",
 ]

@@ -101,4 +101,63 @@ def save(ax_or_fig, path: str) -> str:
   return path
 
 
-__all__ = ["spectrum", "stability", "bars", "curve", "save"]
+def svr_graph(result, *, title: str = "", ax=None, max_edges: int = 20000):
+  """Figure-2 style SVR: x = layer, y = singular value (log), significant
+  edges shaded by weight, vertices coloured by intensity.
+
+  Args:
+    result: `rainbow_jax.svr.SVR`.
+    max_edges: draw at most this many edges, heaviest first.
+  """
+  from matplotlib.collections import LineCollection
+
+  ax = _axes(ax)
+  sv = [np.asarray(sp.s, np.float64) for sp in result.spectra]
+  floor = min(float(s[s > 0].min()) for s in sv if np.any(s > 0))
+  ys = [np.maximum(s, floor) for s in sv]
+  segs, weights = [], []
+  for i, (a, m) in enumerate(zip(result.adjacency, result.significant)):
+    tgt, src = np.nonzero(np.asarray(m))
+    w = np.asarray(a)[tgt, src]
+    for t, s_, wt in zip(tgt, src, w):
+      segs.append([(i, ys[i][s_]), (i + 1, ys[i + 1][t])])
+      weights.append(wt)
+  if segs:
+    order = np.argsort(weights)[-max_edges:]
+    w = np.asarray(weights)[order]
+    lc = LineCollection([segs[k] for k in order], cmap="Greys", linewidths=0.6,
+                        norm=_plt().Normalize(0, max(float(w.max()), 1e-12)))
+    lc.set_array(w)
+    ax.add_collection(lc)
+    ax.figure.colorbar(lc, ax=ax, shrink=0.75, label="edge weight")
+  for i, y in enumerate(ys):
+    c = np.zeros_like(y)
+    if i < len(result.intensity):
+      c = np.asarray(result.intensity[i])[: len(y)]
+    ax.scatter(np.full(len(y), i), y, c=c, cmap="Blues", vmin=0, vmax=1, s=12,
+               edgecolors="k", linewidths=0.3, zorder=3)
+  ax.set_yscale("log")
+  ax.set_xticks(range(len(ys)))
+  ax.set_xlabel("layer")
+  ax.set_ylabel("singular value")
+  ax.set_title(title)
+  return ax
+
+
+def adjacency(matrix, *, title: str = "", ax=None, dims=None):
+  """Heatmap of an SVR adjacency matrix (rows: next layer's spectral neurons,
+  columns: previous layer's), with the internal dimensions marked."""
+  ax = _axes(ax)
+  im = ax.imshow(np.asarray(matrix), cmap="magma", origin="upper")
+  ax.figure.colorbar(im, ax=ax, shrink=0.75)
+  if dims is not None:
+    d_out, d_in = dims
+    ax.axhline(d_out - 0.5, color="c", lw=1)
+    ax.axvline(d_in - 0.5, color="c", lw=1)
+  ax.set_xlabel("spectral neuron, layer i")
+  ax.set_ylabel("spectral neuron, layer i+1")
+  ax.set_title(title)
+  return ax
+
+
+__all__ = ["adjacency", "bars", "curve", "save", "spectrum", "stability", "svr_graph"]

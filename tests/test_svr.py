@@ -176,3 +176,15 @@ def test_bad_inputs():
     V.svr([np.ones((3, 3), np.int32), np.ones((3, 3), np.int32)])
   with pytest.raises(ValueError, match="cannot follow"):
     V.svr([np.ones((4, 3), np.float32), np.ones((2, 5), np.float32)])
+
+
+def test_figures(rng, tmp_path):
+  pytest.importorskip("matplotlib")
+  from rainbow_jax import plots
+  res = V.svr(_net(rng))
+  ax = plots.svr_graph(res, title="random")
+  assert len(ax.collections) >= len(res.spectra)  # edges + one scatter per layer
+  assert plots.save(ax, str(tmp_path / "svr.png"))
+  ax = plots.adjacency(res.adjacency[2], dims=res.internal_dims[2])
+  assert plots.save(ax, str(tmp_path / "adj.png"))
+  assert (tmp_path / "svr.png").stat().st_size > 1000
