@@ -38,7 +38,7 @@ Differences from the reference, all where it fails:
     refuses it) — but CCA is then high by chance: compare with
     `null_baseline`.
 
-PWCCA (`pwcca_compute` of google/svcca, Morcos et al. 2018) is documented at
+PWCCA (`compute_pwcca` of google/svcca, Morcos et al. 2018) is documented at
 `pwcca_from_covariance`, with its three differences from the reference.
 
 Numerics: float32 resolves directions whose variance is above roughly
