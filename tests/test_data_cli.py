@@ -61,14 +61,19 @@ def test_covariance_command_on_digits(tmp_path):
   assert "r²" in (out / "report.md").read_text()
 
 
-def test_covariance_benchmark_quick(tmp_path):
-  out = tmp_path / "cov.json"
+def _quick_benchmark(name, tmp_path):
+  """Runs benchmarks/<name>.py --quick and returns its JSON."""
+  out = tmp_path / f"{name}.json"
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "benchmarks", "covariance.py"),
+      [sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"),
        "--quick", "--repeats", "1", "--out", str(out)],
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
-  res = json.loads(out.read_text())
+  return json.loads(out.read_text())
+
+
+def test_covariance_benchmark_quick(tmp_path):
+  res = _quick_benchmark("covariance", tmp_path)
   assert {"platform", "device", "cpu_count", "jax", "torch"} <= set(res["machine"])
   impls = {r["impl"] for r in res["records"]}
   assert {"matmul_peak", "rainbow_jax"} <= impls
@@ -83,13 +88,7 @@ def test_covariance_benchmark_quick(tmp_path):
 
 
 def test_similarity_benchmark_quick(tmp_path):
-  out = tmp_path / "sim.json"
-  proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "benchmarks", "similarity.py"),
-       "--quick", "--repeats", "1", "--out", str(out)],
-      capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr
-  res = json.loads(out.read_text())
+  res = _quick_benchmark("similarity", tmp_path)
   seen = {(r["bench"], r["impl"]) for r in res["records"]}
   for bench in ("cca", "pwcca", "linear_cka"):
     assert {(bench, "numpy"), (bench, "rainbow_jax")} <= seen
