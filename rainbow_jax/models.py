@@ -221,5 +221,21 @@ def weights(params: Any) -> list[Array]:
   return [flat[k]["kernel"] for k in names]
 
 
-__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "LayerInputs", "weights", "kernel_init",
+def with_weights(params: Any, kernels: Sequence[Array]) -> Any:
+  """`params` with its layers' kernels replaced by `kernels` (forward order,
+  Flax layout, shapes unchanged): the inverse of `weights`."""
+  flat = params["params"] if "params" in params else params
+  names = sorted(flat, key=lambda name: int(name.rsplit("_", 1)[1]))
+  if len(kernels) != len(names):
+    raise ValueError(f"{len(kernels)} kernels for {len(names)} layers.")
+  new = dict(flat)
+  for name, k in zip(names, kernels):
+    if jnp.shape(k) != flat[name]["kernel"].shape:
+      raise ValueError(f"{name}: kernel of shape {jnp.shape(k)}, expected"
+                       f" {flat[name]['kernel'].shape}.")
+    new[name] = dict(flat[name], kernel=jnp.asarray(k))
+  return {"params": new} if "params" in params else new
+
+
+__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "LayerInputs", "weights", "with_weights", "kernel_init",
            "conv_output_size"]

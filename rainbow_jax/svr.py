@@ -101,6 +101,27 @@ def from_flax(kernels: Sequence[Any]) -> list[Array]:
   return out
 
 
+def to_flax(weights: Sequence[Any]) -> list[Array]:
+  """Native-layout weights → Flax kernels; the inverse of `from_flax`
+  (a dense layer after a conv layer gets Flax's NHWC flatten order back)."""
+  out, prev_channels = [], None
+  for i, w in enumerate(weights):
+    _checks.check_floating(w, f"weights[{i}]")
+    _checks.check_rank(w, (2, 4), f"weights[{i}]")
+    w = jnp.asarray(w)
+    if w.ndim == 4:
+      out.append(jnp.transpose(w, (2, 3, 1, 0)))
+      prev_channels = w.shape[0]
+      continue
+    if prev_channels is not None and w.shape[1] != prev_channels:
+      c = prev_channels
+      p = w.shape[1] // c
+      w = jnp.transpose(w.reshape(w.shape[0], c, p), (0, 2, 1)).reshape(w.shape[0], c * p)
+    out.append(w.T)
+    prev_channels = None
+  return out
+
+
 def flatten(w: Array, *, co: bool = False) -> Array:
   """Native weight → the matrix whose SVD defines the spectral neurons.
 
@@ -355,6 +376,18 @@ class SVR(NamedTuple):
   intensity: list
 
 
+@functools.partial(jax.jit, static_argnames=("exact",))
+def _edge(u: Array, v: Array, alpha, *, exact: bool):
+  """Everything about one edge layer in one compiled program (one compile
+  per distinct shape): adjacency, p-values, significance, internal
+  dimensions, colour intensity."""
+  c = u.shape[0]
+  p = v.shape[0] // c
+  a = _adjacency(u, v)
+  q = pvalues(a, c, p, exact=exact)
+  return a, q, q < alpha, internal_dimensions(a, c), color_intensity(a, c)
+
+
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
         fdr: float | None = None, top_k: int | None = None,
         key: Array | None = None) -> SVR:
@@ -378,18 +411,48 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
   spec = spectra(weights, top_k=top_k, key=key)
-  adj, cs, ps, pv = [], [], [], []
+  adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
   for i in range(len(spec) - 1):
     c, p = _positions(spec[i], spec[i + 1])
-    a = _adjacency(spec[i].u, spec[i + 1].v)
-    adj.append(a)
-    cs.append(c)
-    ps.append(p)
-    pv.append(pvalues(a, c, p, exact=exact))
-  sig = benjamini_hochberg(pv, fdr) if fdr is not None else [q < alpha for q in pv]
-  dims = [tuple(int(d) for d in internal_dimensions(a, c)) for a, c in zip(adj, cs)]
-  inten = [color_intensity(a, c) for a, c in zip(adj, cs)]
+    a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, alpha, exact=exact)
+    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten), (a, c, p, q, m, d, ci)):
+      lst.append(val)
+  if fdr is not None:
+    sig = benjamini_hochberg(pv, fdr)
+  dims = [tuple(int(v) for v in d) for d in jax.device_get(dims)]
   return SVR(spec, adj, cs, ps, pv, sig, dims, inten)
+
+
+def keep_ranks(result: SVR) -> list[int]:
+  """Spectral neurons each layer keeps when pruned to its internal dimensions.
+
+  Layer i sits between edge i − 1 (as its next layer, d_out) and edge i (as
+  its previous layer, d_in); it keeps the larger of the two, so no block of
+  either adjacency is cut (the first layer: d_in of edge 0; the last: d_out
+  of the last edge). `low_rank` with these ranks is the paper's pruning of
+  "the bottom part" of the graph, an SVD compression of every layer.
+  """
+  dims = result.internal_dims
+  ranks = []
+  for i in range(len(result.spectra)):
+    d = [dims[i - 1][0]] if i > 0 else []
+    d += [dims[i][1]] if i < len(dims) else []
+    ranks.append(int(max(d)))
+  return ranks
+
+
+def low_rank(weights: Sequence[Array], ranks: Sequence[int]) -> list[Array]:
+  """Each native weight replaced by its best rank-``r`` approximation of the
+  SVR matrix (`flatten`), keeping its shape: SVD compression."""
+  if len(ranks) != len(weights):
+    raise ValueError(f"{len(ranks)} ranks for {len(weights)} layers.")
+  out = []
+  for w, (u, s, v), r in zip(weights, spectra(weights), ranks):
+    if not 0 <= r <= s.shape[0]:
+      raise ValueError(f"rank {r} outside [0, {s.shape[0]}] for a layer of shape {w.shape}.")
+    m = jnp.matmul(u[:, :r] * s[None, :r], v[:, :r].T, precision=_HP)
+    out.append(m.reshape(jnp.shape(w)).astype(jnp.asarray(w).dtype))
+  return out
 
 
 def edges(result: SVR) -> dict[str, np.ndarray]:
@@ -425,6 +488,6 @@ def to_networkx(result: SVR):
 
 
 __all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensity", "edges",
-           "flatten", "from_flax", "from_torch", "internal_dimensions",
-           "noisy_block_orthogonal", "null_law", "pvalues", "randomized_svd", "spectra",
-           "svr", "svr_to_co_svr", "to_networkx"]
+           "flatten", "from_flax", "from_torch", "internal_dimensions", "keep_ranks",
+           "low_rank", "noisy_block_orthogonal", "null_law", "pvalues", "randomized_svd",
+           "spectra", "svr", "svr_to_co_svr", "to_flax", "to_networkx"]

@@ -29,6 +29,12 @@ def test_cnn_shapes_and_order_survive_tree_maps():
   taps = models.layer_inputs(m, p, jnp.zeros((2, 28, 28, 1)))
   assert [t.shape for t in taps] == [(2, 28, 28, 1), (2, 12, 12, 32), (2, 1024)]
   assert models.conv_output_size(28) == 12 and models.conv_output_size(12) == 4
+  # with_weights puts kernels back where weights found them.
+  doubled = models.with_weights(p, [2 * w for w in models.weights(p)])
+  for a, b in zip(models.weights(doubled), models.weights(p)):
+    np.testing.assert_array_equal(a, 2 * b)
+  with pytest.raises(ValueError, match="expected"):
+    models.with_weights(p, [w.T for w in models.weights(p)])
 
 
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in():

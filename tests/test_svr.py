@@ -188,3 +188,43 @@ def test_figures(rng, tmp_path):
   ax = plots.adjacency(res.adjacency[2], dims=res.internal_dims[2])
   assert plots.save(ax, str(tmp_path / "adj.png"))
   assert (tmp_path / "svr.png").stat().st_size > 1000
+
+
+def test_to_flax_inverts_from_flax_and_low_rank_compresses(rng):
+  model = models.make("cnn", (28, 28, 1), 10, widths=[4, 6])
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  kernels = models.weights(params)
+  native = V.from_flax(kernels)
+  for k, back in zip(kernels, V.to_flax(native)):
+    np.testing.assert_array_equal(np.asarray(k), np.asarray(back))
+  # Full rank changes nothing; rank r leaves exactly r nonzero singular
+  # values, and the error is the discarded tail (Eckart–Young).
+  full = V.low_rank(native, [min(V.flatten(w).shape) for w in native])
+  for w, f in zip(native, full):
+    np.testing.assert_allclose(np.asarray(f), np.asarray(w), atol=1e-5)
+  ws = _net(rng)
+  ranks = [2, 5, 1, 10, 3]
+  for w, c, r in zip(ws, V.low_rank(ws, ranks), ranks):
+    assert c.shape == w.shape
+    s_w = np.linalg.svd(np.asarray(V.flatten(jnp.asarray(w)), np.float64), compute_uv=False)
+    s_c = np.linalg.svd(np.asarray(V.flatten(c), np.float64), compute_uv=False)
+    np.testing.assert_allclose(s_c[:r], s_w[:r], rtol=1e-4)
+    assert np.all(s_c[r:] < 1e-4 * s_w[0])
+    err = np.linalg.norm(np.asarray(V.flatten(c)) - np.asarray(V.flatten(jnp.asarray(w))))
+    np.testing.assert_allclose(err, np.sqrt(np.sum(s_w[r:] ** 2)), rtol=1e-3, atol=1e-4)
+  with pytest.raises(ValueError, match="ranks for"):
+    V.low_rank(ws, ranks[:2])
+  with pytest.raises(ValueError, match="outside"):
+    V.low_rank(ws, [99] * 5)
+
+
+def test_keep_ranks_reads_the_blocks():
+  # W0 = S, W1 = S Qaᵀ, W2 = S Qbᵀ: U = I everywhere and V1 = Qa, V2 = Qb,
+  # so the adjacencies are Qaᵀ∘Qaᵀ and Qbᵀ∘Qbᵀ, blocks of 12 and 20.
+  n = 60
+  qa = V.noisy_block_orthogonal(jax.random.key(3), n, 12, 0.02)
+  qb = V.noisy_block_orthogonal(jax.random.key(4), n, 20, 0.02)
+  s = jnp.diag(jnp.linspace(2.0, 1.0, n))
+  res = V.svr([s, s @ qa.T, s @ qb.T])
+  assert res.internal_dims == [(12, 12), (20, 20)]
+  assert V.keep_ranks(res) == [12, 20, 20]

@@ -209,7 +209,119 @@ def similarity():
   ]
 
 
+def svr_notebook():
+  return [
+      new_markdown_cell(
+          "# The Singular Value Representation (SVR) of a network\n\n"
+          "Meller & Berkouk's SVR turns a network's weights into a graph: every singular"
+          " value of every layer is a *spectral neuron*, and spectral neurons of"
+          " consecutive layers are joined by how much one's output direction overlaps the"
+          " next one's input direction. Edges are kept when they are unlikely under"
+          " random weights (exact Beta null laws, or the paper's χ²), and the *internal"
+          " dimensions* say how many spectral neurons a layer really uses. No data is"
+          " needed — only weights. `rainbow_jax.svr` takes PyTorch-layout weights"
+          " (`from_torch`) or Flax kernels (`from_flax`)."),
+      new_code_cell(INSTALL),
+      params_cell('DATASET = "auto"   # fashion_mnist when installed, else sklearn digits\n'
+                  'QUICK = False      # the tests set True: less data, fewer epochs'),
+      new_code_cell(
+          "import jax, jax.numpy as jnp, numpy as np\n"
+          "import matplotlib.pyplot as plt\n"
+          "from rainbow_jax import data, models, plots, svr, train\n\n"
+          'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
+          "ds = data.load(name)\n"
+          "n_train = 5000 if QUICK else len(ds.x_train)\n"
+          "epochs = 1 if QUICK else 5\n"
+          "print(name, ds.x_train.shape, ds.source)"),
+      new_markdown_cell(
+          "## An MLP before and after training (the paper's Figure 2)\n"
+          "Four seeds of a bias-free [d, 40, 40, 40, 10] ReLU MLP, trained as one vmapped"
+          " program."),
+      new_code_cell(
+          "seeds = [0, 1, 2, 3]\n"
+          "mlp = models.make('mlp', ds.x_train.shape[1:], ds.num_classes, widths=[40, 40, 40])\n"
+          "init_params = train.init(mlp, train.sgd(), seeds, ds.x_train.shape[1:]).params\n"
+          "state, hist = train.fit(mlp, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test,\n"
+          "                        seeds=seeds, epochs=epochs, progress=False)\n"
+          "print('test accuracy per seed (%):', np.round(hist.test_accuracy[-1], 2))\n"
+          "native = lambda params, k: svr.from_flax(models.weights(train.select(params, k)))\n"
+          "before, after = svr.svr(native(init_params, 0)), svr.svr(native(state.params, 0))\n"
+          "fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))\n"
+          "plots.svr_graph(before, title='random initialisation', ax=axes[0])\n"
+          "plots.svr_graph(after, title='after training', ax=axes[1]);"),
+      new_markdown_cell(
+          "Vertices are singular values (log scale), coloured by how far their column of the"
+          " next adjacency deviates from random; edges are the significant ones (p < 0.15)."
+          " After training, the top spectral neurons connect strongly: a block in every"
+          " adjacency matrix, whose size is the internal dimension."),
+      new_code_cell(
+          "fig, axes = plt.subplots(2, 3, figsize=(14, 8))\n"
+          "for row, (tag, res) in enumerate([('init', before), ('trained', after)]):\n"
+          "    for e in range(3):\n"
+          "        plots.adjacency(res.adjacency[e], ax=axes[row, e], dims=res.internal_dims[e],\n"
+          "                        title=f'{tag}: edge {e + 1}, (d_out, d_in) = {res.internal_dims[e]}')"),
+      new_markdown_cell(
+          "## Thresholds: exact vs asymptotic null laws\n"
+          "Between independent random layers with c shared channels and P positions"
+          " (dense: P = 1), an edge weight is exactly Beta(P/2, (c − 1)P/2); the paper's"
+          " χ²(P)/(cP) is its large-c limit. At small c the χ² threshold is too high or"
+          " too low; Benjamini–Hochberg controls the false discoveries over all edges."),
+      new_code_cell(
+          "for c, p in [(5, 1), (40, 1), (512, 1), (16, 9), (512, 9)]:\n"
+          "    ex, asym = svr.null_law(c, p), svr.null_law(c, p, exact=False)\n"
+          "    print(f'c={c:4d} P={p}: threshold at p = 0.15  exact {ex.isf(0.15):.4f}  χ² {asym.isf(0.15):.4f}'\n"
+          "          f'   at p = 0.001  exact {ex.isf(1e-3):.4f}  χ² {asym.isf(1e-3):.4f}')\n"
+          "fdr = svr.svr(native(state.params, 0), fdr=0.05)\n"
+          "for e in range(3):\n"
+          "    print(f'edge {e + 1}: significant at p < 0.15: {int(after.significant[e].sum()):5d}'\n"
+          "          f'   BH at FDR 5 %: {int(fdr.significant[e].sum()):5d}   of {after.adjacency[e].size}')\n"
+          "print('first significant edges:', {k: v[:5] for k, v in svr.edges(fdr).items()})"),
+      new_markdown_cell(
+          "## Internal dimensions over seeds, and pruning to them\n"
+          "Keeping each layer's top spectral neurons up to its internal dimensions is an SVD"
+          " compression (`keep_ranks`, `low_rank`); the paper finds it costs about 1 %"
+          " accuracy."),
+      new_code_cell(
+          "pruned, ranks = [], []\n"
+          "for k in range(len(seeds)):\n"
+          "    res = svr.svr(native(state.params, k))\n"
+          "    ranks.append(svr.keep_ranks(res))\n"
+          "    p = train.select(state.params, k)\n"
+          "    pruned.append(models.with_weights(p, svr.to_flax(svr.low_rank(native(state.params, k), ranks[-1]))))\n"
+          "    print(f'seed {k}: internal dims {res.internal_dims}, ranks kept {ranks[-1]}')\n"
+          "pruned = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *pruned)\n"
+          "acc_pruned = np.asarray(train.accuracy(pruned, jnp.asarray(ds.x_test), jnp.asarray(ds.y_test), model=mlp))\n"
+          "print('accuracy  full:', np.round(hist.test_accuracy[-1], 2), ' pruned:', np.round(acc_pruned, 2))"),
+      new_markdown_cell(
+          "## A CNN\n"
+          "The tutorial's CNN (two 5×5 conv layers, stride 2, then a dense classifier)."
+          " Conv kernels are flattened to (C_out, C_in·K²); an edge between conv layers sees"
+          " the K² kernel taps, and the conv → dense edge sees the spatial positions of the"
+          " flattened map."),
+      new_code_cell(
+          "cnn = models.make('cnn', ds.x_train.shape[1:], ds.num_classes)\n"
+          "cstate, chist = train.fit(cnn, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test,\n"
+          "                          seeds=[0], epochs=epochs, progress=False)\n"
+          "cres = svr.svr(svr.from_flax(models.weights(train.select(cstate.params, 0))))\n"
+          "print('test accuracy (%):', np.round(chist.test_accuracy[-1], 2))\n"
+          "print('shared channels, positions per edge:', list(zip(cres.channels, cres.positions)))\n"
+          "print('internal dimensions:', cres.internal_dims)\n"
+          "fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))\n"
+          "plots.svr_graph(cres, title='CNN SVR', ax=axes[0])\n"
+          "for e in range(2):\n"
+          "    plots.adjacency(cres.adjacency[e], ax=axes[e + 1], dims=cres.internal_dims[e],\n"
+          "                    title=f'edge {e + 1}');"),
+      new_markdown_cell(
+          "## Large networks\n"
+          "For a torchvision model: `svr.svr(svr.from_torch([v.numpy() for k, v in"
+          " model.state_dict().items() if k.endswith('weight') and v.ndim in (2, 4)]))`."
+          " `top_k=` with a `key` switches layers larger than k to a randomized top-k SVD;"
+          " `benchmarks/svr.py` times a full VGG16."),
+  ]
+
+
 if __name__ == "__main__":
   here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
   notebook(moments_and_alignment(), os.path.join(here, "moments_and_alignment.ipynb"))
   notebook(similarity(), os.path.join(here, "similarity.ipynb"))
+  notebook(svr_notebook(), os.path.join(here, "svr.ipynb"))
