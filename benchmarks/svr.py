@@ -6,8 +6,10 @@ rainbow_jax vs a plain numpy/scipy implementation of the same computation.
 Cases (random weights, PyTorch layout):
   * ``vgg16`` — VGG16's 13 conv layers (3→64 … 512→512, 3×3) and its three
     dense layers (25088→4096→4096→1000), full untruncated SVDs;
-  * ``vgg16_topk`` — the same with `rainbow_jax.svr`'s randomized top-k SVD
-    for layers whose smaller side exceeds k (numpy peer: full SVD truncated);
+  * ``vgg16_gram`` — the same with ``method='gram'`` (eigh of the smaller
+    Gram matrix; still untruncated);
+  * ``vgg16_top256`` — randomized top-k SVD for layers whose smaller side
+    exceeds k = 256 (compared with the full SVD's top k);
   * ``conv_stack_L`` — L identical 512→512 3×3 conv layers, L ∈ {4, 8, 16},
     to show the cost is linear in the number of layers;
   * ``fmnist_mlp_n`` — the section 3.2 MLPs [784, n, n, 10] (20 networks per n).
@@ -25,11 +27,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import _common as C
 import jax
 import numpy as np
 import scipy.stats
 
-import _common as C
 from rainbow_jax import svr as V
 
 VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
@@ -51,7 +53,7 @@ def vgg16(rng, scale=1):
   return ws
 
 
-def numpy_svr(weights, alpha=0.15, top_k=None):
+def numpy_svr(weights, alpha=0.15):
   """The same SVR with numpy/scipy, layer by layer: SVD of the flattened
   weights, a = Σ_p (Uᵀ V_p)², exact Beta p-values, threshold, internal
   dimensions from the 2-D cumulative sum."""
@@ -59,8 +61,6 @@ def numpy_svr(weights, alpha=0.15, top_k=None):
   for w in weights:
     m = w.reshape(w.shape[0], -1)
     u, s, vh = np.linalg.svd(m, full_matrices=False)
-    if top_k is not None and min(m.shape) > top_k:
-      u, s, vh = u[:, :top_k], s[:top_k], vh[:top_k]
     spec.append((u, s, vh.T))
   adj, sig, dims = [], [], []
   for (u, _, _), (_, _, v) in zip(spec[:-1], spec[1:]):
@@ -78,52 +78,58 @@ def numpy_svr(weights, alpha=0.15, top_k=None):
   return spec, adj, sig, dims
 
 
-def _ours(weights, top_k=None, key=None):
-  res = V.svr(weights, top_k=top_k, key=key)
+def _ours(weights, top_k=None, key=None, method="svd"):
+  res = V.svr(weights, top_k=top_k, key=key, method=method)
   return jax.block_until_ready(res)
 
 
 def _compare(res, ref):
-  _, adj, sig, dims = ref
-  d_adj = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(res.adjacency, adj))
+  spec, adj, sig, dims = ref
+  d_adj = max(float(np.max(np.abs(np.asarray(a)[: b.shape[0], : b.shape[1]]
+                                  - b[: a.shape[0], : a.shape[1]])))
+              for a, b in zip(res.adjacency, adj))
   sig_agree = float(np.mean(np.concatenate(
-      [(np.asarray(m) == s).ravel() for m, s in zip(res.significant, sig)])))
+      [(np.asarray(m)[: s.shape[0], : s.shape[1]] == s[: m.shape[0], : m.shape[1]]).ravel()
+       for m, s in zip(res.significant, sig)])))
+  s_rel = max(float(np.max(np.abs(np.asarray(sp.s) - s[: sp.s.shape[0]]) / s[0]))
+              for sp, (_, s, _) in zip(res.spectra, spec))
   return {"max_abs_diff_adjacency": d_adj, "significance_agreement": sig_agree,
+          "max_rel_diff_singular_values": s_rel,
           "internal_dims_equal": [tuple(a) == tuple(b) for a, b in zip(res.internal_dims, dims)]}
 
 
 def _timed(fn, repeats):
-  first = None
+  """(first-call seconds, median of `repeats` further calls, result)."""
+  t0 = time.perf_counter()
+  out = fn()
+  first = time.perf_counter() - t0
   times = []
-  out = None
-  for r in range(repeats + 1):
+  for _ in range(repeats):
     t0 = time.perf_counter()
     out = fn()
-    dt = time.perf_counter() - t0
-    if r == 0:
-      first = dt
-    else:
-      times.append(dt)
-  return first, float(np.median(times)), out
+    times.append(time.perf_counter() - t0)
+  return first, float(np.median(times)) if times else first, out
 
 
-def case(name, weights, repeats, records, top_k=None, **extra):
-  key = jax.random.key(0) if top_k is not None else None
+def case(name, weights, repeats, records, modes=(("svd", None),), **extra):
+  """Times numpy once per case (no compilation to amortise) and each of our
+  modes (method, top_k) with a first call and `repeats` more."""
   wj = [jax.device_put(w) for w in weights]
-  first, ours, res = _timed(lambda: _ours(wj, top_k, key), repeats)
-  _, peer, ref = _timed(lambda: numpy_svr(weights, top_k=top_k), repeats)
-  agree = _compare(res, ref)
-  if top_k is not None:  # a randomized SVD is compared on its singular values
-    agree["max_rel_diff_top_singular_values"] = max(
-        float(np.max(np.abs(np.asarray(sp.s) - s) / s[0])) for sp, (_, s, _) in
-        zip(res.spectra, ref[0]))
+  peer, _, ref = _timed(lambda: numpy_svr(weights), 0)
   shapes = [list(w.shape) for w in weights]
-  records.append(C.record("svr", "rainbow_jax", name, ours, first - ours, layers=len(weights),
-                          shapes=shapes, speedup_vs_numpy=peer / ours, **agree, **extra))
   records.append(C.record("svr", "numpy", name, peer, None, layers=len(weights), **extra))
-  print(f"{name:18s} ours {ours:8.3f} s (first {first:7.2f})  numpy {peer:8.3f} s"
-        f"  ×{peer / ours:5.2f}  max|Δa| {agree['max_abs_diff_adjacency']:.1e}"
-        f"  sig agree {agree['significance_agreement']:.4f}", flush=True)
+  for method, top_k in modes:
+    key = jax.random.key(0) if top_k is not None else None
+    first, ours, res = _timed(lambda t=top_k, k=key, m=method: _ours(wj, t, k, m), repeats)
+    agree = _compare(res, ref)
+    label = name + ("" if method == "svd" else f"_{method}") + (f"_top{top_k}" if top_k else "")
+    records.append(C.record("svr", "rainbow_jax", label, ours, max(first - ours, 0.0),
+                            method=method, top_k=top_k, layers=len(weights), shapes=shapes,
+                            numpy_seconds=peer, speedup_vs_numpy=peer / ours, **agree, **extra))
+    print(f"{label:22s} ours {ours:8.3f} s (first {first:7.2f})  numpy {peer:8.3f} s"
+          f"  ×{peer / ours:5.2f}  max|Δa| {agree['max_abs_diff_adjacency']:.1e}"
+          f"  max|Δs|/s₀ {agree['max_rel_diff_singular_values']:.1e}"
+          f"  sig agree {agree['significance_agreement']:.4f}", flush=True)
 
 
 def main(argv=None):
@@ -134,8 +140,9 @@ def main(argv=None):
   records: list = []
   scale = 16 if a.quick else 1
   vgg = vgg16(rng, scale)
-  case("vgg16", vgg, a.repeats, records)
-  case("vgg16_topk", vgg, a.repeats, records, top_k=256 // scale, top_k_value=256 // scale)
+  k = 256 // scale
+  case("vgg16", vgg, 0 if not a.quick else a.repeats, records,
+       modes=(("svd", None), ("gram", None), ("svd", k)))
   width = 512 // scale
   for L in ([2, 4] if a.quick else [4, 8, 16]):
     stack = [rng.standard_normal((width, width, 3, 3), dtype=np.float32) for _ in range(L)]
@@ -144,8 +151,8 @@ def main(argv=None):
     nets = [[rng.standard_normal(s, dtype=np.float32) for s in [(n, 784), (n, n), (10, n)]]
             for _ in range(2 if a.quick else 20)]
     wj = [[jax.device_put(w) for w in net] for net in nets]
-    first, ours, _ = _timed(lambda: [_ours(net) for net in wj], a.repeats)
-    _, peer, _ = _timed(lambda: [numpy_svr(net) for net in nets], a.repeats)
+    first, ours, _ = _timed(lambda wj=wj: [_ours(net) for net in wj], a.repeats)
+    peer, _, _ = _timed(lambda nets=nets: [numpy_svr(net) for net in nets], 0)
     agree = _compare(_ours(wj[0]), numpy_svr(nets[0]))
     records.append(C.record("svr", "rainbow_jax", f"fmnist_mlp_{n}", ours, first - ours,
                             networks=len(nets), speedup_vs_numpy=peer / ours, **agree))

@@ -52,10 +52,10 @@ class MLP(nn.Module):
   initializer: str = "torch"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False):
+  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None):
     """Args: x ``[B, ...]`` (flattened to ``[B, d_in]``). Returns logits
     ``[B, classes]``, or with ``taps=True`` the list of inputs to each Dense
-    layer."""
+    layer (with ``upto=j``, only those of layers 0…j, computing no more)."""
     x = x.reshape(x.shape[0], -1)
     if x.shape[-1] != self.dims[0]:
       raise ValueError(
@@ -66,6 +66,8 @@ class MLP(nn.Module):
     n_layers = len(self.dims) - 1
     for i, width in enumerate(self.dims[1:]):
       inputs.append(x)
+      if taps and upto is not None and i >= upto:
+        return inputs
       x = nn.Dense(width, use_bias=False, kernel_init=kernel_init(self.initializer),
                    name=f"dense_{i}")(x)
       if i < n_layers - 1:
@@ -129,10 +131,10 @@ class CNN(nn.Module):
   conv: str = "patches"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False):
+  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None):
     """Args: x ``[B, H, W, c_in]``. Returns logits ``[B, classes]``, or with
     ``taps=True`` the inputs to each layer (``[B, H, W, C]`` for convs,
-    ``[B, H·W·C]`` for the classifier)."""
+    ``[B, H·W·C]`` for the classifier; with ``upto=j`` only layers 0…j)."""
     if x.ndim != 4 or x.shape[-1] != self.channels[0]:
       raise ValueError(
           f"CNN expects images [B, H, W, {self.channels[0]}], got {x.shape}."
@@ -141,6 +143,8 @@ class CNN(nn.Module):
     k = self.kernel_size
     for i, c in enumerate(self.channels[1:]):
       inputs.append(x)
+      if taps and upto is not None and i >= upto:
+        return inputs
       init = kernel_init(self.initializer)
       if self.conv == "patches":
         x = PatchConv(c, k, self.stride, kernel_init=init, name=f"conv_{i}")(x)
@@ -183,9 +187,11 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
   raise ValueError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
 
 
-def layer_inputs(model: nn.Module, params: Any, x: Array) -> list[Array]:
-  """Activations entering every weight layer of `model` on batch `x`."""
-  return model.apply({"params": params}, x, taps=True)
+def layer_inputs(model: nn.Module, params: Any, x: Array,
+                 upto: int | None = None) -> list[Array]:
+  """Activations entering every weight layer of `model` on batch `x` (with
+  `upto`, only layers 0…upto, and nothing after them is computed)."""
+  return model.apply({"params": params}, x, taps=True, upto=upto)
 
 
 class LayerInputs:

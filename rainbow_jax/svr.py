@@ -161,6 +161,25 @@ def _svd_stack(m: Array) -> Spectral:
   return Spectral(u, s, jnp.swapaxes(vh, -1, -2))
 
 
+def _gram_one(a: Array) -> Spectral:
+  flip = a.shape[0] > a.shape[1]
+  b = a.T if flip else a  # rows ≤ cols
+  w, x = jnp.linalg.eigh(jnp.matmul(b, b.T, precision=_HP))
+  w, x = w[::-1], x[:, ::-1]
+  y = jnp.matmul(b.T, x, precision=_HP)
+  norm = jnp.linalg.norm(y, axis=0)
+  y = y / jnp.where(norm > 0, norm, 1.0)[None, :]
+  s = jnp.sqrt(jnp.clip(w, 0.0, None))
+  return Spectral(y, s, x) if flip else Spectral(x, s, y)
+
+
+@jax.jit
+def _gram_stack(m: Array) -> Spectral:
+  # lax.map, not vmap: batched LAPACK inside a larger XLA:CPU program has
+  # deadlocked (rainbow_jax.similarity).
+  return lax.map(_gram_one, m)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "oversample", "iters"))
 def randomized_svd(m: Array, key: Array, k: int, *, oversample: int = 10,
                    iters: int = 2) -> Spectral:
@@ -187,13 +206,23 @@ def randomized_svd(m: Array, key: Array, k: int, *, oversample: int = 10,
 
 
 def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = None,
-            key: Array | None = None) -> list[Spectral]:
+            key: Array | None = None, method: str = "svd") -> list[Spectral]:
   """Spectral neurons of every layer (native layout, see `from_flax`).
 
   Layers of the same flattened shape share one vmapped SVD. With `top_k`,
   layers whose smaller side exceeds it keep their top `top_k` spectral
   neurons from `randomized_svd` (`key` required).
+
+  ``method``: ``'svd'`` (default) is LAPACK's divide-and-conquer SVD.
+  ``'gram'`` takes the eigendecomposition of the smaller Gram matrix W Wᵀ
+  (or WᵀW) and the other side's vectors as normalised Wᵀu: 3–5× faster on
+  large layers (one GEMM + one symmetric eigensolver), and as accurate for
+  singular values above about √ε·s_max (3·10⁻⁴ s_max in float32); below
+  that the singular values and their vectors are unreliable. Still a full,
+  untruncated spectrum.
   """
+  if method not in ("svd", "gram"):
+    raise ValueError(f"method must be 'svd' or 'gram', got {method!r}.")
   mats = []
   for i, w in enumerate(weights):
     _checks.check_floating(w, f"weights[{i}]")
@@ -210,7 +239,7 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
     if out[i] is None:
       groups.setdefault((m.shape, m.dtype), []).append(i)
   for idx in groups.values():
-    res = _svd_stack(jnp.stack([mats[i] for i in idx]))
+    res = (_svd_stack if method == "svd" else _gram_stack)(jnp.stack([mats[i] for i in idx]))
     for n, i in enumerate(idx):
       out[i] = Spectral(res.u[n], res.s[n], res.v[n])
   return out
@@ -390,7 +419,7 @@ def _edge(u: Array, v: Array, alpha, *, exact: bool):
 
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
         fdr: float | None = None, top_k: int | None = None,
-        key: Array | None = None) -> SVR:
+        key: Array | None = None, method: str = "svd") -> SVR:
   """Full SVR of a network given as native-layout weights in forward order.
 
   Args:
@@ -402,6 +431,7 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     fdr: if given, Benjamini–Hochberg at this false-discovery rate across
       all edges instead of the per-edge `alpha`.
     top_k, key: randomized top-k SVD for layers larger than `top_k`.
+    method: ``'svd'`` or the faster ``'gram'`` (see `spectra`).
 
   Returns:
     `SVR`.
@@ -410,7 +440,7 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     raise ValueError("an SVR needs at least two layers.")
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
-  spec = spectra(weights, top_k=top_k, key=key)
+  spec = spectra(weights, top_k=top_k, key=key, method=method)
   adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
   for i in range(len(spec) - 1):
     c, p = _positions(spec[i], spec[i + 1])

@@ -228,3 +228,15 @@ def test_keep_ranks_reads_the_blocks():
   res = V.svr([s, s @ qa.T, s @ qb.T])
   assert res.internal_dims == [(12, 12), (20, 20)]
   assert V.keep_ranks(res) == [12, 20, 20]
+
+
+def test_gram_method_agrees_with_svd(rng):
+  ws = _net(rng) + [rng.normal(size=(300, 4)).astype(np.float32)]  # a tall layer too
+  a, b = V.svr(ws), V.svr(ws, method="gram")
+  for x, y in zip(a.spectra, b.spectra):
+    np.testing.assert_allclose(np.asarray(y.s), np.asarray(x.s), rtol=1e-4, atol=1e-5)
+  for x, y in zip(a.adjacency, b.adjacency):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-4)
+  assert a.internal_dims == b.internal_dims
+  with pytest.raises(ValueError, match="method"):
+    V.spectra(ws, method="qr")

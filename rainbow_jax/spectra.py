@@ -1,0 +1,196 @@
+"""Weight and activation spectra, the Marchenko–Pastur law, clipping.
+
+The tutorial reads what a layer has learned off two spectra:
+
+* the **activation** second moment E[φφᵀ] of the layer's input (see
+  `rainbow_jax.moments`), eigenpairs largest first (`activation_spectrum`);
+* the **weight covariance** C = WᵀW / n of its n neurons (rows of the
+  ``[n, fan_in]`` weight; a conv kernel is flattened to
+  ``[C_out, K·K·C_in]``), from the SVD W = U S Vᵀ: eigenvalues s²/n,
+  eigenvectors the rows of Vᵀ (`weight_spectrum`).
+
+At initialisation the n rows are i.i.d. with covariance σ²·I, so the
+eigenvalues of C follow the Marchenko–Pastur law of ratio γ = fan_in / n
+with edges σ²(1 ± √γ)² (`marchenko_pastur`); eigenvalues above the upper
+edge after training are the *learned components* (`learned_components`).
+
+*Clipping* projects a layer's input on its top-k eigenvectors (of either
+spectrum) and measures the accuracy left; `clip_sweep` evaluates every k of
+a list in one vmapped program (the tutorial deep-copies a model per k).
+
+Kernels are in Flax layout (Dense ``[in, out]``, Conv ``[K, K, C_in, C_out]``)
+and conv patches flatten in ``(K, K, C_in)`` order, as our models do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from rainbow_jax import _checks
+from rainbow_jax import align as _align
+
+Array = jax.Array
+_HP = lax.Precision.HIGHEST
+
+
+def weight_matrix(kernel: Array) -> Array:
+  """Flax kernel → ``[n_out, fan_in]`` (conv: ``[C_out, K·K·C_in]``)."""
+  _checks.check_floating(kernel, "kernel")
+  _checks.check_rank(kernel, (2, 4), "kernel")
+  k = jnp.asarray(kernel)
+  return k.reshape(-1, k.shape[-1]).T
+
+
+def weight_spectrum(kernel: Array) -> tuple[Array, Array]:
+  """Weight covariance C = WᵀW / n_out of a Flax kernel, largest first.
+
+  Returns:
+    ``(eigenvalues [r], eigenvectors [r, fan_in])`` (rows), r = min(n_out,
+    fan_in); the other fan_in − r eigenvalues are zero.
+  """
+  return _align.weight_eigenvectors(weight_matrix(kernel))
+
+
+def activation_spectrum(cov: Array) -> tuple[Array, Array]:
+  """Eigenpairs of an activation second moment ``[d, d]``, largest first
+  (eigenvectors in rows)."""
+  return _align.eigh_descending(cov)
+
+
+def init_variance(init: str, fan_in: int) -> float:
+  """Per-entry weight variance σ² of an initialiser (`rainbow_jax.models`):
+  ``'torch'`` U(±1/√fan_in) → 1/(3·fan_in); ``'flax'`` LeCun normal → 1/fan_in."""
+  if fan_in < 1:
+    raise ValueError(f"fan_in must be positive, got {fan_in}.")
+  if init == "torch":
+    return 1.0 / (3.0 * fan_in)
+  if init == "flax":
+    return 1.0 / fan_in
+  raise ValueError(f"init must be 'torch' or 'flax', got {init!r}.")
+
+
+class MarchenkoPastur(NamedTuple):
+  """Marchenko–Pastur law of the eigenvalues of WᵀW/n, W ``[n, d]`` with
+  i.i.d. entries of variance σ²: ratio γ = d/n, support [lower, upper] with
+  edges σ²(1 ± √γ)², and for γ > 1 an atom of mass 1 − 1/γ at 0."""
+
+  ratio: float
+  variance: float
+  lower: float
+  upper: float
+
+  def pdf(self, x):
+    """Density of the continuous part at ``x`` (numpy), integrating to
+    min(1, 1/γ)."""
+    x = np.asarray(x, np.float64)
+    inside = (x > self.lower) & (x < self.upper)
+    num = np.sqrt(np.clip((self.upper - x) * (x - self.lower), 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+      dens = num / (2 * np.pi * self.variance * self.ratio * x)
+    return np.where(inside, dens, 0.0)
+
+
+def marchenko_pastur(n: int, d: int, variance: float) -> MarchenkoPastur:
+  """The law for a layer of `n` neurons with `d` inputs each (W ``[n, d]``)."""
+  if n < 1 or d < 1:
+    raise ValueError(f"need n ≥ 1 and d ≥ 1, got n={n}, d={d}.")
+  if not variance > 0:
+    raise ValueError(f"variance must be positive, got {variance}.")
+  g = d / n
+  return MarchenkoPastur(g, float(variance), float(variance * (1 - np.sqrt(g)) ** 2),
+                         float(variance * (1 + np.sqrt(g)) ** 2))
+
+
+def learned_components(eigenvalues: Array, law: MarchenkoPastur, *,
+                       margin: float = 0.0) -> Array:
+  """Number of eigenvalues above the law's upper edge × (1 + margin)."""
+  return jnp.sum(jnp.asarray(eigenvalues) > law.upper * (1.0 + margin))
+
+
+def layer_law(kernel: Array, init: str = "torch") -> MarchenkoPastur:
+  """Marchenko–Pastur law of a Flax kernel's shape at initialisation `init`."""
+  n, d = weight_matrix(kernel).shape
+  return marchenko_pastur(n, d, init_variance(init, d))
+
+
+# --------------------------------------------------------------------------
+# Clipping.
+
+
+def projector(basis: Array, k: Array) -> Array:
+  """``[d, d]`` orthogonal projector on the first `k` rows of `basis`
+  (``[m, d]``, orthonormal rows); `k` may be traced (vmap over ranks)."""
+  mask = (jnp.arange(basis.shape[0]) < k).astype(basis.dtype)
+  return jnp.matmul(basis.T * mask[None, :], basis, precision=_HP)
+
+
+def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
+  """The kernel of a layer whose input is first projected on the top-`k`
+  rows of `basis`: W → W·P (the tutorial's ``weight @ projector``).
+
+  `basis` is ``[m, d]`` with d either the kernel's full fan-in (weight
+  eigenvectors; conv: ``K·K·C_in``) or, for a conv kernel, its input
+  channels ``C_in`` (activation eigenvectors with space folded into the
+  batch, projected at every position).
+  """
+  kernel = jnp.asarray(kernel)
+  p = projector(basis, k)
+  if kernel.ndim == 4 and basis.shape[1] == kernel.shape[2]:
+    return jnp.einsum("ij,abjo->abio", p, kernel, precision=_HP)
+  flat = kernel.reshape(-1, kernel.shape[-1])
+  if basis.shape[1] != flat.shape[0]:
+    raise ValueError(f"basis of dimension {basis.shape[1]} does not match the kernel's"
+                     f" fan-in {flat.shape[0]} (or its input channels).")
+  return jnp.matmul(p, flat, precision=_HP).reshape(kernel.shape)
+
+
+def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequence[int],
+               x: Array, y: Array, *, batch_size: int = 1000) -> Array:
+  """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
+
+  All ranks are evaluated as one vmapped program over a stack of clipped
+  parameters (one pass over ``x``).
+
+  Args:
+    model: Flax module (one network).
+    params: its parameters (no seed axis).
+    layer: index of the layer whose input is clipped (0 = first).
+    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first.
+    ranks: the k's; each must be in [0, m].
+    x, y: evaluation data.
+
+  Returns:
+    ``[len(ranks)]`` accuracies in percent.
+  """
+  from rainbow_jax import models, train
+
+  kernels = models.weights(params)
+  if not 0 <= layer < len(kernels):
+    raise ValueError(f"layer {layer} out of range for {len(kernels)} layers.")
+  ranks = np.asarray(ranks)
+  if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
+    raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
+  def clipped(k):
+    return models.with_weights(
+        params, [clip_kernel(w, basis, k) if i == layer else w for i, w in enumerate(kernels)])
+
+  stacked = jax.vmap(clipped)(jnp.asarray(ranks))
+  return train.accuracy(stacked, jnp.asarray(x), jnp.asarray(y), model=model,
+                        batch_size=batch_size)
+
+
+def explained_variance(eigenvalues: Array) -> Array:
+  """Cumulative fraction of the total variance in the top-k eigenvalues."""
+  e = jnp.clip(jnp.asarray(eigenvalues), 0.0, None)
+  return jnp.cumsum(e) / jnp.sum(e)
+
+
+__all__ = ["MarchenkoPastur", "activation_spectrum", "clip_kernel", "clip_sweep",
+           "explained_variance", "init_variance", "layer_law", "learned_components",
+           "marchenko_pastur", "projector", "weight_matrix", "weight_spectrum"]

@@ -1,0 +1,158 @@
+"""Spectra, Marchenko–Pastur, clipping and rainbow sampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.stats
+
+from rainbow_jax import data, models, rainbow, spectra, train
+
+
+def test_marchenko_pastur_edges_density_and_learned_components():
+  n, d = 600, 200
+  w = np.random.default_rng(0).uniform(-1, 1, (n, d)) / np.sqrt(d)  # torch init
+  kernel = jnp.asarray(w.T, jnp.float32)  # Flax layout [in, out]
+  ev, vecs = spectra.weight_spectrum(kernel)
+  assert ev.shape == (d,) and vecs.shape == (d, d)
+  np.testing.assert_allclose(np.sort(np.asarray(ev))[::-1], np.asarray(ev), rtol=1e-6)
+  law = spectra.layer_law(kernel, "torch")
+  assert law.variance == pytest.approx(1 / (3 * d))
+  ev = np.asarray(ev, np.float64)
+  assert law.lower * 0.9 < ev.min() and ev.max() < law.upper * 1.1
+  assert int(spectra.learned_components(ev, law, margin=0.05)) == 0
+  # The density integrates to min(1, 1/γ), and the eigenvalues follow it.
+  for g in (0.3, 2.5):
+    m = spectra.marchenko_pastur(100, int(100 * g), 2.0)
+    mass = scipy.integrate.quad(m.pdf, m.lower, m.upper, limit=200)[0]
+    assert mass == pytest.approx(min(1.0, 1.0 / g), rel=1e-3)
+  cdf = lambda x: scipy.integrate.quad(law.pdf, law.lower, min(x, law.upper), limit=200)[0]
+  assert scipy.stats.kstest(ev, np.vectorize(cdf)).pvalue > 1e-3
+  # Three planted directions stand out above the edge.
+  rng = np.random.default_rng(1)
+  spikes = np.linalg.qr(rng.normal(size=(d, 3)))[0].T * np.array([[3.0], [2.0], [1.5]])
+  planted = w + rng.normal(size=(n, 3)) @ spikes / np.sqrt(d) * 2
+  ev2, _ = spectra.weight_spectrum(jnp.asarray(planted.T, jnp.float32))
+  assert int(spectra.learned_components(ev2, law, margin=0.05)) == 3
+  with pytest.raises(ValueError, match="init"):
+    spectra.init_variance("he", 3)
+  with pytest.raises(ValueError, match="variance"):
+    spectra.marchenko_pastur(3, 4, 0.0)
+
+
+@pytest.fixture(scope="module")
+def trained():
+  ds = data.load("digits")
+  model = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[64, 32])
+  state, hist = train.fit(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seeds=[0, 1],
+                          epochs=15, progress=False)
+  return ds, model, state, hist
+
+
+def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
+  ds, model, state, hist = trained
+  p = train.select(state.params, 0)
+  kernels = models.weights(p)
+  _, basis = spectra.weight_spectrum(kernels[1])  # [32, 64]: rank 32 of fan-in 64
+  full = np.asarray(jnp.eye(64))  # a complete basis of the input
+  acc = np.asarray(spectra.clip_sweep(model, p, 1, full, [0, 64], ds.x_test, ds.y_test))
+  np.testing.assert_allclose(acc[1], hist.test_accuracy[-1][0], atol=1e-4)
+  # Rank 0 zeroes the logits: every prediction is class 0.
+  assert acc[0] == pytest.approx(100 * np.mean(ds.y_test == 0), abs=1e-4)
+  ranks = [1, 5, 32]
+  sweep = np.asarray(spectra.clip_sweep(model, p, 1, basis, ranks, ds.x_test, ds.y_test))
+  for r, a in zip(ranks, sweep):  # independent: project the activations in numpy
+    b = np.asarray(basis[:r], np.float64)
+    h = np.asarray(models.layer_inputs(model, p, jnp.asarray(ds.x_test))[1], np.float64)
+    h2 = np.maximum(h @ b.T @ b @ np.asarray(kernels[1], np.float64), 0)
+    logits = h2 @ np.asarray(kernels[2], np.float64)
+    assert a == pytest.approx(100 * np.mean(logits.argmax(1) == ds.y_test), abs=0.2)
+  # The weight spectrum has rank 32: clipping to all of it changes nothing.
+  assert sweep[-1] == pytest.approx(hist.test_accuracy[-1][0], abs=1e-4)
+  with pytest.raises(ValueError, match="ranks"):
+    spectra.clip_sweep(model, p, 1, basis, [40], ds.x_test, ds.y_test)
+
+
+def test_clip_conv_kernel_on_channels_equals_projecting_the_input():
+  model = models.make("cnn", (20, 20, 3), 4, widths=[5, 6])
+  p = model.init(jax.random.key(0), jnp.zeros((1, 20, 20, 3)))["params"]
+  k = models.weights(p)[0]
+  x = jax.random.normal(jax.random.key(1), (2, 20, 20, 3))
+  basis = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (3, 3)))[0].T
+  clipped = models.with_weights(p, [spectra.clip_kernel(k, basis, 2)] + models.weights(p)[1:])
+  proj = np.asarray(basis[:2]).T @ np.asarray(basis[:2])
+  np.testing.assert_allclose(model.apply({"params": clipped}, x),
+                             model.apply({"params": p}, jnp.asarray(np.asarray(x) @ proj)),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_sampled_rows_have_the_reference_covariance():
+  rng = np.random.default_rng(0)
+  d = 12
+  c = rng.normal(size=(d, d))
+  cov = c @ c.T / d + 0.1 * np.eye(d)
+  # A reference layer whose rows are already Gaussian with covariance `cov`.
+  ref = rng.multivariate_normal(np.zeros(d), cov, size=4000).astype(np.float32)
+  f = rainbow.weight_factor([jnp.asarray(ref)])
+  np.testing.assert_allclose(np.asarray(f.T @ f), ref.T.astype(np.float64) @ ref / 4000,
+                             rtol=1e-3, atol=1e-4)
+  k = rainbow.sample_kernel(jax.random.key(0), f, (d, 20000))  # Flax [in, out]
+  rows = np.asarray(k, np.float64).T
+  emp = rows.T @ rows / rows.shape[0]
+  assert np.linalg.norm(emp - cov) / np.linalg.norm(cov) < 0.05
+  # …and Gaussian: each coordinate standardised passes a normality test.
+  z = rows[:, 0] / np.sqrt(cov[0, 0])
+  assert scipy.stats.kstest(z[:5000], "norm").pvalue > 1e-3
+
+
+def test_generate_without_sampling_is_the_reference(trained):
+  ds, model, state, hist = trained
+  p = train.select(state.params, 0)
+  g = rainbow.generate(jax.random.key(0), model, p, ds.x_train, num_samples=2, layers=[],
+                       progress=False)
+  np.testing.assert_allclose(np.asarray(g.r2), 1.0, atol=1e-4)  # r² of a network with itself
+  h = models.layer_inputs(model, p, jnp.asarray(ds.x_train))  # the alignment data
+  for j, a in enumerate(g.alignments):  # A φ = φ (dead ReLUs leave A free off the data)
+    hj = np.asarray(h[j + 1])
+    assert np.linalg.norm(hj @ np.asarray(a[0]).T - hj) < 1e-3 * np.linalg.norm(hj)
+  acc = np.asarray(train.accuracy(g.params, ds.x_test, ds.y_test, model=model))
+  np.testing.assert_allclose(acc, hist.test_accuracy[-1][0], atol=0.2)
+
+
+def test_rainbow_samples_work_and_can_be_wider(trained):
+  ds, model, state, _ = trained
+  p = train.select(state.params, 0)
+  g = rainbow.generate(jax.random.key(1), model, p, ds.x_train, num_samples=3, progress=False)
+  acc = np.asarray(train.accuracy(g.params, ds.x_test, ds.y_test, model=model))
+  assert acc.shape == (3,) and np.all(acc > 60), acc  # chance is 10 %
+  assert np.all(np.asarray(g.r2) > 0.5)
+  wide = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[128, 32])
+  gw = rainbow.generate(jax.random.key(1), model, p, ds.x_train, num_samples=2,
+                        gen_model=wide, layers=[0, 1], progress=False)
+  assert models.weights(train.select(gw.params, 0))[0].shape == (64, 128)
+  acc_w = np.asarray(train.accuracy(gw.params, ds.x_test, ds.y_test, model=wide))
+  assert np.all(acc_w > 60), acc_w
+  with pytest.raises(ValueError, match="classifier"):
+    rainbow.generate(jax.random.key(1), model, p, ds.x_train, layers=[2], progress=False)
+  with pytest.raises(ValueError, match="not sampled"):
+    rainbow.generate(jax.random.key(1), model, p, ds.x_train, gen_model=wide, layers=[1],
+                     progress=False)
+
+
+def test_seed_averaged_covariance_is_invariant_to_a_permuted_copy(trained):
+  # Seed 1 is seed 0 with its hidden neurons permuted: after alignment its
+  # weight covariance is seed 0's, so the averaged factor equals seed 0's.
+  _, _, state, _ = trained
+  k0 = models.weights(train.select(state.params, 0))
+  rng = np.random.default_rng(0)
+  p1, p2 = rng.permutation(64), rng.permutation(32)
+  k1 = [k0[0][:, p1], k0[1][p1][:, p2], k0[2][p2]]
+  a1 = jnp.eye(64)[p1]  # φ₁ = A φ₀ at layer 1's input
+  f_avg = rainbow.reference_factors([k0, k1], [[None, a1, jnp.eye(32)[p2]]])
+  f_ref = rainbow.reference_factors([k0])
+  for fa, fr in zip(f_avg, f_ref):
+    np.testing.assert_allclose(np.asarray(fa.T @ fa), np.asarray(fr.T @ fr), rtol=1e-4,
+                               atol=1e-6)
+  with pytest.raises(ValueError, match="input alignment"):
+    rainbow.reference_factors([k0, k1], [[None, None, None]])
