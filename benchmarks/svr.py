@@ -7,7 +7,8 @@ Cases (random weights, PyTorch layout):
   * ``vgg16`` — VGG16's 13 conv layers (3→64 … 512→512, 3×3) and its three
     dense layers (25088→4096→4096→1000), full untruncated SVDs;
   * ``vgg16_gram`` — the same with ``method='gram'`` (eigh of the smaller
-    Gram matrix; still untruncated);
+    Gram matrix; still untruncated); ``_thresholds``: significance from the
+    null law's critical value without every edge's p-value;
   * ``vgg16_top256`` — randomized top-k SVD for layers whose smaller side
     exceeds k = 256 (compared with the full SVD's top k);
   * ``conv_stack_L`` — L identical 512→512 3×3 conv layers, L ∈ {4, 8, 16},
@@ -78,8 +79,8 @@ def numpy_svr(weights, alpha=0.15):
   return spec, adj, sig, dims
 
 
-def _ours(weights, top_k=None, key=None, method="svd"):
-  res = V.svr(weights, top_k=top_k, key=key, method=method)
+def _ours(weights, top_k=None, key=None, method="svd", with_pvalues=True):
+  res = V.svr(weights, top_k=top_k, key=key, method=method, with_pvalues=with_pvalues)
   return jax.block_until_ready(res)
 
 
@@ -111,20 +112,23 @@ def _timed(fn, repeats):
   return first, float(np.median(times)) if times else first, out
 
 
-def case(name, weights, repeats, records, modes=(("svd", None),), **extra):
+def case(name, weights, repeats, records, modes=(("svd", None, True),), **extra):
   """Times numpy once per case (no compilation to amortise) and each of our
   modes (method, top_k) with a first call and `repeats` more."""
   wj = [jax.device_put(w) for w in weights]
   peer, _, ref = _timed(lambda: numpy_svr(weights), 0)
   shapes = [list(w.shape) for w in weights]
   records.append(C.record("svr", "numpy", name, peer, None, layers=len(weights), **extra))
-  for method, top_k in modes:
+  for method, top_k, pv in modes:
     key = jax.random.key(0) if top_k is not None else None
-    first, ours, res = _timed(lambda t=top_k, k=key, m=method: _ours(wj, t, k, m), repeats)
+    first, ours, res = _timed(lambda t=top_k, k=key, m=method, q=pv: _ours(wj, t, k, m, q),
+                              repeats)
     agree = _compare(res, ref)
-    label = name + ("" if method == "svd" else f"_{method}") + (f"_top{top_k}" if top_k else "")
+    label = (name + ("" if method == "svd" else f"_{method}") + (f"_top{top_k}" if top_k else "")
+             + ("" if pv else "_thresholds"))
     records.append(C.record("svr", "rainbow_jax", label, ours, max(first - ours, 0.0),
-                            method=method, top_k=top_k, layers=len(weights), shapes=shapes,
+                            method=method, top_k=top_k, with_pvalues=pv,
+                            layers=len(weights), shapes=shapes,
                             numpy_seconds=peer, speedup_vs_numpy=peer / ours, **agree, **extra))
     print(f"{label:22s} ours {ours:8.3f} s (first {first:7.2f})  numpy {peer:8.3f} s"
           f"  ×{peer / ours:5.2f}  max|Δa| {agree['max_abs_diff_adjacency']:.1e}"
@@ -142,7 +146,8 @@ def main(argv=None):
   vgg = vgg16(rng, scale)
   k = 256 // scale
   case("vgg16", vgg, 0 if not a.quick else a.repeats, records,
-       modes=(("svd", None), ("gram", None), ("svd", k)))
+       modes=(("svd", None, True), ("gram", None, True), ("gram", None, False),
+              ("svd", k, False)))
   width = 512 // scale
   for L in ([2, 4] if a.quick else [4, 8, 16]):
     stack = [rng.standard_normal((width, width, 3, 3), dtype=np.float32) for _ in range(L)]

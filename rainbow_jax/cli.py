@@ -1,11 +1,13 @@
 """Command line: ``rainbow-jax <command> [options]``.
 
 Commands:
-  train       train K seeds of the tutorial's MLP/CNN as one compiled program.
-  covariance  train two networks (two seeds, one compiled program), stream every
-              layer's activation covariance of both over the training set in
-              one pass, align the networks layer by layer, and write a report
-              (results.json, report.md, PNG figures).
+  analyze  the tutorial end to end: train K seeds (one compiled program),
+           stream every layer's activation covariances of seeds 0 and 1 in one
+           pass, spectra against Marchenko–Pastur, clipping curves, alignment
+           r² and eigenvector stability, S rainbow networks sampled in one
+           vmapped program; writes results.json, report.md, report.html and
+           PNG figures.
+  train    train K seeds of the tutorial's MLP/CNN as one compiled program.
 """
 
 from __future__ import annotations
@@ -42,103 +44,190 @@ def _load(name: str, data_dir: str | None):
                    normalize="tutorial" if name == "cifar10" else True)
 
 
-def covariance_report(args) -> dict:
-  """Runs the covariance/alignment analysis and writes the report."""
-  from rainbow_jax import align, models, moments, plots, train
+def _ranks(d: int) -> list[int]:
+  """Clipping ranks: powers of two below d, then d."""
+  r = [1]
+  while r[-1] * 2 < d:
+    r.append(r[-1] * 2)
+  return sorted(set(r + [d]))
+
+
+def analyze_report(args) -> dict:
+  """The tutorial end to end: train K seeds, spectra, clipping, alignment,
+  stability, rainbow samples; writes results.json, report.md/html, figures."""
+  from rainbow_jax import align, models, moments, plots, rainbow, spectra, train
 
   t_start = time.perf_counter()
+  if args.seeds < 2:
+    raise ValueError("analyze compares seeds: --seeds must be at least 2.")
   name = _pick_dataset(args.dataset)
   ds = _load(name, args.data_dir)
   print(f"dataset {name}: {ds.x_train.shape[0]} train images {ds.x_train.shape[1:]}"
         f" from {ds.source}", flush=True)
   x = ds.x_train[: args.max_samples] if args.max_samples else ds.x_train
+  y = ds.y_train[: len(x)]
+  x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
   model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes,
                       widths=args.widths, init="torch")
-  seeds = [args.seed, args.seed + 1]
+  seeds = list(range(args.seed, args.seed + args.seeds))
+  timings = {}
+
   t0 = time.perf_counter()
-  state, hist = train.fit(model, x, ds.y_train[: len(x)], ds.x_test, ds.y_test,
-                          seeds=seeds, epochs=args.epochs, batch_size=128)
-  t_train = time.perf_counter() - t0
-  params = [train.select(state.params, k) for k in range(2)]
+  init_params = train.init(model, train.sgd(), seeds, x.shape[1:]).params
+  state, hist = train.fit(model, x, y, x_test, y_test, seeds=seeds, epochs=args.epochs)
+  timings["train_seconds"] = time.perf_counter() - t0
   test_acc = (hist.test_accuracy[-1] if args.epochs else
-              np.asarray(train.accuracy(state.params, ds.x_test, ds.y_test, model=model)))
+              np.asarray(train.accuracy(state.params, x_test, y_test, model=model)))
   print(f"test accuracy after {args.epochs} epoch(s): "
         f"{', '.join(f'{a:.2f} %' for a in test_acc)}", flush=True)
-  apply = models.LayerInputs(model)
+  params = [train.select(state.params, k) for k in range(2)]
 
   t0 = time.perf_counter()
   stats = moments.layer_moments(
-      apply, params[0], _batches(x, args.batch), params2=params[1],
-      cross="matched", progress="one pass: all layers, both networks",
+      models.LayerInputs(model), params[0], _batches(x, args.batch), params2=params[1],
+      cross="matched", progress="one pass: all layers, seeds 0 and 1",
       total=-(-len(x) // args.batch))
-  t_moments = time.perf_counter() - t0
+  timings["moments_seconds"] = time.perf_counter() - t0
   num_layers = len(stats.dims) // 2
 
   os.makedirs(args.out, exist_ok=True)
+  out = lambda f: os.path.join(args.out, f)
   figures, layers = [], []
   kernels = [models.weights(p) for p in params]
+  init_kernels = models.weights(train.select(init_params, 0))
+  t_clip = 0.0
   for l in range(num_layers):
-    c1 = moments.covariance(stats, l)
-    c2 = moments.covariance(stats, num_layers + l)
+    k0 = kernels[0][l]
+    kind = "conv" if k0.ndim == 4 else "dense"
+    label = f"layer {l + 1} ({kind}, input d={stats.dims[l]})"
+    c1, c2 = moments.covariance(stats, l), moments.covariance(stats, num_layers + l)
     al = align.align_moments(stats, l, num_layers + l)
-    ev1, e1 = align.eigh_descending(c1)
-    ev2, e2 = align.eigh_descending(c2)
+    ev1, e1 = spectra.activation_spectrum(c1)
+    ev2, e2 = spectra.activation_spectrum(c2)
     act_stab = align.stability(e1, e2, al.matrix)
-    w1, w2 = (_out_in(k[l]) for k in kernels)
+    w1, w2 = (spectra.weight_matrix(k[l]) for k in kernels)
     # Layer 1 reads the same pixels in both networks: no alignment needed.
-    w_stab = align.weight_stability(w1, w2, None if l == 0 else _input_map(al.matrix, kernels[0][l]))
-    kind = "conv" if kernels[0][l].ndim == 4 else "dense"
-    label = f"input to layer {l + 1} ({kind}, d={stats.dims[l]})"
-    ax = plots.spectrum([ev1, ev2], ["network 1", "network 2"],
-                        title=f"Activation covariance spectrum\n{label}")
-    figures.append(plots.save(ax, os.path.join(args.out, f"spectrum_layer{l + 1}.png")))
-    ax = plots.stability(act_stab, title=f"Activation eigenvectors after alignment\n{label}")
-    figures.append(plots.save(ax, os.path.join(args.out, f"act_stability_layer{l + 1}.png")))
-    ax = plots.stability(w_stab, title=f"Weight eigenvectors after alignment\nlayer {l + 1}")
-    figures.append(plots.save(ax, os.path.join(args.out, f"weight_stability_layer{l + 1}.png")))
+    w_stab = align.weight_stability(w1, w2, None if l == 0 else _input_map(al.matrix, k0))
+    wev, wvec = spectra.weight_spectrum(k0)
+    wev_init, _ = spectra.weight_spectrum(init_kernels[l])
+    law = spectra.layer_law(k0, "torch")
+    learned = int(spectra.learned_components(wev, law))
+    learned_init = int(spectra.learned_components(wev_init, law))
+
+    t0 = time.perf_counter()
+    act_ranks = _ranks(e1.shape[0])
+    w_ranks = _ranks(wvec.shape[0])
+    clip_act = spectra.clip_sweep(model, params[0], l, e1, act_ranks, x_test, y_test)
+    clip_w = spectra.clip_sweep(model, params[0], l, wvec, w_ranks, x_test, y_test)
+    t_clip += time.perf_counter() - t0
+
+    figures.append(plots.save(
+        plots.spectrum([ev1, ev2], [f"seed {seeds[0]}", f"seed {seeds[1]}"],
+                       title=f"Activation covariance spectrum\n{label}"),
+        out(f"activation_spectrum_layer{l + 1}.png")))
+    figures.append(plots.save(
+        plots.weight_spectrum(wev, wev_init, law,
+                              title=f"Weight covariance spectrum, {label}\n"
+                                    f"{learned} eigenvalues above the edge"),
+        out(f"weight_spectrum_layer{l + 1}.png")))
+    ax = plots.curve(act_ranks, np.asarray(clip_act), label="activation eigenvectors",
+                     xlabel="rank k kept", ylabel="test accuracy (%)",
+                     title=f"Clipping the input of {label}")
+    plots.curve(w_ranks, np.asarray(clip_w), label="weight eigenvectors", ax=ax)
+    ax.axhline(float(test_acc[0]), color="k", lw=0.8, ls=":", label="unclipped")
+    ax.set_xscale("log")
+    ax.legend()
+    figures.append(plots.save(ax, out(f"clipping_layer{l + 1}.png")))
+    figures.append(plots.save(
+        plots.stability(act_stab, title=f"Activation eigenvectors after alignment\n{label}"),
+        out(f"act_stability_layer{l + 1}.png")))
+    figures.append(plots.save(
+        plots.stability(w_stab, title=f"Weight eigenvectors after alignment\n{label}"),
+        out(f"weight_stability_layer{l + 1}.png")))
     layers.append({
-        "layer": l + 1,
-        "kind": kind,
-        "input_dim": stats.dims[l],
-        "samples": int(stats.count[l]),
-        "r2": float(al.r2),
-        "top_eigenvalues": [float(v) for v in ev1[:10]],
+        "layer": l + 1, "kind": kind, "input_dim": stats.dims[l],
+        "samples": int(stats.count[l]), "r2": float(al.r2),
+        "top_activation_eigenvalues": [float(v) for v in ev1[:10]],
+        "learned_components": learned, "learned_components_at_init": learned_init,
+        "marchenko_pastur": {"ratio": law.ratio, "variance": law.variance,
+                             "lower": law.lower, "upper": law.upper},
+        "clipping": {"activation": {"ranks": act_ranks, "accuracy": np.asarray(clip_act).tolist()},
+                     "weight": {"ranks": w_ranks, "accuracy": np.asarray(clip_w).tolist()}},
         "act_stability_diag_top10": [float(v) for v in jnp.diag(act_stab)[:10]],
         "weight_stability_diag_top10": [float(v) for v in jnp.diag(w_stab)[:10]],
     })
-  r2 = [layer["r2"] for layer in layers]
-  ax = plots.bars(r2, [f"layer {l + 1}" for l in range(num_layers)],
-                  ylabel="r² (alignment)", title="Variance explained by alignment")
-  figures.append(plots.save(ax, os.path.join(args.out, "r2.png")))
+  timings["clipping_seconds"] = t_clip
+  r2_all = [layer["r2"] for layer in layers]
+  figures.append(plots.save(
+      plots.bars(r2_all, [f"layer {l + 1}" for l in range(num_layers)],
+                 ylabel="r² (alignment)", title="Variance explained by alignment"),
+      out("r2.png")))
 
+  rb_acc, rb_r2 = [], []
+  if args.samples:
+    t0 = time.perf_counter()
+    gen = rainbow.generate(jax.random.key(args.seed), model, params[0], x,
+                           num_samples=args.samples, batch_size=args.batch)
+    rb_acc = np.asarray(train.accuracy(gen.params, x_test, y_test, model=model)).tolist()
+    rb_r2 = np.asarray(gen.r2).tolist()
+    timings["rainbow_seconds"] = time.perf_counter() - t0
+    vals = [float(test_acc[0])] + rb_acc
+    figures.append(plots.save(
+        plots.bars(vals, ["reference"] + [f"sample {i + 1}" for i in range(len(rb_acc))],
+                   ylabel="test accuracy (%)", ylim=(0, 100),
+                   title=f"Rainbow networks sampled from seed {seeds[0]}"
+                         f" (mean {np.mean(rb_acc):.2f} ± {np.std(rb_acc):.2f} %)"),
+        out("rainbow_accuracy.png")))
+    print(f"rainbow accuracy over {len(rb_acc)} samples: {np.mean(rb_acc):.2f}"
+          f" ± {np.std(rb_acc):.2f} % (reference {test_acc[0]:.2f} %)", flush=True)
+
+  ax = None
+  for k, sd in enumerate(seeds):
+    ax = plots.curve(np.arange(1, len(hist.test_accuracy) + 1), hist.test_accuracy[:, k],
+                     label=f"seed {sd}", ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
+                     title=f"{args.arch.upper()} on {name}, {len(seeds)} seeds in one program")
+  if ax is not None:
+    figures.append(plots.save(ax, out("training.png")))
+
+  timings["total_seconds"] = time.perf_counter() - t_start
   results = {
-      "command": "covariance",
-      "dataset": name,
-      "source": ds.source,
-      "samples": int(len(x)),
+      "command": "analyze", "dataset": name, "source": ds.source, "samples": int(len(x)),
       "arch": args.arch,
       "widths": list(model.dims[1:-1]) if args.arch == "mlp" else list(model.channels[1:]),
       "networks": f"seeds {seeds}, PyTorch-default init, trained {args.epochs} epoch(s)"
                   " with SGD (lr 0.01, momentum 0.9, batch 128), each its own data order",
-      "epochs": args.epochs,
+      "epochs": args.epochs, "seeds": seeds,
       "trained_accuracy": [float(a) for a in test_acc],
       "history": {"loss": hist.loss.tolist(), "test_accuracy": hist.test_accuracy.tolist(),
                   "epoch_seconds": hist.seconds.tolist()},
-      "r2": r2,
-      "layers": layers,
-      "timings": {"train_seconds": t_train, "moments_seconds": t_moments,
-                  "total_seconds": time.perf_counter() - t_start},
-      "versions": {"python": platform.python_version(), "jax": jax.__version__},
+      "r2": r2_all[1:], "r2_all_layers": r2_all,
+      "learned_components": [layer["learned_components"] for layer in layers],
+      "rainbow_accuracy": rb_acc,
+      "rainbow_accuracy_mean": float(np.mean(rb_acc)) if rb_acc else None,
+      "rainbow_accuracy_std": float(np.std(rb_acc)) if rb_acc else None,
+      "rainbow_r2": rb_r2,
+      "layers": layers, "timings": timings,
+      "versions": {"python": platform.python_version(), "jax": jax.__version__,
+                   "rainbow_jax": _version()},
       "device": str(jax.devices()[0]),
       "figures": [os.path.basename(f) for f in figures],
   }
-  with open(os.path.join(args.out, "results.json"), "w") as f:
+  with open(out("results.json"), "w") as f:
     json.dump(results, f, indent=1)
-  _write_markdown(results, os.path.join(args.out, "report.md"))
-  print(f"r² per layer: {', '.join(f'{v:.3f}' for v in r2)}")
-  print(f"wrote {args.out}/report.md, results.json and {len(figures)} figures"
-        f" in {results['timings']['total_seconds']:.1f} s")
+  _write_report(results, out("report.md"), out("report.html"))
+  print(f"r² per aligned layer: {', '.join(f'{v:.3f}' for v in results['r2'])};"
+        f" learned components {results['learned_components']}")
+  print(f"wrote {args.out}/report.md, report.html, results.json and {len(figures)} figures"
+        f" in {timings['total_seconds']:.1f} s")
   return results
+
+
+def _version() -> str:
+  from importlib import metadata
+  try:
+    return metadata.version("rainbow_jax")
+  except metadata.PackageNotFoundError:
+    return "unknown"
 
 
 def train_report(args) -> dict:
@@ -210,39 +299,62 @@ def _input_map(a, kernel):
   return a
 
 
-def _write_markdown(results: dict, path: str) -> None:
-  lines = [
-      f"# rainbow_jax covariance report — {results['dataset']}",
-      "",
+def _write_report(results: dict, md_path: str, html_path: str) -> None:
+  acc = results["trained_accuracy"]
+  t = results["timings"]
+  intro = [
       f"{results['samples']} training images from `{results['source']}`;"
-      f" {results['arch'].upper()} with widths {results['widths']};"
-      f" {results['networks']}.",
-      f"Test accuracy: {', '.join(f'{a:.2f} %' for a in results['trained_accuracy'])}"
-      f" (training took {results['timings']['train_seconds']:.1f} s for both seeds,"
-      " one vmapped program).",
-      f"One streamed pass computed every layer's self and cross second moments"
-      f" in {results['timings']['moments_seconds']:.1f} s on {results['device']}.",
-      "",
-      "| layer | kind | input dim | samples | r² | top eigenvalue |",
-      "| --- | --- | --- | --- | --- | --- |",
+      f" {results['arch'].upper()} with widths {results['widths']}; {results['networks']}.",
+      f"Test accuracy per seed: {', '.join(f'{a:.2f} %' for a in acc)}"
+      f" (training {t['train_seconds']:.1f} s for all seeds, one vmapped program).",
+      f"One streamed pass computed every layer's self and cross second moments of seeds"
+      f" {results['seeds'][0]} and {results['seeds'][1]} in {t['moments_seconds']:.1f} s"
+      f" on {results['device']}.",
   ]
-  for layer in results["layers"]:
-    lines.append(
-        f"| {layer['layer']} | {layer['kind']} | {layer['input_dim']} |"
-        f" {layer['samples']} | {layer['r2']:.4f} | {layer['top_eigenvalues'][0]:.4g} |")
-  lines += ["", "Layer 1 reads the pixels, identical for both networks (r² = 1)."
-            " Later layers compare the networks' hidden representations.", ""]
-  for fig in results["figures"]:
-    lines += [f"![{fig}]({fig})", ""]
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  if results["rainbow_accuracy"]:
+    intro.append(
+        f"Rainbow networks sampled from seed {results['seeds'][0]}:"
+        f" {results['rainbow_accuracy_mean']:.2f} ± {results['rainbow_accuracy_std']:.2f} %"
+        f" over {len(results['rainbow_accuracy'])} samples"
+        f" ({t['rainbow_seconds']:.1f} s, all samples in one vmapped program).")
+  head = ["layer", "kind", "input dim", "r²", "learned components (init)",
+          "top activation eigenvalue"]
+  rows = [[str(layer["layer"]), layer["kind"], str(layer["input_dim"]), f"{layer['r2']:.4f}",
+           f"{layer['learned_components']} ({layer['learned_components_at_init']})",
+           f"{layer['top_activation_eigenvalues'][0]:.4g}"] for layer in results["layers"]]
+  note = ("Layer 1 reads the pixels, identical for both networks (r² = 1). Learned"
+          " components: weight-covariance eigenvalues above the Marchenko–Pastur edge of"
+          " the layer's shape and initialisation (in brackets: the same count at"
+          " initialisation, the noise level).")
+  md = [f"# rainbow_jax analysis — {results['dataset']}", ""] + intro + [""]
+  md += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+  md += ["| " + " | ".join(r) + " |" for r in rows]
+  md += ["", note, ""] + [f"![{f}]({f})\n" for f in results["figures"]]
+  with open(md_path, "w") as f:
+    f.write("\n".join(md))
+  esc = lambda v: (str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                   .replace("`", ""))
+  html = ["<!doctype html><meta charset='utf-8'>",
+          f"<title>rainbow_jax analysis — {esc(results['dataset'])}</title>",
+          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+          "td,th{border:1px solid #ccc;padding:3px 8px}table{border-collapse:collapse}"
+          "img{max-width:100%}</style>",
+          f"<h1>rainbow_jax analysis — {esc(results['dataset'])}</h1>"]
+  html += [f"<p>{esc(p)}</p>" for p in intro]
+  html += ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
+  html += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
+  html += ["</table>", f"<p>{esc(note)}</p>"]
+  html += [f"<p><img src='{f}' alt='{f}'></p>" for f in results["figures"]]
+  with open(html_path, "w") as f:
+    f.write("\n".join(html))
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="rainbow-jax", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
-  c = sub.add_parser("covariance", help="streamed covariances + alignment report")
+  c = sub.add_parser("analyze", help="the tutorial end to end: train, spectra, clipping,"
+                                       " alignment, stability, rainbow samples; a report")
   c.add_argument("--dataset", default="auto",
                  help="fashion_mnist | mnist | cifar10 | digits | auto (Fashion-MNIST"
                       " when installed, else digits)")
@@ -250,13 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--arch", default="mlp", choices=["mlp", "cnn"])
   c.add_argument("--widths", type=int, nargs="+", default=None,
                  help="hidden widths (mlp) or conv channels (cnn)")
+  c.add_argument("--seeds", type=int, default=2, help="seeds trained (≥ 2; 0 and 1 compared)")
+  c.add_argument("--samples", type=int, default=8, help="rainbow networks sampled (0: none)")
   c.add_argument("--epochs", type=int, default=5,
-                 help="epochs to train both networks first (0: compare at init)")
-  c.add_argument("--batch", type=int, default=1000, help="batch for the moments pass")
-  c.add_argument("--max-samples", type=int, default=0, help="0: all")
-  c.add_argument("--seed", type=int, default=0)
-  c.add_argument("--out", default="reports/covariance")
-  c.set_defaults(run=covariance_report)
+                 help="epochs to train the seeds first (0: analyse at init)")
+  c.add_argument("--batch", type=int, default=1000,
+                 help="batch of the moments and alignment passes (memory only)")
+  c.add_argument("--max-samples", type=int, default=0, help="training images used; 0: all")
+  c.add_argument("--seed", type=int, default=0, help="first seed")
+  c.add_argument("--out", default="reports/analyze")
+  c.set_defaults(run=analyze_report)
 
   t = sub.add_parser("train", help="train K seeds as one compiled program")
   t.add_argument("--dataset", default="auto")

@@ -52,19 +52,24 @@ class MLP(nn.Module):
   initializer: str = "torch"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None):
+  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None,
+               start: int = 0):
     """Args: x ``[B, ...]`` (flattened to ``[B, d_in]``). Returns logits
     ``[B, classes]``, or with ``taps=True`` the list of inputs to each Dense
-    layer (with ``upto=j``, only those of layers 0…j, computing no more)."""
+    layer (with ``upto=j``, only those of layers 0…j, computing no more).
+    With ``start=j``, x is the input to layer j (as tapped) and layers before
+    it are skipped (their parameters are not needed)."""
     x = x.reshape(x.shape[0], -1)
-    if x.shape[-1] != self.dims[0]:
+    if x.shape[-1] != self.dims[start]:
       raise ValueError(
-          f"MLP expects {self.dims[0]} input features, got input of shape"
-          f" {x.shape} after flattening."
+          f"MLP layer {start} expects {self.dims[start]} input features, got input"
+          f" of shape {x.shape} after flattening."
       )
     inputs = []
     n_layers = len(self.dims) - 1
     for i, width in enumerate(self.dims[1:]):
+      if i < start:
+        continue
       inputs.append(x)
       if taps and upto is not None and i >= upto:
         return inputs
@@ -131,17 +136,24 @@ class CNN(nn.Module):
   conv: str = "patches"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None):
+  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None,
+               start: int = 0):
     """Args: x ``[B, H, W, c_in]``. Returns logits ``[B, classes]``, or with
     ``taps=True`` the inputs to each layer (``[B, H, W, C]`` for convs,
-    ``[B, H·W·C]`` for the classifier; with ``upto=j`` only layers 0…j)."""
-    if x.ndim != 4 or x.shape[-1] != self.channels[0]:
+    ``[B, H·W·C]`` for the classifier; with ``upto=j`` only layers 0…j).
+    With ``start=j``, x is the input to layer j (as tapped) and layers before
+    it are skipped."""
+    n_conv = len(self.channels) - 1
+    if start < n_conv and (x.ndim != 4 or x.shape[-1] != self.channels[start]):
       raise ValueError(
-          f"CNN expects images [B, H, W, {self.channels[0]}], got {x.shape}."
+          f"CNN layer {start} expects images [B, H, W, {self.channels[start]}],"
+          f" got {x.shape}."
       )
     inputs = []
     k = self.kernel_size
     for i, c in enumerate(self.channels[1:]):
+      if i < start:
+        continue
       inputs.append(x)
       if taps and upto is not None and i >= upto:
         return inputs
@@ -155,7 +167,7 @@ class CNN(nn.Module):
         raise ValueError(f"conv must be 'patches' or 'xla', got {self.conv!r}.")
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # Flax order: (H, W, C).
-    inputs.append(x)
+    inputs.append(x)  # start == n_conv: x was the flattened input already
     x = nn.Dense(self.num_classes, use_bias=False,
                  kernel_init=kernel_init(self.initializer),
                  name=f"dense_{len(self.channels) - 1}")(x)

@@ -92,6 +92,30 @@ def curve(x, y, *, label: str = "", xlabel: str = "", ylabel: str = "",
   return ax
 
 
+def weight_spectrum(trained, init, law, *, title: str = ""):
+  """Two panels: the weight-covariance eigenvalues against rank after
+  training and at initialisation with the Marchenko–Pastur upper edge, and
+  the histogram at initialisation against the Marchenko–Pastur density."""
+  fig, (a1, a2) = _plt().subplots(1, 2, figsize=(10, 4))
+  for ev, label, ls in ((trained, "trained", "solid"), (init, "initialisation", "dashed")):
+    ev = np.asarray(ev)
+    a1.plot(1 + np.arange(len(ev)), ev, linestyle=ls, label=label)
+  a1.axhline(law.upper, color="k", lw=0.8, ls=":", label="Marchenko–Pastur edge")
+  a1.set_yscale("log")
+  a1.set_xlabel("rank")
+  a1.set_ylabel("eigenvalue")
+  a1.set_title(title)
+  a1.legend(fontsize=8)
+  ev = np.asarray(init, np.float64)
+  a2.hist(ev[ev > 1e-12 * ev.max()], bins=40, density=True, alpha=0.6, label="initialisation")
+  grid = np.linspace(law.lower, law.upper, 400)
+  a2.plot(grid, law.pdf(grid) / min(1.0, 1.0 / law.ratio), "k", lw=1, label="Marchenko–Pastur")
+  a2.set_xlabel("eigenvalue")
+  a2.set_title("init spectrum vs Marchenko–Pastur")
+  a2.legend(fontsize=8)
+  return fig
+
+
 def save(ax_or_fig, path: str) -> str:
   """Saves the figure of an Axes (or a Figure) as PNG and closes it."""
   fig = getattr(ax_or_fig, "figure", ax_or_fig)
@@ -160,4 +184,5 @@ def adjacency(matrix, *, title: str = "", ax=None, dims=None):
   return ax
 
 
-__all__ = ["adjacency", "bars", "curve", "save", "spectrum", "stability", "svr_graph"]
+__all__ = ["adjacency", "bars", "curve", "save", "spectrum", "stability", "svr_graph",
+           "weight_spectrum"]

@@ -24,6 +24,7 @@ and conv patches flatten in ``(K, K, C_in)`` order, as our models do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -154,8 +155,9 @@ def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequenc
                x: Array, y: Array, *, batch_size: int = 1000) -> Array:
   """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
 
-  All ranks are evaluated as one vmapped program over a stack of clipped
-  parameters (one pass over ``x``).
+  One pass over ``x``: per batch, the layers before `layer` run once and
+  the rest of the network is vmapped over the ranks (the tutorial
+  deep-copies a model per rank and runs each on the whole network).
 
   Args:
     model: Flax module (one network).
@@ -168,7 +170,7 @@ def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequenc
   Returns:
     ``[len(ranks)]`` accuracies in percent.
   """
-  from rainbow_jax import models, train
+  from rainbow_jax import models
 
   kernels = models.weights(params)
   if not 0 <= layer < len(kernels):
@@ -176,13 +178,36 @@ def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequenc
   ranks = np.asarray(ranks)
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
-  def clipped(k):
-    return models.with_weights(
-        params, [clip_kernel(w, basis, k) if i == layer else w for i, w in enumerate(kernels)])
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  n = x.shape[0]
+  nb = -(-n // batch_size)
+  pad = nb * batch_size - n
+  xb = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+      nb, batch_size, *x.shape[1:])
+  yb = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
+  return 100.0 * _clip_counts(model, layer, params, basis, jnp.asarray(ranks), xb, yb) / n
 
-  stacked = jax.vmap(clipped)(jnp.asarray(ranks))
-  return train.accuracy(stacked, jnp.asarray(x), jnp.asarray(y), model=model,
-                        batch_size=batch_size)
+
+@functools.partial(jax.jit, static_argnames=("model", "layer"))
+def _clip_counts(model, layer, params, basis, ranks, xb, yb):
+  """Correct predictions per rank; the layers before `layer` run once per
+  batch, shared by every rank."""
+  from rainbow_jax import models
+
+  kernels = models.weights(params)
+
+  def one_rank(k, h):
+    clipped = models.with_weights(
+        params, [clip_kernel(w, basis, k) if i == layer else w for i, w in enumerate(kernels)])
+    return model.apply({"params": clipped}, h, start=layer)
+
+  def body(counts, batch):
+    x, y = batch
+    h = models.layer_inputs(model, params, x, upto=layer)[layer]
+    logits = jax.vmap(one_rank, in_axes=(0, None))(ranks, h)
+    return counts + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1), None
+
+  return lax.scan(body, jnp.zeros(ranks.shape, jnp.int32), (xb, yb))[0]
 
 
 def explained_variance(eigenvalues: Array) -> Array:

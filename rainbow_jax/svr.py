@@ -312,11 +312,13 @@ def pvalues(a: Array, channels: int, positions: int = 1, *, exact: bool = True) 
   c, p = channels, positions
   a = jnp.clip(a, 0.0, 1.0)
   if exact:  # P(Beta(α, β) > x) = 1 − I_x(α, β) = I_{1−x}(β, α); the first
-    # form is accurate for small x, the second in the upper tail.
+    # form is accurate for small x, the second in the upper tail. One
+    # betainc call with per-entry parameters evaluates whichever applies.
     al, be = p / 2, (c - 1) * p / 2
-    lower = 1.0 - jax.scipy.special.betainc(al, be, a)
-    upper = jax.scipy.special.betainc(be, al, 1.0 - a)
-    return jnp.where(a < al / (al + be), lower, upper)
+    low = a < al / (al + be)
+    r = jax.scipy.special.betainc(jnp.where(low, al, be), jnp.where(low, be, al),
+                                  jnp.where(low, a, 1.0 - a))
+    return jnp.where(low, 1.0 - r, r)
   return jax.scipy.special.gammaincc(p / 2, c * p * a / 2)
 
 
@@ -389,7 +391,8 @@ class SVR(NamedTuple):
     adjacency: L − 1 arrays ``[M_{i+1}, M_i]``.
     channels, positions: L − 1 ints, the shared dimension c and the
       positions P of each edge layer (null law Beta(P/2, (c−1)P/2)).
-    pvalues: L − 1 arrays of edge p-values under the null law.
+    pvalues: L − 1 arrays of edge p-values under the null law (None with
+      ``with_pvalues=False``).
     significant: L − 1 boolean masks.
     internal_dims: L − 1 pairs (d_out, d_in).
     intensity: L − 1 arrays ``[M_i]`` of vertex colour intensities.
@@ -405,21 +408,21 @@ class SVR(NamedTuple):
   intensity: list
 
 
-@functools.partial(jax.jit, static_argnames=("exact",))
-def _edge(u: Array, v: Array, alpha, *, exact: bool):
+@functools.partial(jax.jit, static_argnames=("exact", "with_pvalues"))
+def _edge(u: Array, v: Array, critical, *, exact: bool, with_pvalues: bool):
   """Everything about one edge layer in one compiled program (one compile
-  per distinct shape): adjacency, p-values, significance, internal
-  dimensions, colour intensity."""
+  per distinct shape): adjacency, significance (a above the null law's
+  critical value), p-values if asked, internal dimensions, colour intensity."""
   c = u.shape[0]
   p = v.shape[0] // c
   a = _adjacency(u, v)
-  q = pvalues(a, c, p, exact=exact)
-  return a, q, q < alpha, internal_dimensions(a, c), color_intensity(a, c)
+  q = pvalues(a, c, p, exact=exact) if with_pvalues else None
+  return a, q, a > critical, internal_dimensions(a, c), color_intensity(a, c)
 
 
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
         fdr: float | None = None, top_k: int | None = None,
-        key: Array | None = None, method: str = "svd") -> SVR:
+        key: Array | None = None, method: str = "svd", with_pvalues: bool = True) -> SVR:
   """Full SVR of a network given as native-layout weights in forward order.
 
   Args:
@@ -432,6 +435,10 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
       all edges instead of the per-edge `alpha`.
     top_k, key: randomized top-k SVD for layers larger than `top_k`.
     method: ``'svd'`` or the faster ``'gram'`` (see `spectra`).
+    with_pvalues: compute every edge's p-value (the incomplete beta
+      function: the costliest step of a large network's SVR). Significance
+      at `alpha` never needs them: it compares each edge with the null law's
+      critical value. False leaves ``pvalues`` as None (not with `fdr`).
 
   Returns:
     `SVR`.
@@ -442,9 +449,13 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
   spec = spectra(weights, top_k=top_k, key=key, method=method)
   adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
+  if fdr is not None and not with_pvalues:
+    raise ValueError("fdr needs the p-values: with_pvalues=True.")
   for i in range(len(spec) - 1):
     c, p = _positions(spec[i], spec[i + 1])
-    a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, alpha, exact=exact)
+    crit = float(null_law(c, p, exact=exact).isf(alpha))
+    a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, crit, exact=exact,
+                           with_pvalues=with_pvalues)
     for lst, val in zip((adj, cs, ps, pv, sig, dims, inten), (a, c, p, q, m, d, ci)):
       lst.append(val)
   if fdr is not None:
@@ -488,7 +499,7 @@ def low_rank(weights: Sequence[Array], ranks: Sequence[int]) -> list[Array]:
 def edges(result: SVR) -> dict[str, np.ndarray]:
   """Significant edges as columns: ``layer`` (i: from layer i to i+1),
   ``source`` (spectral neuron of layer i), ``target`` (of layer i+1),
-  ``weight``, ``pvalue`` (numpy, sorted by layer)."""
+  ``weight``, ``pvalue`` (NaN without p-values; numpy, sorted by layer)."""
   cols = {k: [] for k in ("layer", "source", "target", "weight", "pvalue")}
   for i, (a, p, m) in enumerate(zip(result.adjacency, result.pvalues, result.significant)):
     tgt, src = np.nonzero(np.asarray(m))
@@ -496,7 +507,7 @@ def edges(result: SVR) -> dict[str, np.ndarray]:
     cols["source"].append(src)
     cols["target"].append(tgt)
     cols["weight"].append(np.asarray(a)[tgt, src])
-    cols["pvalue"].append(np.asarray(p)[tgt, src])
+    cols["pvalue"].append(np.full(src.shape, np.nan) if p is None else np.asarray(p)[tgt, src])
   return {k: np.concatenate(v) for k, v in cols.items()}
 
 

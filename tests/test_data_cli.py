@@ -47,18 +47,31 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     data.load("imagenet")
 
 
-def test_covariance_command_on_digits(tmp_path):
+def test_analyze_command_on_digits(tmp_path):
   out = tmp_path / "report"
-  assert cli.main(["covariance", "--dataset", "digits", "--widths", "32", "16", "--epochs", "10",
-                   "--batch", "256", "--out", str(out)]) == 0
+  assert cli.main(["analyze", "--dataset", "digits", "--widths", "32", "16", "--epochs", "10",
+                   "--samples", "3", "--batch", "256", "--out", str(out)]) == 0
   res = json.loads((out / "results.json").read_text())
   assert res["dataset"] == "digits" and res["samples"] == 1437
-  assert res["r2"][0] == pytest.approx(1.0, abs=1e-4)  # same pixels in both
-  assert all(0 < r <= 1 + 1e-6 for r in res["r2"])
+  assert res["r2_all_layers"][0] == pytest.approx(1.0, abs=1e-4)  # same pixels in both
+  assert len(res["r2"]) == 2 and all(0 < r <= 1 + 1e-6 for r in res["r2"])
   assert len(res["trained_accuracy"]) == 2 and min(res["trained_accuracy"]) > 50
+  assert len(res["rainbow_accuracy"]) == 3 and min(res["rainbow_accuracy"]) > 30
+  assert len(res["learned_components"]) == 3
+  for layer in res["layers"]:
+    # Clipping to a complete basis is the unclipped network.
+    for kind in ("activation", "weight"):
+      c = layer["clipping"][kind]
+      if kind == "activation" or c["ranks"][-1] == layer["input_dim"]:
+        assert c["accuracy"][-1] == pytest.approx(res["trained_accuracy"][0], abs=1e-3)
+  assert {"train_seconds", "moments_seconds", "rainbow_seconds"} <= set(res["timings"])
+  assert res["versions"]["jax"] and res["device"]
   for fig in res["figures"]:
     assert (out / fig).stat().st_size > 1000
   assert "r²" in (out / "report.md").read_text()
+  html = (out / "report.html").read_text()
+  assert all(f"src='{f}'" in html for f in res["figures"])
+  assert cli.main(["analyze", "--dataset", "digits", "--seeds", "1", "--out", str(out)]) == 2
 
 
 def _quick_benchmark(name, tmp_path):

@@ -137,6 +137,14 @@ def test_significance_fdr_edges_and_graph(rng):
   fdr = V.svr(ws, fdr=0.2)
   for p, m in zip(fdr.pvalues, fdr.significant):
     np.testing.assert_array_equal(np.asarray(m), np.asarray(p) <= cut)
+  # Without p-values, significance comes from the critical value alone.
+  bare = V.svr(ws, alpha=0.15, with_pvalues=False)
+  assert all(p is None for p in bare.pvalues)
+  for m1, m2 in zip(bare.significant, res.significant):
+    np.testing.assert_array_equal(np.asarray(m1), np.asarray(m2))
+  assert np.all(np.isnan(V.edges(bare)["pvalue"]))
+  with pytest.raises(ValueError, match="fdr"):
+    V.svr(ws, fdr=0.1, with_pvalues=False)
   e = V.edges(res)
   assert e["layer"].size == sum(int(np.sum(m)) for m in res.significant)
   assert np.all(e["pvalue"] < 0.15)

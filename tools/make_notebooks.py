@@ -320,8 +320,129 @@ def svr_notebook():
   ]
 
 
+def rainbow_tutorial():
+  return [
+      new_markdown_cell(
+          "# The rainbow tutorial with rainbow_jax\n\n"
+          "What has a trained network learned, and is it the same across training runs?"
+          " This notebook runs the whole tutorial as jitted, vmapped functions: K seeds"
+          " trained as one program, activation and weight spectra (against the"
+          " Marchenko–Pastur law), clipping, alignment of two seeds, eigenvector"
+          " stability, and Gaussian *rainbow* networks sampled from a trained one."
+          " Fashion-MNIST offline; on Colab set `DATASET = 'cifar10'` (grayscale, through"
+          " tensorflow-datasets) for the tutorial's own data."),
+      new_code_cell(INSTALL),
+      params_cell('DATASET = "auto"   # fashion_mnist when installed, else digits; or cifar10 (tfds)\n'
+                  'ARCH = "mlp"       # or "cnn"\n'
+                  'QUICK = False      # the tests set True: less data, fewer epochs and samples'),
+      new_code_cell(
+          "import jax, jax.numpy as jnp, numpy as np\n"
+          "import matplotlib.pyplot as plt\n"
+          "from rainbow_jax import align, data, models, moments, plots, rainbow, spectra, train\n\n"
+          'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
+          "ds = data.load(name, grayscale=True, normalize='tutorial' if name == 'cifar10' else True)\n"
+          "n_train = 5000 if QUICK else len(ds.x_train)\n"
+          "x, y = ds.x_train[:n_train], ds.y_train[:n_train]\n"
+          "x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)\n"
+          "arch = ARCH if name != 'digits' else 'mlp'  # 8×8 digits are too small for the CNN\n"
+          "print(name, x.shape, ds.source)"),
+      new_markdown_cell("## Train K seeds as one program\n"
+                        "The tutorial's hyperparameters: SGD, learning rate 0.01, momentum 0.9,"
+                        " batch 128, PyTorch-default initialisation, no biases."),
+      new_code_cell(
+          "seeds = [0, 1, 2]\n"
+          "model = models.make(arch, x.shape[1:], ds.num_classes)\n"
+          "init_params = train.init(model, train.sgd(), seeds, x.shape[1:]).params\n"
+          "state, hist = train.fit(model, x, y, x_test, y_test, seeds=seeds, epochs=1 if QUICK else 5)\n"
+          "params = [train.select(state.params, k) for k in range(len(seeds))]\n"
+          "print('test accuracy per seed (%):', np.round(hist.test_accuracy[-1], 2))"),
+      new_markdown_cell("## Activation covariances of two seeds, one streamed pass\n"
+                        "Every layer's input, self and cross second moments of seeds 0 and 1."),
+      new_code_cell(
+          "batches = [x[i:i + 1000] for i in range(0, len(x), 1000)]\n"
+          "stats = moments.layer_moments(models.LayerInputs(model), params[0], batches,\n"
+          "                              params2=params[1], cross='matched')\n"
+          "L = len(stats.dims) // 2\n"
+          "fig, axes = plt.subplots(1, L, figsize=(4.5 * L, 3.8))\n"
+          "act = []\n"
+          "for l in range(L):\n"
+          "    ev0, e0 = spectra.activation_spectrum(moments.covariance(stats, l))\n"
+          "    ev1, e1 = spectra.activation_spectrum(moments.covariance(stats, L + l))\n"
+          "    act.append((ev0, e0, e1))\n"
+          "    plots.spectrum([ev0, ev1], ['seed 0', 'seed 1'], title=f'input to layer {l + 1}', ax=axes[l])"),
+      new_markdown_cell("## Weight spectra against Marchenko–Pastur\n"
+                        "At initialisation the weight covariance follows the Marchenko–Pastur law;"
+                        " eigenvalues above its edge after training are the learned components."),
+      new_code_cell(
+          "kernels = models.weights(params[0])\n"
+          "init_kernels = models.weights(train.select(init_params, 0))\n"
+          "for l, (k, k0) in enumerate(zip(kernels, init_kernels)):\n"
+          "    ev, _ = spectra.weight_spectrum(k)\n"
+          "    ev0, _ = spectra.weight_spectrum(k0)\n"
+          "    law = spectra.layer_law(k, 'torch')\n"
+          "    n = int(spectra.learned_components(ev, law))\n"
+          "    plots.weight_spectrum(ev, ev0, law, title=f'layer {l + 1}: {n} learned components')"),
+      new_markdown_cell("## Clipping\n"
+                        "Project layer 2's input on its top-k eigenvectors (activation or weight)"
+                        " and measure the accuracy left; every k in one vmapped evaluation."),
+      new_code_cell(
+          "layer = 1\n"
+          "_, wvec = spectra.weight_spectrum(kernels[layer])\n"
+          "_, e_act, _ = act[layer]\n"
+          "ranks = [1, 2, 4, 8, 16, 32, 64, 128, e_act.shape[0]]\n"
+          "acc_act = spectra.clip_sweep(model, params[0], layer, e_act, ranks, x_test, y_test)\n"
+          "w_ranks = [r for r in ranks if r <= wvec.shape[0]]\n"
+          "acc_w = spectra.clip_sweep(model, params[0], layer, wvec, w_ranks, x_test, y_test)\n"
+          "plt.figure(figsize=(5, 3.8))\n"
+          "plt.plot(ranks, acc_act, 'o-', label='activation eigenvectors')\n"
+          "plt.plot(w_ranks, acc_w, 's-', label='weight eigenvectors')\n"
+          "plt.axhline(hist.test_accuracy[-1][0], color='k', ls=':', label='unclipped')\n"
+          "plt.xscale('log'); plt.xlabel('rank k'); plt.ylabel('test accuracy (%)'); plt.legend();"),
+      new_markdown_cell("## Alignment of two seeds and eigenvector stability\n"
+                        "A = UVᵀ from E[ψφᵀ] = UΣVᵀ; r² = tr Σ / √(E‖φ‖² E‖ψ‖²). After alignment"
+                        " the top eigenvectors of the two seeds coincide."),
+      new_code_cell(
+          "r2 = []\n"
+          "fig, axes = plt.subplots(1, L, figsize=(4.5 * L, 3.8))\n"
+          "for l in range(L):\n"
+          "    al = align.align_moments(stats, l, L + l)\n"
+          "    r2.append(float(al.r2))\n"
+          "    ev0, e0, e1 = act[l]\n"
+          "    plots.stability(align.stability(e0, e1, al.matrix), title=f'layer {l + 1}, r² = {r2[-1]:.3f}', ax=axes[l])\n"
+          "print('r² per layer:', np.round(r2, 4))"),
+      new_markdown_cell("## Rainbow networks\n"
+                        "Sample new networks layer by layer from the weight covariances of seed 0,"
+                        " realigning each layer with one data pass; all samples in one vmapped"
+                        " program. Then: covariances averaged over the three seeds, and a wider"
+                        " network."),
+      new_code_cell(
+          "S = 2 if QUICK else 8\n"
+          "gen = rainbow.generate(jax.random.key(0), model, params[0], x, num_samples=S)\n"
+          "acc = np.asarray(train.accuracy(gen.params, x_test, y_test, model=model))\n"
+          "print(f'reference {hist.test_accuracy[-1][0]:.2f} %; rainbow {acc.mean():.2f} ± {acc.std():.2f} %')\n"
+          "print('alignment r² per sample and layer:', np.round(np.asarray(gen.r2), 3))"),
+      new_code_cell(
+          "# Average the weight covariances over seeds: bring seeds 1, 2 into seed 0's basis.\n"
+          "alignments = []\n"
+          "for k in (1, 2):\n"
+          "    st = moments.layer_moments(models.LayerInputs(model), params[0], batches,\n"
+          "                               params2=params[k], cross='matched')\n"
+          "    alignments.append([None] + [align.align_moments(st, l, L + l).matrix for l in range(1, L)])\n"
+          "factors = rainbow.reference_factors([models.weights(p) for p in params], alignments)\n"
+          "gen_avg = rainbow.generate(jax.random.key(1), model, params[0], x, num_samples=S, factors=factors)\n"
+          "acc_avg = np.asarray(train.accuracy(gen_avg.params, x_test, y_test, model=model))\n"
+          "print(f'averaged over {len(params)} seeds: {acc_avg.mean():.2f} ± {acc_avg.std():.2f} %')\n"
+          "if arch == 'mlp':\n"
+          "    wide = models.make('mlp', x.shape[1:], ds.num_classes, widths=[1024, 512])\n"
+          "    gw = rainbow.generate(jax.random.key(2), model, params[0], x, num_samples=S, gen_model=wide)\n"
+          "    acc_w = np.asarray(train.accuracy(gw.params, x_test, y_test, model=wide))\n"
+          "    print(f'twice as wide: {acc_w.mean():.2f} ± {acc_w.std():.2f} %')"),
+  ]
+
+
 if __name__ == "__main__":
   here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
   notebook(moments_and_alignment(), os.path.join(here, "moments_and_alignment.ipynb"))
   notebook(similarity(), os.path.join(here, "similarity.ipynb"))
   notebook(svr_notebook(), os.path.join(here, "svr.ipynb"))
+  notebook(rainbow_tutorial(), os.path.join(here, "rainbow_tutorial.ipynb"))

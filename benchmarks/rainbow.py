@@ -1,0 +1,220 @@
+"""Rainbow sampling and clipping sweeps: rainbow_jax vs the tutorial's PyTorch
+procedure, in the same process on the same trained networks.
+
+    python benchmarks/rainbow.py [--quick] [--out results/rainbow.json]
+
+Cases (Fashion-MNIST, the tutorial's MLP [784, 512, 256, 10] and CNN
+[1→32→64, 5×5/2], trained one epoch here; the weights are the same for both
+implementations):
+  * ``generate_S`` — S ∈ {1, 8, 32} rainbow networks, each aligned with one
+    pass over the 60 000 training images, plus their test accuracy.
+    rainbow_jax: `rainbow_jax.rainbow.generate` (S samples in one vmapped
+    program). PyTorch: the tutorial's ``generate_network`` procedure (SVD,
+    Gaussian sample, realign, cross-covariance of hooked activations over a
+    batch-128 loader, SVD alignment; then evaluation), once per sample: we time
+    one sample and report S × that for S > 1 (``extrapolated``).
+  * ``clip_all_ranks`` — activation clipping of the MLP's second layer at every
+    rank 1…512 (the tutorial deep-copies one model per rank and evaluates each
+    on the test set) vs `rainbow_jax.spectra.clip_sweep`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import _common as C
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rainbow_jax import data, models, moments, rainbow, spectra, svr, train
+
+
+# --------------------------------------------------------------------------
+# The tutorial's procedure in PyTorch (written from the seed's description).
+
+
+def torch_model(arch, native, torch):
+  nn = torch.nn
+  if arch == "mlp":
+    layers = [nn.Flatten()]
+    for i, w in enumerate(native):
+      layers.append(nn.Linear(w.shape[1], w.shape[0], bias=False))
+      if i < len(native) - 1:
+        layers.append(nn.ReLU())
+  else:
+    layers = []
+    for w in native[:-1]:
+      layers += [nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=2, bias=False), nn.ReLU()]
+    layers += [nn.Flatten(), nn.Linear(native[-1].shape[1], native[-1].shape[0], bias=False)]
+  m = nn.Sequential(*layers)
+  weighted = [l for l in m if hasattr(l, "weight")]
+  with torch.no_grad():
+    for l, w in zip(weighted, native):
+      l.weight.copy_(torch.from_numpy(np.asarray(w)))
+  return m.eval()
+
+
+def _space_to_batch(x):
+  if x.ndim == 4:
+    x = x.permute(0, 2, 3, 1)
+  return x.reshape(-1, x.shape[-1])
+
+
+def _hooked_inputs(model, idx, x):
+  saved = []
+  h = model[idx].register_forward_hook(lambda mod, inp, out: saved.append(inp[0]))
+  model(x)
+  h.remove()
+  return saved[0]
+
+
+def torch_evaluate(models_, x, y, torch, batch=128):
+  correct = [0] * len(models_)
+  with torch.no_grad():
+    for i in range(0, len(x), batch):
+      xb, yb = x[i:i + batch], y[i:i + batch]
+      for k, m in enumerate(models_):
+        correct[k] += int((m(xb).argmax(-1) == yb).sum())
+  return [100.0 * c / len(x) for c in correct]
+
+
+def torch_generate(ref, x_train, x_test, y_test, torch, batch=128):
+  """One rainbow network, the tutorial's way, and its test accuracy."""
+  gen = copy.deepcopy(ref)
+  idx = [i for i, l in enumerate(ref) if hasattr(l, "weight")]
+  alignment = None
+  with torch.no_grad():
+    for j, li in enumerate(idx):
+      w = ref[li].weight
+      if j < len(idx) - 1:
+        u, s, vt = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+        new = (torch.randn(u.shape) @ (s[:, None] * vt)).reshape(w.shape)
+      else:
+        new = w.clone()
+      if j > 0:
+        new = torch.moveaxis(torch.moveaxis(new, 1, -1) @ alignment, -1, 1)
+      gen[li].weight.copy_(new)
+      if j < len(idx) - 1:
+        cov = 0
+        for i in range(0, len(x_train), batch):
+          xb = x_train[i:i + batch]
+          a1 = _space_to_batch(_hooked_inputs(ref, idx[j + 1], xb))
+          a2 = _space_to_batch(_hooked_inputs(gen, idx[j + 1], xb))
+          cov = cov + a1.T @ a2
+        u, _, vh = torch.linalg.svd(cov, full_matrices=False)
+        alignment = u @ vh
+  return torch_evaluate([gen], x_test, y_test, torch)[0]
+
+
+def torch_clip(ref, layer_idx, basis, ranks, x_test, y_test, torch):
+  clipped = []
+  with torch.no_grad():
+    for k in ranks:
+      m = copy.deepcopy(ref)
+      p = basis[:k].T @ basis[:k]
+      m[layer_idx].weight.copy_(m[layer_idx].weight @ p)
+      clipped.append(m)
+  return torch_evaluate(clipped, x_test, y_test, torch)
+
+
+# --------------------------------------------------------------------------
+
+
+def _seconds(fn):
+  t0 = time.perf_counter()
+  out = fn()
+  jax.block_until_ready(out)
+  return time.perf_counter() - t0, out
+
+
+def main(argv=None):
+  p = C.parser("rainbow")
+  p.set_defaults(repeats=1)
+  a = p.parse_args(argv)
+  torch = C.torch_or_none()
+  notes = []
+  if torch is None:
+    notes.append("torch is not installed: the PyTorch peer was skipped.")
+  else:
+    torch.manual_seed(0)
+  name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
+  ds = data.load(name, grayscale=True)
+  n_train, n_test = (2000, 1000) if a.quick else (len(ds.x_train), len(ds.x_test))
+  x, y = ds.x_train[:n_train], ds.y_train[:n_train]
+  xt, yt = jnp.asarray(ds.x_test[:n_test]), jnp.asarray(ds.y_test[:n_test])
+  archs = ["mlp", "cnn"] if name == "fashion_mnist" else ["mlp"]
+  sizes = [1, 2] if a.quick else [1, 8, 32]
+  records = []
+  for arch in archs:
+    model = models.make(arch, x.shape[1:], ds.num_classes)
+    state, hist = train.fit(model, x, y, xt, yt, seeds=[0], epochs=1, progress=False)
+    params = train.select(state.params, 0)
+    ref_acc = float(hist.test_accuracy[-1][0])
+    if torch is not None:
+      native = svr.from_flax(models.weights(params))
+      tref = torch_model(arch, native, torch)
+      tx = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+      txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(xt), (0, 3, 1, 2))))
+      tyt = torch.from_numpy(np.asarray(yt).astype(np.int64))
+      t_torch, acc_t = _seconds(lambda: torch_generate(tref, tx, txt, tyt, torch))
+      records.append(C.record("rainbow", "pytorch", f"{arch}_generate_1", t_torch, None,
+                              accuracy=[acc_t], reference_accuracy=ref_acc,
+                              batch=128, train_images=n_train))
+      print(f"{arch} pytorch: 1 sample {t_torch:.2f} s, accuracy {acc_t:.2f} %", flush=True)
+    for s in sizes:
+      def run(s=s):
+        g = rainbow.generate(jax.random.key(s), model, params, x, num_samples=s,
+                             progress=False)
+        return np.asarray(train.accuracy(g.params, xt, yt, model=model))
+      first, acc = _seconds(run)
+      warm, acc = _seconds(run)
+      extra = {"accuracy": acc.tolist(), "reference_accuracy": ref_acc, "samples": s,
+               "train_images": n_train}
+      if torch is not None:
+        extra["pytorch_seconds_extrapolated"] = s * t_torch
+        extra["speedup_vs_pytorch"] = s * t_torch / warm
+      records.append(C.record("rainbow", "rainbow_jax", f"{arch}_generate_{s}", warm,
+                              max(first - warm, 0.0), **extra))
+      if torch is not None and s > 1:
+        records.append(C.record("rainbow", "pytorch", f"{arch}_generate_{s}", s * t_torch,
+                                None, extrapolated=True, samples=s))
+      print(f"{arch} rainbow_jax: {s} sample(s) {warm:.2f} s (first {first:.2f} s),"
+            f" accuracy {acc.mean():.2f} ± {acc.std():.2f} %", flush=True)
+    one = next(r for r in records if r["case"] == f"{arch}_generate_1"
+               and r["impl"] == "rainbow_jax")["seconds"]
+    for r in records:
+      if r["impl"] == "rainbow_jax" and r["case"].startswith(f"{arch}_generate_"):
+        r["extra"]["ratio_to_one_sample"] = r["seconds"] / one
+
+    if arch == "mlp":
+      stats = moments.accumulate([x[i:i + 1000] for i in range(0, len(x), 1000)],
+                                 models.LayerInputs(model), params=params)
+      _, basis = spectra.activation_spectrum(moments.covariance(stats, 1))
+      ranks = list(range(1, basis.shape[0] + 1, 16 if a.quick else 1))
+      first, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
+      warm, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
+      extra = {"ranks": len(ranks), "test_images": n_test}
+      if torch is not None:
+        tb = torch.from_numpy(np.asarray(basis))
+        t_clip, acc_t = _seconds(lambda: torch_clip(tref, 3, tb, ranks, txt, tyt, torch))
+        extra["max_abs_diff_accuracy_vs_pytorch"] = float(np.max(np.abs(np.asarray(ours)
+                                                                       - np.asarray(acc_t))))
+        extra["speedup_vs_pytorch"] = t_clip / warm
+        records.append(C.record("clip", "pytorch", "mlp_layer2_all_ranks", t_clip, None,
+                                ranks=len(ranks)))
+      records.append(C.record("clip", "rainbow_jax", "mlp_layer2_all_ranks", warm,
+                              max(first - warm, 0.0), **extra))
+      print(f"clipping {len(ranks)} ranks: rainbow_jax {warm:.2f} s (first {first:.2f})"
+            + (f", pytorch {t_clip:.2f} s" if torch is not None else ""), flush=True)
+  C.write(a.out, records, notes)
+
+
+if __name__ == "__main__":
+  main()
