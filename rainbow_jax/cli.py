@@ -181,13 +181,9 @@ def analyze_report(args) -> dict:
     print(f"rainbow accuracy over {len(rb_acc)} samples: {np.mean(rb_acc):.2f}"
           f" ± {np.std(rb_acc):.2f} % (reference {test_acc[0]:.2f} %)", flush=True)
 
-  ax = None
-  for k, sd in enumerate(seeds):
-    ax = plots.curve(np.arange(1, len(hist.test_accuracy) + 1), hist.test_accuracy[:, k],
-                     label=f"seed {sd}", ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
-                     title=f"{args.arch.upper()} on {name}, {len(seeds)} seeds in one program")
-  if ax is not None:
-    figures.append(plots.save(ax, out("training.png")))
+  fig = _training_figure(hist, seeds, args.arch, name, out("training.png"))
+  if fig:
+    figures.append(fig)
 
   timings["total_seconds"] = time.perf_counter() - t_start
   results = {
@@ -220,6 +216,17 @@ def analyze_report(args) -> dict:
   print(f"wrote {args.out}/report.md, report.html, results.json and {len(figures)} figures"
         f" in {timings['total_seconds']:.1f} s")
   return results
+
+
+def _training_figure(hist, seeds, arch, name, path):
+  """Test accuracy per epoch, one line per seed; the path, or None untrained."""
+  from rainbow_jax import plots
+  ax = None
+  for k, sd in enumerate(seeds):
+    ax = plots.curve(np.arange(1, len(hist.test_accuracy) + 1), hist.test_accuracy[:, k],
+                     label=f"seed {sd}", ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
+                     title=f"{arch.upper()} on {name}, {len(seeds)} seeds in one program")
+  return None if ax is None else plots.save(ax, path)
 
 
 def _version() -> str:
@@ -266,13 +273,7 @@ def train_report(args) -> dict:
       "seconds": seconds, "device": str(jax.devices()[0]),
       "versions": {"python": platform.python_version(), "jax": jax.__version__},
   }
-  ax = None
-  for k, s in enumerate(seeds):
-    ax = plots.curve(np.arange(1, len(hist.test_accuracy) + 1), hist.test_accuracy[:, k],
-                     label=f"seed {s}", ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
-                     title=f"{args.arch.upper()} on {name}, {len(seeds)} seeds in one program")
-  if ax is not None:
-    plots.save(ax, os.path.join(args.out, "test_accuracy.png"))
+  _training_figure(hist, seeds, args.arch, name, os.path.join(args.out, "test_accuracy.png"))
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
   print(f"test accuracy per seed: {', '.join(f'{a:.2f}' for a in acc)} %"

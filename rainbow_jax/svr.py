@@ -79,46 +79,37 @@ def from_flax(kernels: Sequence[Any]) -> list[Array]:
   ``c · P + position``, so the SVR does not depend on the framework. Use
   `rainbow_jax.models.weights(params)` for the kernels of our models.
   """
-  out, prev_channels = [], None
-  for i, k in enumerate(kernels):
-    _checks.check_floating(k, f"kernels[{i}]")
-    _checks.check_rank(k, (2, 4), f"kernels[{i}]")
-    k = jnp.asarray(k)
-    if k.ndim == 4:
-      out.append(jnp.transpose(k, (3, 2, 0, 1)))
-      prev_channels = k.shape[3]
-      continue
-    w = k.T
-    if prev_channels is not None and w.shape[1] != prev_channels:
-      c = prev_channels
-      if w.shape[1] % c:
-        raise ValueError(f"kernels[{i}] has {w.shape[1]} inputs, not a multiple of the"
-                         f" previous conv's {c} channels.")
-      p = w.shape[1] // c
-      w = jnp.transpose(w.reshape(w.shape[0], p, c), (0, 2, 1)).reshape(w.shape[0], c * p)
-    out.append(w)
-    prev_channels = None
-  return out
+  return _relayout(kernels, "kernels", native_out=True)
 
 
 def to_flax(weights: Sequence[Any]) -> list[Array]:
   """Native-layout weights → Flax kernels; the inverse of `from_flax`
   (a dense layer after a conv layer gets Flax's NHWC flatten order back)."""
-  out, prev_channels = [], None
-  for i, w in enumerate(weights):
-    _checks.check_floating(w, f"weights[{i}]")
-    _checks.check_rank(w, (2, 4), f"weights[{i}]")
-    w = jnp.asarray(w)
-    if w.ndim == 4:
-      out.append(jnp.transpose(w, (2, 3, 1, 0)))
-      prev_channels = w.shape[0]
+  return _relayout(weights, "weights", native_out=False)
+
+
+def _relayout(arrays: Sequence[Any], name: str, *, native_out: bool) -> list[Array]:
+  """Flax ↔ native layouts; a dense layer after a conv layer swaps its input
+  order between Flax's ``position · C + c`` and native ``c · P + position``."""
+  out, prev_c = [], None
+  for i, a in enumerate(arrays):
+    _checks.check_floating(a, f"{name}[{i}]")
+    _checks.check_rank(a, (2, 4), f"{name}[{i}]")
+    a = jnp.asarray(a)
+    if a.ndim == 4:
+      out.append(jnp.transpose(a, (3, 2, 0, 1) if native_out else (2, 3, 1, 0)))
+      prev_c = a.shape[3] if native_out else a.shape[0]
       continue
-    if prev_channels is not None and w.shape[1] != prev_channels:
-      c = prev_channels
-      p = w.shape[1] // c
-      w = jnp.transpose(w.reshape(w.shape[0], c, p), (0, 2, 1)).reshape(w.shape[0], c * p)
-    out.append(w.T)
-    prev_channels = None
+    w = a.T if native_out else a  # native [out, in]
+    if prev_c is not None and w.shape[1] != prev_c:
+      if w.shape[1] % prev_c:
+        raise ValueError(f"{name}[{i}] has {w.shape[1]} inputs, not a multiple of the"
+                         f" previous conv's {prev_c} channels.")
+      p = w.shape[1] // prev_c
+      src = (w.shape[0], p, prev_c) if native_out else (w.shape[0], prev_c, p)
+      w = jnp.transpose(w.reshape(src), (0, 2, 1)).reshape(w.shape[0], -1)
+    out.append(w if native_out else w.T)
+    prev_c = None
   return out
 
 

@@ -154,3 +154,39 @@ def test_tutorial_normalisation_then_grayscale(tmp_path, monkeypatch):
   ref = ((raw.x_train - mean) / std) @ np.array([0.299, 0.587, 0.114])
   np.testing.assert_allclose(tut.x_train[..., 0], ref, rtol=1e-5, atol=1e-5)
   assert raw.x_train.min() >= 0 and raw.x_train.max() <= 1
+
+
+def test_svr_benchmark_quick(tmp_path):
+  res = _quick_benchmark("svr", tmp_path)
+  ours = [r for r in res["records"] if r["impl"] == "rainbow_jax"]
+  assert {"numpy", "rainbow_jax"} == {r["impl"] for r in res["records"]}
+  for r in ours:  # the same graph as the numpy implementation
+    if r["extra"].get("top_k") is None and r["extra"].get("method", "svd") == "svd":
+      assert r["extra"]["max_abs_diff_adjacency"] < 1e-3
+      assert r["extra"]["significance_agreement"] > 0.99
+
+
+def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
+  res = _quick_benchmark("rainbow", tmp_path)
+  cases = {(r["impl"], r["case"]) for r in res["records"]}
+  assert ("rainbow_jax", "mlp_generate_2") in cases
+  for r in res["records"]:
+    if r["impl"] == "rainbow_jax" and "generate" in r["case"]:
+      assert len(r["extra"]["accuracy"]) == r["extra"]["samples"]
+  if res["machine"]["torch"] is not None:  # same clipped accuracies as the tutorial's way
+    clip = next(r for r in res["records"] if r["bench"] == "clip" and r["impl"] == "rainbow_jax")
+    assert clip["extra"]["max_abs_diff_accuracy_vs_pytorch"] < 0.5
+  ens = _quick_benchmark("ensembles", tmp_path)
+  for r in ens["records"]:
+    assert abs(r["extra"]["g2_over_theory"] - 1) < 0.2
+
+
+def test_experiment_scripts_quick(tmp_path):
+  for script in ("svr_fashion_mnist.py", "ensembles_seed.py"):
+    out = tmp_path / script
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["seconds"] > 0
+    assert list(out.glob("*.png"))
