@@ -146,7 +146,7 @@ def main(argv=None):
     torch.manual_seed(0)
   name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
   ds = data.load(name, grayscale=True)
-  n_train, n_test = (2000, 1000) if a.quick else (len(ds.x_train), len(ds.x_test))
+  n_train, n_test = (1000, 500) if a.quick else (len(ds.x_train), len(ds.x_test))
   x, y = ds.x_train[:n_train], ds.y_train[:n_train]
   xt, yt = jnp.asarray(ds.x_test[:n_test]), jnp.asarray(ds.y_test[:n_test])
   archs = ["mlp", "cnn"] if name == "fashion_mnist" else ["mlp"]
@@ -197,7 +197,7 @@ def main(argv=None):
       stats = moments.accumulate([x[i:i + 1000] for i in range(0, len(x), 1000)],
                                  models.LayerInputs(model), params=params)
       _, basis = spectra.activation_spectrum(moments.covariance(stats, 1))
-      ranks = list(range(1, basis.shape[0] + 1, 16 if a.quick else 1))
+      ranks = list(range(1, basis.shape[0] + 1, 64 if a.quick else 1))
       first, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
       warm, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
       extra = {"ranks": len(ranks), "test_images": n_test}

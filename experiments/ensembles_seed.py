@@ -117,7 +117,7 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="small sizes, seconds")
   a = p.parse_args(argv)
   if a.quick:
-    a.inits, a.width = 200, 100
+    a.inits, a.width = 100, 50
   os.makedirs(a.out, exist_ok=True)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 10)).astype(np.float32)
@@ -143,7 +143,7 @@ def main(argv=None):
           f" (theory {r['G2_00_theory']:.5g}) | G2_01 {r['G2_01'][0]:.4g} ± {r['G2_01'][1]:.2g}"
           f" (theory {r['G2_01_theory']:.4g}) | cross 4-pt {r['cross_0000'][0]:.4g}"
           f" ± {r['cross_0000'][1]:.2g} (leading order {r['cross_0000_theory']:.4g})")
-  res["sweep"] = sweep(x, a.out, 500 if a.quick else 4000)
+  res["sweep"] = sweep(x, a.out, 100 if a.quick else 4000)
   res["seconds"] = time.perf_counter() - t0
   with open(os.path.join(a.out, "results.json"), "w") as f:
     json.dump(res, f, indent=1, default=float)

@@ -192,10 +192,10 @@ def main(argv=None):
   p.add_argument("--epochs", type=int, default=5)
   p.add_argument("--out", default="results/svr_fashion_mnist")
   p.add_argument("--quick", action="store_true",
-                 help="digits, 2 widths, 3 seeds, 10 epochs: a smoke run in seconds")
+                 help="digits, 2 widths, 2 seeds, 5 epochs: a smoke run in seconds")
   a = p.parse_args(argv)
   if a.quick:
-    a.dataset, a.widths, a.seeds, a.epochs = "digits", [5, 20], 3, 10
+    a.dataset, a.widths, a.seeds, a.epochs = "digits", [5, 20], 2, 5
   os.makedirs(a.out, exist_ok=True)
   ds = data.load(a.dataset)
   seeds = list(range(a.seeds))

@@ -10,9 +10,12 @@ imported on demand.
 
 from rainbow_jax import align as align
 from rainbow_jax import data as data
+from rainbow_jax import ensembles as ensembles
 from rainbow_jax import models as models
 from rainbow_jax import moments as moments
+from rainbow_jax import rainbow as rainbow
 from rainbow_jax import similarity as similarity
+from rainbow_jax import spectra as spectra
 from rainbow_jax import svr as svr
 from rainbow_jax import train as train
 from rainbow_jax.align import Alignment as Alignment
@@ -29,7 +32,8 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "data", "models", "moments", "similarity", "svr", "train", "Alignment", "align_features", "align_moments",
+    "align", "data", "ensembles", "models", "moments", "rainbow", "similarity", "spectra", "svr",
+    "train", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
     "covariance", "layer_moments",
 ]

@@ -62,8 +62,8 @@ class MLP(nn.Module):
     x = x.reshape(x.shape[0], -1)
     if x.shape[-1] != self.dims[start]:
       raise ValueError(
-          f"MLP layer {start} expects {self.dims[start]} input features, got input"
-          f" of shape {x.shape} after flattening."
+          f"MLP expects {self.dims[start]} input features at layer {start}, got"
+          f" input of shape {x.shape} after flattening."
       )
     inputs = []
     n_layers = len(self.dims) - 1

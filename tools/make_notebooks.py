@@ -341,7 +341,7 @@ def rainbow_tutorial():
           "from rainbow_jax import align, data, models, moments, plots, rainbow, spectra, train\n\n"
           'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
           "ds = data.load(name, grayscale=True, normalize='tutorial' if name == 'cifar10' else True)\n"
-          "n_train = 5000 if QUICK else len(ds.x_train)\n"
+          "n_train = 2000 if QUICK else len(ds.x_train)\n"
           "x, y = ds.x_train[:n_train], ds.y_train[:n_train]\n"
           "x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)\n"
           "arch = ARCH if name != 'digits' else 'mlp'  # 8×8 digits are too small for the CNN\n"
