@@ -146,7 +146,7 @@ class CNN(nn.Module):
     n_conv = len(self.channels) - 1
     if start < n_conv and (x.ndim != 4 or x.shape[-1] != self.channels[start]):
       raise ValueError(
-          f"CNN layer {start} expects images [B, H, W, {self.channels[start]}],"
+          f"CNN expects images [B, H, W, {self.channels[start]}] at layer {start},"
           f" got {x.shape}."
       )
     inputs = []
