@@ -178,14 +178,10 @@ def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequenc
   ranks = np.asarray(ranks)
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
-  x, y = jnp.asarray(x), jnp.asarray(y)
-  n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xb = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-      nb, batch_size, *x.shape[1:])
-  yb = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
-  return 100.0 * _clip_counts(model, layer, params, basis, jnp.asarray(ranks), xb, yb) / n
+  from rainbow_jax import train
+
+  xb, yb = train.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+  return 100.0 * _clip_counts(model, layer, params, basis, jnp.asarray(ranks), xb, yb) / len(x)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "layer"))

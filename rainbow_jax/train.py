@@ -173,6 +173,18 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
   return jax.lax.map(lambda a: run(a[0], x, y, a[1]), (state, order))
 
 
+def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
+  """``[nb, batch_size, ...]`` images and labels, the tail padded with label
+  −1 (never counted as correct)."""
+  n = x.shape[0]
+  nb = -(-n // batch_size)
+  pad = nb * batch_size - n
+  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+      nb, batch_size, *x.shape[1:])
+  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
+  return xp, yp
+
+
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
 def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
              batch_size: int = 1000) -> Array:
@@ -188,11 +200,7 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
     ``[K]`` accuracies in percent.
   """
   n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-      nb, batch_size, *x.shape[1:])
-  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
+  xp, yp = eval_batches(x, y, batch_size)
 
   def count(params):
     def body(c, b):
@@ -332,5 +340,5 @@ def select(state_or_params: Any, k: int) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
 
 
-__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init",
+__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init", "eval_batches",
            "resolve_seed_axis", "train_epoch", "accuracy", "fit", "select", "shard_seeds"]
