@@ -239,7 +239,7 @@ def _version() -> str:
 
 def train_report(args) -> dict:
   """Trains K seeds as one compiled program and writes per-seed accuracies."""
-  from rainbow_jax import models, plots, train
+  from rainbow_jax import models, train
 
   name = _pick_dataset(args.dataset)
   ds = _load(name, args.data_dir)
@@ -280,12 +280,6 @@ def train_report(args) -> dict:
         f" (mean {np.mean(acc):.2f} ± {np.std(acc):.2f}); {seconds:.1f} s;"
         f" wrote {args.out}/results.json")
   return results
-
-
-def _out_in(kernel):
-  """Flax kernel → (out, in) matrix; conv (K, K, C_in, C_out) → (C_out, K·K·C_in)."""
-  k = jnp.asarray(kernel)
-  return k.reshape(-1, k.shape[-1]).T
 
 
 def _input_map(a, kernel):

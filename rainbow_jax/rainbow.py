@@ -39,6 +39,7 @@ from jax import lax
 from rainbow_jax import align as _align
 from rainbow_jax import models as _models
 from rainbow_jax import spectra as _spectra
+from rainbow_jax import train as _train
 
 Array = jax.Array
 _HP = lax.Precision.HIGHEST
@@ -111,15 +112,6 @@ def _align_all(cross, tphi, tpsi):
   # Sequential over samples: batched LAPACK inside larger XLA:CPU programs
   # has deadlocked (see rainbow_jax.similarity).
   return lax.map(lambda c: _align.align(c[0], tphi, c[1]), (cross, tpsi))
-
-
-def _batched(x, batch_size):
-  n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xp = jnp.concatenate([jnp.asarray(x), jnp.zeros((pad, *x.shape[1:]), x.dtype)])
-  w = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
-  return xp.reshape(nb, batch_size, *x.shape[1:]), w.reshape(nb, batch_size)
 
 
 class Generated(NamedTuple):
@@ -217,7 +209,9 @@ def generate(key: Array, model: Any, params: Any, x: Array, *, num_samples: int 
       raise ValueError(f"layer {j} is not sampled, so its width must be the reference's"
                        f" ({ref_k[j].shape[-1]}), not {gen_shapes[j][-1]}.")
   s = num_samples
-  xb, wb = _batched(x, batch_size)
+  # Padded batches; the padding rows get weight 0 (label −1).
+  xb, yb = _train.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32), batch_size)
+  wb = (yb >= 0).astype(jnp.float32)
   gen_k = [jnp.broadcast_to(jnp.asarray(k), (s, *k.shape)) for k in _models.weights(template)]
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
