@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import data, models, moments, rainbow, spectra, svr, train
+from rainbow_jax import data, evaluate, models, moments, network, rainbow, spectra, svr, train
 
 
 # --------------------------------------------------------------------------
@@ -156,9 +156,10 @@ def main(argv=None):
     model = models.make(arch, x.shape[1:], ds.num_classes)
     state, hist = train.fit(model, x, y, xt, yt, seeds=[0], epochs=1, progress=False)
     params = train.select(state.params, 0)
+    net = network.from_linen(model, params, x[:2])
     ref_acc = float(hist.test_accuracy[-1][0])
     if torch is not None:
-      native = svr.from_flax(models.weights(params))
+      native = svr.from_flax(net.kernels(params))
       tref = torch_model(arch, native, torch)
       tx = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
       txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(xt), (0, 3, 1, 2))))
@@ -170,9 +171,9 @@ def main(argv=None):
       print(f"{arch} pytorch: 1 sample {t_torch:.2f} s, accuracy {acc_t:.2f} %", flush=True)
     for s in sizes:
       def run(s=s):
-        g = rainbow.generate(jax.random.key(s), model, params, x, num_samples=s,
+        g = rainbow.generate(jax.random.key(s), net, params, x, num_samples=s,
                              progress=False)
-        return np.asarray(train.accuracy(g.params, xt, yt, model=model))
+        return np.asarray(evaluate.accuracy(net, g.params, xt, yt, stacked=True))
       first, acc = _seconds(run)
       warm, acc = _seconds(run)
       extra = {"accuracy": acc.tolist(), "reference_accuracy": ref_acc, "samples": s,
@@ -195,11 +196,11 @@ def main(argv=None):
 
     if arch == "mlp":
       stats = moments.accumulate([x[i:i + 1000] for i in range(0, len(x), 1000)],
-                                 models.LayerInputs(model), params=params)
+                                 net.layer_inputs, params=params)
       _, basis = spectra.activation_spectrum(moments.covariance(stats, 1))
       ranks = list(range(1, basis.shape[0] + 1, 64 if a.quick else 1))
-      first, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
-      warm, ours = _seconds(lambda: spectra.clip_sweep(model, params, 1, basis, ranks, xt, yt))
+      first, ours = _seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
+      warm, ours = _seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
       extra = {"ranks": len(ranks), "test_images": n_test}
       if torch is not None:
         tb = torch.from_numpy(np.asarray(basis))

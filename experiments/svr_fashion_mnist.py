@@ -28,11 +28,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import data, models, plots, svr, train
+from rainbow_jax import data, models, network, plots, svr, train
 
 
-def _svr_of(params, k):
-  return svr.svr(svr.from_flax(models.weights(train.select(params, k))))
+def _kernels(model, params):
+  """Kernels of one seed of our MLP, in call order (via the network adapter)."""
+  x = jax.ShapeDtypeStruct((1, model.dims[0]), jnp.float32)
+  return network.from_linen(model, params, x).kernels(params)
+
+
+def _with_kernels(model, params, kernels):
+  x = jax.ShapeDtypeStruct((1, model.dims[0]), jnp.float32)
+  return network.from_linen(model, params, x).with_kernels(params, kernels)
+
+
+def _svr_of(model, params, k):
+  return svr.svr(svr.from_flax(_kernels(model, train.select(params, k))))
 
 
 def _deviation(result):
@@ -60,8 +71,8 @@ def widths_experiment(ds, widths, seeds, epochs, out):
     init_params = train.init(model, train.sgd(), seeds, ds.x_train.shape[1:]).params
     state, hist = train.fit(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                             seeds=seeds, epochs=epochs)
-    trained = [_svr_of(state.params, k).internal_dims for k in range(len(seeds))]
-    at_init = [_svr_of(init_params, k).internal_dims for k in range(len(seeds))]
+    trained = [_svr_of(model, state.params, k).internal_dims for k in range(len(seeds))]
+    at_init = [_svr_of(model, init_params, k).internal_dims for k in range(len(seeds))]
     row = {"width": n, "test_accuracy": _spread(hist.test_accuracy[-1]),
            "test_accuracy_per_seed": hist.test_accuracy[-1].tolist(),
            "train_seconds": float(hist.seconds.sum())}
@@ -108,16 +119,16 @@ def before_after_experiment(ds, width, depth, seeds, epochs, out):
   init_params = train.init(model, train.sgd(), seeds, ds.x_train.shape[1:]).params
   state, hist = train.fit(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                           seeds=seeds, epochs=epochs)
-  before = [_svr_of(init_params, k) for k in range(len(seeds))]
-  after = [_svr_of(state.params, k) for k in range(len(seeds))]
+  before = [_svr_of(model, init_params, k) for k in range(len(seeds))]
+  after = [_svr_of(model, state.params, k) for k in range(len(seeds))]
   # Prune every seed to its internal dimensions and evaluate all at once.
   pruned, ranks = [], []
   for k, res in enumerate(after):
     p = train.select(state.params, k)
     r = svr.keep_ranks(res)
     ranks.append(r)
-    native = svr.low_rank(svr.from_flax(models.weights(p)), r)
-    pruned.append(models.with_weights(p, svr.to_flax(native)))
+    native = svr.low_rank(svr.from_flax(_kernels(model, p)), r)
+    pruned.append(_with_kernels(model, p, svr.to_flax(native)))
   pruned = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *pruned)
   acc_pruned = np.asarray(train.accuracy(pruned, jnp.asarray(ds.x_test),
                                          jnp.asarray(ds.y_test), model=model))
@@ -129,12 +140,12 @@ def before_after_experiment(ds, width, depth, seeds, epochs, out):
     cut = []
     for k in range(len(seeds)):
       p = train.select(state.params, k)
-      native = svr.from_flax(models.weights(p))
+      native = svr.from_flax(_kernels(model, p))
       rr = [min(r, *w.shape) for w in native]
-      cut.append(models.with_weights(p, svr.to_flax(svr.low_rank(native, rr))))
+      cut.append(_with_kernels(model, p, svr.to_flax(svr.low_rank(native, rr))))
     cut = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cut)
     sweep[r] = _spread(np.asarray(train.accuracy(cut, x_test, y_test, model=model)))
-  dims = [w.shape for w in svr.from_flax(models.weights(train.select(state.params, 0)))]
+  dims = [w.shape for w in svr.from_flax(_kernels(model, train.select(state.params, 0)))]
   full = sum(o * i for o, i in dims)
   factored = [sum(rk * (o + i) for rk, (o, i) in zip(r, dims)) for r in ranks]
   n_edges = len(after[0].adjacency)

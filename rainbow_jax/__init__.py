@@ -11,7 +11,9 @@ imported on demand.
 from rainbow_jax import align as align
 from rainbow_jax import data as data
 from rainbow_jax import ensembles as ensembles
+from rainbow_jax import evaluate as evaluate
 from rainbow_jax import models as models
+from rainbow_jax import network as network
 from rainbow_jax import moments as moments
 from rainbow_jax import rainbow as rainbow
 from rainbow_jax import similarity as similarity
@@ -32,7 +34,7 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "data", "ensembles", "models", "moments", "rainbow", "similarity", "spectra", "svr",
+    "align", "data", "ensembles", "evaluate", "models", "moments", "network", "rainbow", "similarity", "spectra", "svr",
     "train", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
     "covariance", "layer_moments",

@@ -55,7 +55,8 @@ def _ranks(d: int) -> list[int]:
 def analyze_report(args) -> dict:
   """The tutorial end to end: train K seeds, spectra, clipping, alignment,
   stability, rainbow samples; writes results.json, report.md/html, figures."""
-  from rainbow_jax import align, models, moments, plots, rainbow, spectra, train
+  from rainbow_jax import align, evaluate, models, moments, network, plots, rainbow, spectra
+  from rainbow_jax import train
 
   t_start = time.perf_counter()
   if args.seeds < 2:
@@ -81,10 +82,11 @@ def analyze_report(args) -> dict:
   print(f"test accuracy after {args.epochs} epoch(s): "
         f"{', '.join(f'{a:.2f} %' for a in test_acc)}", flush=True)
   params = [train.select(state.params, k) for k in range(2)]
+  net = network.from_linen(model, params[0], x[:2])
 
   t0 = time.perf_counter()
   stats = moments.layer_moments(
-      models.LayerInputs(model), params[0], _batches(x, args.batch), params2=params[1],
+      net, params[0], _batches(x, args.batch), params2=params[1],
       cross="matched", progress="one pass: all layers, seeds 0 and 1",
       total=-(-len(x) // args.batch))
   timings["moments_seconds"] = time.perf_counter() - t0
@@ -93,13 +95,13 @@ def analyze_report(args) -> dict:
   os.makedirs(args.out, exist_ok=True)
   out = lambda f: os.path.join(args.out, f)
   figures, layers = [], []
-  kernels = [models.weights(p) for p in params]
-  init_kernels = models.weights(train.select(init_params, 0))
+  kernels = [net.kernels(p) for p in params]
+  init_kernels = net.kernels(train.select(init_params, 0))
   t_clip = 0.0
   for l in range(num_layers):
     k0 = kernels[0][l]
-    kind = "conv" if k0.ndim == 4 else "dense"
-    label = f"layer {l + 1} ({kind}, input d={stats.dims[l]})"
+    kind = net.kinds[l]
+    label = f"layer {l + 1} {net.names[l]} ({kind}, input d={stats.dims[l]})"
     c1, c2 = moments.covariance(stats, l), moments.covariance(stats, num_layers + l)
     al = align.align_moments(stats, l, num_layers + l)
     ev1, e1 = spectra.activation_spectrum(c1)
@@ -107,7 +109,7 @@ def analyze_report(args) -> dict:
     act_stab = align.stability(e1, e2, al.matrix)
     w1, w2 = (spectra.weight_matrix(k[l]) for k in kernels)
     # Layer 1 reads the same pixels in both networks: no alignment needed.
-    w_stab = align.weight_stability(w1, w2, None if l == 0 else _input_map(al.matrix, k0))
+    w_stab = align.weight_stability(w1, w2, None if l == 0 else spectra.input_map(al.matrix, k0.shape))
     wev, wvec = spectra.weight_spectrum(k0)
     wev_init, _ = spectra.weight_spectrum(init_kernels[l])
     law = spectra.layer_law(k0, "torch")
@@ -117,8 +119,8 @@ def analyze_report(args) -> dict:
     t0 = time.perf_counter()
     act_ranks = _ranks(e1.shape[0])
     w_ranks = _ranks(wvec.shape[0])
-    clip_act = spectra.clip_sweep(model, params[0], l, e1, act_ranks, x_test, y_test)
-    clip_w = spectra.clip_sweep(model, params[0], l, wvec, w_ranks, x_test, y_test)
+    clip_act = spectra.clip_sweep(net, params[0], l, e1, act_ranks, x_test, y_test)
+    clip_w = spectra.clip_sweep(net, params[0], l, wvec, w_ranks, x_test, y_test)
     t_clip += time.perf_counter() - t0
 
     figures.append(plots.save(
@@ -145,7 +147,7 @@ def analyze_report(args) -> dict:
         plots.stability(w_stab, title=f"Weight eigenvectors after alignment\n{label}"),
         out(f"weight_stability_layer{l + 1}.png")))
     layers.append({
-        "layer": l + 1, "kind": kind, "input_dim": stats.dims[l],
+        "layer": l + 1, "name": net.names[l], "kind": kind, "input_dim": stats.dims[l],
         "samples": int(stats.count[l]), "r2": float(al.r2),
         "top_activation_eigenvalues": [float(v) for v in ev1[:10]],
         "learned_components": learned, "learned_components_at_init": learned_init,
@@ -166,9 +168,10 @@ def analyze_report(args) -> dict:
   rb_acc, rb_r2 = [], []
   if args.samples:
     t0 = time.perf_counter()
-    gen = rainbow.generate(jax.random.key(args.seed), model, params[0], x,
+    gen = rainbow.generate(jax.random.key(args.seed), net, params[0], x,
                            num_samples=args.samples, batch_size=args.batch)
-    rb_acc = np.asarray(train.accuracy(gen.params, x_test, y_test, model=model)).tolist()
+    rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
+                                          stacked=True)).tolist()
     rb_r2 = np.asarray(gen.r2).tolist()
     timings["rainbow_seconds"] = time.perf_counter() - t0
     vals = [float(test_acc[0])] + rb_acc
@@ -280,18 +283,6 @@ def train_report(args) -> dict:
         f" (mean {np.mean(acc):.2f} ± {np.std(acc):.2f}); {seconds:.1f} s;"
         f" wrote {args.out}/results.json")
   return results
-
-
-def _input_map(a, kernel):
-  """Alignment of a layer's input channels as a map on its flattened weights.
-
-  A conv kernel (K, K, C_in, C_out) flattens its input patch in (K, K, C_in)
-  order, so the channel alignment acts as kron(I_{K·K}, A).
-  """
-  if kernel.ndim == 4:
-    k2 = kernel.shape[0] * kernel.shape[1]
-    return jnp.kron(jnp.eye(k2, dtype=a.dtype), a)
-  return a
 
 
 def _write_report(results: dict, md_path: str, html_path: str) -> None:

@@ -1,4 +1,4 @@
-"""Bias-free Flax MLP and CNN of the rainbow tutorial, with layer taps.
+"""Bias-free Flax MLP and CNN of the rainbow tutorial.
 
 Architectures (``../shared/seeds/000_…``, PyTorch there):
 
@@ -7,10 +7,8 @@ Architectures (``../shared/seeds/000_…``, PyTorch there):
 * CNN ``channels = [c_in, c₁, …]``: Conv(cᵢ, 5×5, stride 2, VALID), ReLU, …,
   flatten (in Flax's H, W, C order), Dense(classes), no biases.
 
-`layer_inputs` returns the activations *entering* every weight layer (what
-the tutorial captures with forward hooks), functionally, so they feed
-`rainbow_jax.moments` directly: ``[B, d]`` for dense layers and
-``[B, H, W, C]`` for conv layers.
+They are ordinary linen modules: the analyses see them, like any user's
+model, through `rainbow_jax.network.from_linen`.
 
 Initialisation (``initializer=`` on the modules, ``init=`` in `make`): ``'flax'`` uses Flax's default (LeCun normal);
 ``'torch'`` uses PyTorch's default for Linear/Conv2d, uniform on
@@ -52,32 +50,22 @@ class MLP(nn.Module):
   initializer: str = "torch"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None,
-               start: int = 0):
+  def __call__(self, x: Array) -> Array:
     """Args: x ``[B, ...]`` (flattened to ``[B, d_in]``). Returns logits
-    ``[B, classes]``, or with ``taps=True`` the list of inputs to each Dense
-    layer (with ``upto=j``, only those of layers 0…j, computing no more).
-    With ``start=j``, x is the input to layer j (as tapped) and layers before
-    it are skipped (their parameters are not needed)."""
+    ``[B, classes]``."""
     x = x.reshape(x.shape[0], -1)
-    if x.shape[-1] != self.dims[start]:
+    if x.shape[-1] != self.dims[0]:
       raise ValueError(
-          f"MLP expects {self.dims[start]} input features at layer {start}, got"
+          f"MLP expects {self.dims[0]} input features at layer 0, got"
           f" input of shape {x.shape} after flattening."
       )
-    inputs = []
     n_layers = len(self.dims) - 1
     for i, width in enumerate(self.dims[1:]):
-      if i < start:
-        continue
-      inputs.append(x)
-      if taps and upto is not None and i >= upto:
-        return inputs
       x = nn.Dense(width, use_bias=False, kernel_init=kernel_init(self.initializer),
                    name=f"dense_{i}")(x)
       if i < n_layers - 1:
         x = nn.relu(x)
-    return inputs if taps else x
+    return x
 
 
 class PatchConv(nn.Module):
@@ -136,27 +124,14 @@ class CNN(nn.Module):
   conv: str = "patches"
 
   @nn.compact
-  def __call__(self, x: Array, *, taps: bool = False, upto: int | None = None,
-               start: int = 0):
-    """Args: x ``[B, H, W, c_in]``. Returns logits ``[B, classes]``, or with
-    ``taps=True`` the inputs to each layer (``[B, H, W, C]`` for convs,
-    ``[B, H·W·C]`` for the classifier; with ``upto=j`` only layers 0…j).
-    With ``start=j``, x is the input to layer j (as tapped) and layers before
-    it are skipped."""
-    n_conv = len(self.channels) - 1
-    if start < n_conv and (x.ndim != 4 or x.shape[-1] != self.channels[start]):
+  def __call__(self, x: Array) -> Array:
+    """Args: x ``[B, H, W, c_in]``. Returns logits ``[B, classes]``."""
+    if x.ndim != 4 or x.shape[-1] != self.channels[0]:
       raise ValueError(
-          f"CNN expects images [B, H, W, {self.channels[start]}] at layer {start},"
-          f" got {x.shape}."
+          f"CNN expects images [B, H, W, {self.channels[0]}] at layer 0, got {x.shape}."
       )
-    inputs = []
     k = self.kernel_size
     for i, c in enumerate(self.channels[1:]):
-      if i < start:
-        continue
-      inputs.append(x)
-      if taps and upto is not None and i >= upto:
-        return inputs
       init = kernel_init(self.initializer)
       if self.conv == "patches":
         x = PatchConv(c, k, self.stride, kernel_init=init, name=f"conv_{i}")(x)
@@ -167,11 +142,9 @@ class CNN(nn.Module):
         raise ValueError(f"conv must be 'patches' or 'xla', got {self.conv!r}.")
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # Flax order: (H, W, C).
-    inputs.append(x)  # start == n_conv: x was the flattened input already
-    x = nn.Dense(self.num_classes, use_bias=False,
-                 kernel_init=kernel_init(self.initializer),
-                 name=f"dense_{len(self.channels) - 1}")(x)
-    return inputs if taps else x
+    return nn.Dense(self.num_classes, use_bias=False,
+                    kernel_init=kernel_init(self.initializer),
+                    name=f"dense_{len(self.channels) - 1}")(x)
 
 
 def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
@@ -199,61 +172,4 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
   raise ValueError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
 
 
-def layer_inputs(model: nn.Module, params: Any, x: Array,
-                 upto: int | None = None) -> list[Array]:
-  """Activations entering every weight layer of `model` on batch `x` (with
-  `upto`, only layers 0…upto, and nothing after them is computed)."""
-  return model.apply({"params": params}, x, taps=True, upto=upto)
-
-
-class LayerInputs:
-  """``(params, x) -> layer inputs`` of one model, hashable by the model.
-
-  Pass it as the features function of `rainbow_jax.moments.layer_moments`:
-  equal models share one compiled step, and params stay traced arguments.
-  """
-
-  def __init__(self, model: nn.Module):
-    self.model = model
-
-  def __call__(self, params: Any, x: Array) -> list[Array]:
-    return layer_inputs(self.model, params, x)
-
-  def __hash__(self):
-    return hash(self.model)
-
-  def __eq__(self, other):
-    return isinstance(other, LayerInputs) and other.model == self.model
-
-
-def weights(params: Any) -> list[Array]:
-  """The layers' kernels in forward order (Flax layout: Dense ``[in, out]``,
-  Conv ``[K, K, C_in, C_out]``).
-
-  Layers are named ``{kind}_{index}`` with one index across kinds; the order
-  comes from the index, never from dict order (JAX tree utilities sort dict
-  keys, which would put ``conv_…`` after ``dense_…``).
-  """
-  flat = params["params"] if "params" in params else params
-  names = sorted(flat, key=lambda name: int(name.rsplit("_", 1)[1]))
-  return [flat[k]["kernel"] for k in names]
-
-
-def with_weights(params: Any, kernels: Sequence[Array]) -> Any:
-  """`params` with its layers' kernels replaced by `kernels` (forward order,
-  Flax layout, shapes unchanged): the inverse of `weights`."""
-  flat = params["params"] if "params" in params else params
-  names = sorted(flat, key=lambda name: int(name.rsplit("_", 1)[1]))
-  if len(kernels) != len(names):
-    raise ValueError(f"{len(kernels)} kernels for {len(names)} layers.")
-  new = dict(flat)
-  for name, k in zip(names, kernels):
-    if jnp.shape(k) != flat[name]["kernel"].shape:
-      raise ValueError(f"{name}: kernel of shape {jnp.shape(k)}, expected"
-                       f" {flat[name]['kernel'].shape}.")
-    new[name] = dict(flat[name], kernel=jnp.asarray(k))
-  return {"params": new} if "params" in params else new
-
-
-__all__ = ["MLP", "CNN", "PatchConv", "make", "layer_inputs", "LayerInputs", "weights", "with_weights", "kernel_init",
-           "conv_output_size"]
+__all__ = ["MLP", "CNN", "PatchConv", "make", "kernel_init", "conv_output_size"]

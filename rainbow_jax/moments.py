@@ -789,12 +789,13 @@ def layer_moments(
   """Statistics of every layer of one or two models in one pass over data.
 
   Args:
-    apply_fn: ``apply_fn(params, batch) -> [activation per layer]``, each
-      ``[B, d]`` or ``[B, H, W, C]``.
-    params: the first model's parameters.
+    apply_fn: a `rainbow_jax.network.Network` (its weight layers' inputs
+      are the maps), or ``apply_fn(params, batch) -> [activation per
+      layer]``, each ``[B, d]`` or ``[B, H, W, C]``.
+    params: the first model's parameters (a Network's variables).
     batches: iterable of input batches.
     params2: the second model's parameters (enables cross moments).
-    apply_fn2: the second model's function (default `apply_fn`).
+    apply_fn2: the second model's Network or function (default `apply_fn`).
     cross: ``'matched'``, ``'all'`` or ``'none'`` (see `layer_pairs`).
     **kwargs: passed to `accumulate` (progress, sharding, ...).
 
@@ -811,6 +812,13 @@ def layer_moments(
     >>> covariance(m, 0, 2).shape
     (3, 3)
   """
+  names = [None, None]
+  if hasattr(apply_fn, "layer_inputs"):
+    names[0], apply_fn = apply_fn.names, apply_fn.layer_inputs
+  if hasattr(apply_fn2, "layer_inputs"):
+    names[1], apply_fn2 = apply_fn2.names, apply_fn2.layer_inputs
+  elif apply_fn2 is None:
+    names[1] = names[0]
   batches = iter(batches)
   try:
     first = next(batches)
@@ -827,6 +835,9 @@ def layer_moments(
     n2 = len(_as_list(jax.eval_shape(apply_fn2, params2, first)))
     fn = _TwoModels(apply_fn, apply_fn2)
     pairs, counts = layer_pairs(n1, n2, cross), (n1, n2)
+  if all(n is not None for n in names[:len(counts)]):
+    kwargs.setdefault("names", tuple(f"model{m}/{name}" for m in range(len(counts))
+                                     for name in names[m]))
   kwargs.setdefault("names", layer_names(counts))
   return accumulate(
       _chain(first, batches), fn, params=(params, params2), cross=pairs,

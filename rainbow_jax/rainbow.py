@@ -21,9 +21,17 @@ layers. `generate` samples S new networks layer by layer, as the tutorial's
    layers ≤ j are evaluated), and its Procrustes map gives the next A;
 4. the classifier is the reference's, realigned.
 
+Biases: a neuron of a layer with a bias is its ``(weights, bias)`` vector;
+rows are sampled from the joint second moment of those vectors
+(`neuron_matrix`), and only the weight part is realigned.
+
 Layers not listed in ``layers`` keep the reference weights (realigned), and a
 generated network may be wider or narrower than the reference
-(``gen_model``). Everything runs under `jit`, vmapped over the S samples.
+(``gen=``). Everything runs under `jit`, vmapped over the S samples. The
+reference is any `rainbow_jax.network.Network` whose weight layers form a
+chain (MLPs, CNNs, with biases, pooling or normalisation without running
+statistics); BatchNorm statistics re-estimation and residual blocks are not
+implemented yet and are refused with an error naming the layer.
 """
 
 from __future__ import annotations
@@ -37,9 +45,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from rainbow_jax import align as _align
-from rainbow_jax import models as _models
+from rainbow_jax import evaluate as _evaluate
 from rainbow_jax import spectra as _spectra
-from rainbow_jax import train as _train
 
 Array = jax.Array
 _HP = lax.Precision.HIGHEST
@@ -54,11 +61,27 @@ def weight_factor(matrices: Sequence[Array]) -> Array:
   return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))
 
 
-def sample_kernel(key: Array, factor: Array, shape: Sequence[int]) -> Array:
-  """A Flax kernel of `shape` whose ``n_out`` rows are i.i.d. N(0, FᵀF)."""
+def neuron_matrix(kernel: Array, bias: Array | None = None) -> Array:
+  """The neurons of a layer as rows: ``[n_out, fan_in]`` (`spectra.weight_matrix`),
+  with the bias as a last column ``[n_out, fan_in + 1]`` when given."""
+  w = _spectra.weight_matrix(kernel)
+  if bias is None:
+    return w
+  return jnp.concatenate([w, jnp.asarray(bias, w.dtype)[:, None]], axis=1)
+
+
+def sample_kernel(key: Array, factor: Array, shape: Sequence[int], *,
+                  bias: bool = False) -> Array | tuple[Array, Array]:
+  """A Flax kernel of `shape` whose ``n_out`` rows are i.i.d. N(0, FᵀF).
+
+  With ``bias=True`` the factor's last column is the bias: returns
+  ``(kernel, bias [n_out])``, each neuron's (weights, bias) drawn jointly.
+  """
   n_out = shape[-1]
   g = jax.random.normal(key, (n_out, factor.shape[0]), factor.dtype)
-  w = jnp.matmul(g, factor, precision=_HP)  # [n_out, fan_in]
+  w = jnp.matmul(g, factor, precision=_HP)  # [n_out, fan_in (+1)]
+  if bias:
+    return w[:, :-1].T.reshape(shape), w[:, -1]
   return w.T.reshape(shape)
 
 
@@ -66,40 +89,37 @@ def realign(kernel: Array, a: Array) -> Array:
   """Kernel reading the reference's input → kernel reading the generated
   network's input ψ ≈ A φ (W ← W Aᵀ; ``a`` is ``[d_gen, d_ref]``). Conv
   kernels are realigned on their input channels."""
-  if kernel.ndim == 4:
-    return jnp.einsum("gr,abro->abgo", a, kernel, precision=_HP)
-  return jnp.matmul(a, kernel, precision=_HP)
+  return jnp.einsum("gr,...ro->...go", a, kernel, precision=_HP)
 
 
 def _fold(x: Array) -> Array:
   return x.reshape(-1, x.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=("ref_model", "gen_model", "layer"))
-def cross_moments(ref_model, gen_model, layer: int, ref_params, gen_params,
-                  xb: Array, wb: Array):
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer"))
+def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, wb: Array):
   """One pass: Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖² and Σ‖ψ‖² ``[S]`` at the
   input of `layer`, over batches ``xb [nb, B, ...]`` with row weights
-  ``wb [nb, B]`` (0 for padding). Conv inputs fold space into the batch."""
+  ``wb [nb, B]`` (0 for padding). Conv inputs fold space into the batch.
+  Only the layers before `layer` are evaluated."""
+  ref_in = lambda v, x: _fold(ref_net.layer_inputs(v, x, upto=layer)[layer])
+  gen_in = lambda v, x: _fold(gen_net.layer_inputs(v, x, upto=layer)[layer])
+
   def body(carry, inp):
     cross, tphi, tpsi = carry
     x, w = inp
-    phi = _fold(_models.layer_inputs(ref_model, ref_params, x, upto=layer)[layer])
-    reps = phi.shape[0] // x.shape[0]
-    wf = jnp.repeat(w, reps)
+    phi = ref_in(ref_vars, x)
+    wf = jnp.repeat(w, phi.shape[0] // x.shape[0])
     phi = phi * wf[:, None]
-    psi = jax.vmap(
-        lambda p: _fold(_models.layer_inputs(gen_model, p, x, upto=layer)[layer]))(gen_params)
+    psi = jax.vmap(gen_in, in_axes=(0, None))(gen_vars, x)
     cross = cross + jnp.einsum("snd,ne->sde", psi, phi)
     tphi = tphi + jnp.sum(phi * phi)
     tpsi = tpsi + jnp.einsum("snd,n->s", psi * psi, wf)
     return (cross, tphi, tpsi), None
 
-  s = jax.tree_util.tree_leaves(gen_params)[0].shape[0]
+  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
   probe = jax.eval_shape(lambda: (
-      _fold(_models.layer_inputs(ref_model, ref_params, xb[0], upto=layer)[layer]),
-      _fold(_models.layer_inputs(gen_model, jax.tree_util.tree_map(lambda a: a[0], gen_params),
-                                 xb[0], upto=layer)[layer])))
+      ref_in(ref_vars, xb[0]), gen_in(jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
   d_ref, d_gen = probe[0].shape[-1], probe[1].shape[-1]
   init = (jnp.zeros((s, d_gen, d_ref), jnp.float32), jnp.zeros((), jnp.float32),
           jnp.zeros((s,), jnp.float32))
@@ -118,8 +138,9 @@ class Generated(NamedTuple):
   """Result of `generate`.
 
   Attributes:
-    params: ``[S, ...]`` parameters of the S generated networks (of
-      ``gen_model``).
+    params: ``[S, ...]`` variables of the S generated networks (of the
+      generating `Network`; score them with
+      ``rainbow_jax.evaluate.accuracy(net, params, x, y, stacked=True)``).
     alignments: per layer j ≥ 1, ``[S, d_gen, d_ref]`` A with A φ ≈ ψ at its
       input.
     r2: ``[S, L − 1]`` alignment r² at the inputs of layers 1…L−1.
@@ -131,25 +152,30 @@ class Generated(NamedTuple):
 
 
 def reference_factors(kernels_per_seed: Sequence[Sequence[Array]],
-                      input_alignments: Sequence[Sequence[Array | None]] | None = None
+                      input_alignments: Sequence[Sequence[Array | None]] | None = None,
+                      biases_per_seed: Sequence[Sequence[Array | None]] | None = None
                       ) -> list[Array]:
   """Weight factors of every layer but the classifier, from one or several
   trained seeds.
 
   Args:
-    kernels_per_seed: K lists of Flax kernels (seed 0 is the reference).
+    kernels_per_seed: K lists of Flax kernels (seed 0 is the reference),
+      e.g. ``net.kernels(variables_k)``.
     input_alignments: for seeds k ≥ 1, per layer the alignment ``[d_k, d_0]``
       of their input onto the reference's (A φ₀ ≈ φ_k; None for the first
       layer, which reads pixels). Their weights are brought into the
       reference's input basis (W_k A) before stacking.
+    biases_per_seed: K lists of biases (``net.biases(variables_k)``; None
+      entries for bias-free layers); a neuron is then its (weights, bias).
 
   Returns:
-    L − 1 factors F ``[R, fan_in]`` (`weight_factor`).
+    L − 1 factors F ``[R, fan_in (+1)]`` (`weight_factor`).
   """
   ref = kernels_per_seed[0]
+  bias_of = lambda k, j: None if biases_per_seed is None else biases_per_seed[k][j]
   out = []
   for j in range(len(ref) - 1):
-    mats = [_spectra.weight_matrix(ref[j])]
+    mats = [neuron_matrix(ref[j], bias_of(0, j))]
     for k in range(1, len(kernels_per_seed)):
       kern = kernels_per_seed[k][j]
       a = None if input_alignments is None else input_alignments[k - 1][j]
@@ -158,37 +184,48 @@ def reference_factors(kernels_per_seed: Sequence[Sequence[Array]],
       elif j > 0:
         raise ValueError(f"seed {k}, layer {j}: an input alignment is needed to average"
                          " weight covariances across seeds.")
-      mats.append(_spectra.weight_matrix(kern))
+      mats.append(neuron_matrix(kern, bias_of(k, j)))
     out.append(weight_factor(mats))
   return out
 
 
-def generate(key: Array, model: Any, params: Any, x: Array, *, num_samples: int = 1,
-             gen_model: Any = None, factors: Sequence[Array] | None = None,
+def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
+             gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
              layers: Sequence[int] | None = None, batch_size: int = 1000,
              progress: bool = True) -> Generated:
   """Samples `num_samples` rainbow networks from a trained reference.
 
   Args:
     key: PRNG key.
-    model, params: the reference Flax module and its parameters (one seed).
+    net, variables: the reference `rainbow_jax.network.Network` and its
+      variables (one seed).
     x: ``[N, ...]`` data for the alignments (the tutorial: the training set).
     num_samples: S, generated as one vmapped program.
-    gen_model: architecture of the generated networks (default `model`); its
+    gen: ``(gen_net, gen_variables)``, the architecture of the generated
+      networks and template variables of it (default: the reference's); its
       hidden widths may differ from the reference's on sampled layers.
     factors: per sampled layer the weight factor (default: the reference's
-      own, `weight_factor`); see `reference_factors` to average seeds.
+      own, `weight_factor` of `neuron_matrix`); see `reference_factors` to
+      average seeds.
     layers: indices of the layers to sample (default: all but the
       classifier). Others keep the reference weights, realigned.
     batch_size: batch of the alignment passes (memory only).
     progress: a progress bar over layers.
 
   Returns:
-    `Generated`; evaluate with ``rainbow_jax.train.accuracy(result.params, …,
-    model=gen_model)``.
+    `Generated`.
+
+  Raises:
+    ValueError: a network with BatchNorm (statistics re-estimation is not
+      implemented yet), bad `layers`, or shapes that do not fit.
   """
-  gen_model = model if gen_model is None else gen_model
-  ref_k = _models.weights(params)
+  gen_net, template = (net, variables) if gen is None else gen
+  for n in (net, gen_net):
+    if n.norms:
+      raise ValueError(f"layer {n.norms[0]} is a BatchNorm: rainbow sampling would need its"
+                       " statistics re-estimated on the generated networks, which rainbow_jax"
+                       " does not do yet.")
+  ref_k, ref_b = net.kernels(variables), net.biases(variables)
   n_layers = len(ref_k)
   layers = list(range(n_layers - 1)) if layers is None else sorted(set(layers))
   if any(not 0 <= j < n_layers - 1 for j in layers):
@@ -197,22 +234,30 @@ def generate(key: Array, model: Any, params: Any, x: Array, *, num_samples: int 
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
   if factors is None:
-    factors = {j: weight_factor([_spectra.weight_matrix(ref_k[j])]) for j in layers}
+    factors = {j: weight_factor([neuron_matrix(ref_k[j], ref_b[j])]) for j in layers}
   elif not isinstance(factors, dict):
     factors = dict(enumerate(factors))
-  template = gen_model.init(jax.random.key(0), jnp.zeros((1, *x.shape[1:]), x.dtype))["params"]
-  gen_shapes = [k.shape for k in _models.weights(template)]
+  gen_shapes = list(gen_net.shapes)
   if len(gen_shapes) != n_layers:
-    raise ValueError(f"gen_model has {len(gen_shapes)} layers, the reference {n_layers}.")
+    raise ValueError(f"the generated network has {len(gen_shapes)} weight layers, the"
+                     f" reference {n_layers}.")
+  gen_bias = [l.bias for l in gen_net.layers]
   for j in range(n_layers):
     if j not in layers and gen_shapes[j][-1] != ref_k[j].shape[-1]:
       raise ValueError(f"layer {j} is not sampled, so its width must be the reference's"
                        f" ({ref_k[j].shape[-1]}), not {gen_shapes[j][-1]}.")
+    if gen_bias[j] != (ref_b[j] is not None):
+      raise ValueError(f"layer {j}: the reference and generated networks differ in having a"
+                       " bias.")
   s = num_samples
   # Padded batches; the padding rows get weight 0 (label −1).
-  xb, yb = _train.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32), batch_size)
+  xb, yb = _evaluate.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
+                                  batch_size)
   wb = (yb >= 0).astype(jnp.float32)
-  gen_k = [jnp.broadcast_to(jnp.asarray(k), (s, *k.shape)) for k in _models.weights(template)]
+  stack = lambda a: jnp.broadcast_to(jnp.asarray(a), (s, *jnp.shape(a)))
+  gen_k = [stack(k) for k in gen_net.kernels(template)]
+  gen_b = {j: stack(b) for j, b in enumerate(gen_net.biases(template)) if b is not None}
+  build = jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
   bar = None
@@ -224,18 +269,22 @@ def generate(key: Array, model: Any, params: Any, x: Array, *, num_samples: int 
     ref_shape = (*ref_k[j].shape[:-1], gen_shapes[j][-1])
     if j in layers:
       keys = jax.random.split(jax.random.fold_in(key, j), s)
-      w = jax.vmap(functools.partial(sample_kernel, factor=factors[j], shape=ref_shape))(keys)
+      drawn = jax.vmap(functools.partial(sample_kernel, factor=factors[j], shape=ref_shape,
+                                         bias=gen_bias[j]))(keys)
+      w, b = drawn if gen_bias[j] else (drawn, None)
     else:
-      w = jnp.broadcast_to(ref_k[j], (s, *ref_k[j].shape))
+      w, b = stack(ref_k[j]), None if ref_b[j] is None else stack(ref_b[j])
     if a is not None:
       w = jax.vmap(realign)(w, a)
     if w.shape[1:] != gen_shapes[j]:
-      raise ValueError(f"layer {j}: generated kernel {w.shape[1:]} ≠ gen_model's"
+      raise ValueError(f"layer {j}: generated kernel {w.shape[1:]} ≠ the generated network's"
                        f" {gen_shapes[j]}.")
     gen_k[j] = w
+    if b is not None:
+      gen_b[j] = b
     if j < n_layers - 1:
-      gen_params = jax.vmap(lambda *ks: _models.with_weights(template, list(ks)))(*gen_k)
-      cross, tphi, tpsi = cross_moments(model, gen_model, j + 1, params, gen_params, xb, wb)
+      cross, tphi, tpsi = cross_moments(net, gen_net, j + 1, variables, build(gen_k, gen_b),
+                                        xb, wb)
       al = _align_all(cross, tphi, tpsi)
       a = al.matrix
       alignments.append(a)
@@ -244,10 +293,9 @@ def generate(key: Array, model: Any, params: Any, x: Array, *, num_samples: int 
       bar.update(1)
   if bar is not None:
     bar.close()
-  gen_params = jax.vmap(lambda *ks: _models.with_weights(template, list(ks)))(*gen_k)
-  return Generated(gen_params, alignments,
+  return Generated(build(gen_k, gen_b), alignments,
                    jnp.stack(r2, axis=1) if r2 else jnp.zeros((s, 0)))
 
 
-__all__ = ["Generated", "cross_moments", "generate", "realign", "reference_factors",
-           "sample_kernel", "weight_factor"]
+__all__ = ["Generated", "cross_moments", "generate", "neuron_matrix", "realign",
+           "reference_factors", "sample_kernel", "weight_factor"]

@@ -41,9 +41,10 @@ _HP = lax.Precision.HIGHEST
 
 
 def weight_matrix(kernel: Array) -> Array:
-  """Flax kernel → ``[n_out, fan_in]`` (conv: ``[C_out, K·K·C_in]``)."""
+  """Canonical (Flax) kernel → ``[n_out, fan_in]`` (conv: ``[C_out, K·K·C_in]``).
+  The one place where a conv's fan-in order, ``(*window, C_in)``, is fixed."""
   _checks.check_floating(kernel, "kernel")
-  _checks.check_rank(kernel, (2, 4), "kernel")
+  _checks.check_rank(kernel, (2, 3, 4, 5), "kernel")
   k = jnp.asarray(kernel)
   return k.reshape(-1, k.shape[-1]).T
 
@@ -114,10 +115,26 @@ def learned_components(eigenvalues: Array, law: MarchenkoPastur, *,
   return jnp.sum(jnp.asarray(eigenvalues) > law.upper * (1.0 + margin))
 
 
-def layer_law(kernel: Array, init: str = "torch") -> MarchenkoPastur:
-  """Marchenko–Pastur law of a Flax kernel's shape at initialisation `init`."""
+def layer_law(kernel: Array, init: Any = "torch") -> MarchenkoPastur:
+  """Marchenko–Pastur law of a kernel's shape at initialisation.
+
+  Args:
+    kernel: canonical (Flax) kernel.
+    init: the initialiser the layer was drawn from: ``'torch'`` or
+      ``'flax'`` (`init_variance`), the per-entry variance σ² as a number,
+      or a JAX initialiser ``init(key, shape, dtype)`` (e.g.
+      ``nn.initializers.he_normal()``), whose σ² is measured on one draw of
+      the kernel's shape.
+  """
   n, d = weight_matrix(kernel).shape
-  return marchenko_pastur(n, d, init_variance(init, d))
+  if isinstance(init, str):
+    variance = init_variance(init, d)
+  elif callable(init):
+    shape = tuple(jnp.shape(kernel))
+    variance = float(jnp.mean(jnp.square(init(jax.random.key(0), shape, jnp.float32))))
+  else:
+    variance = float(init)
+  return marchenko_pastur(n, d, variance)
 
 
 # --------------------------------------------------------------------------
@@ -142,8 +159,8 @@ def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
   """
   kernel = jnp.asarray(kernel)
   p = projector(basis, k)
-  if kernel.ndim == 4 and basis.shape[1] == kernel.shape[2]:
-    return jnp.einsum("ij,abjo->abio", p, kernel, precision=_HP)
+  if kernel.ndim >= 3 and basis.shape[1] == kernel.shape[-2]:
+    return jnp.einsum("ij,...jo->...io", p, kernel, precision=_HP)
   flat = kernel.reshape(-1, kernel.shape[-1])
   if basis.shape[1] != flat.shape[0]:
     raise ValueError(f"basis of dimension {basis.shape[1]} does not match the kernel's"
@@ -151,59 +168,62 @@ def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
   return jnp.matmul(p, flat, precision=_HP).reshape(kernel.shape)
 
 
-def clip_sweep(model: Any, params: Any, layer: int, basis: Array, ranks: Sequence[int],
+def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequence[int],
                x: Array, y: Array, *, batch_size: int = 1000) -> Array:
   """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
 
-  One pass over ``x``: per batch, the layers before `layer` run once and
-  the rest of the network is vmapped over the ranks (the tutorial
-  deep-copies a model per rank and runs each on the whole network).
+  One pass over ``x``: the clipped kernels of every rank are vmapped, and
+  the layers before `layer` do not depend on the rank, so they run once per
+  batch (the tutorial deep-copies a model per rank and runs each on the
+  whole network). Works on any classifier `rainbow_jax.network.Network`.
 
   Args:
-    model: Flax module (one network).
-    params: its parameters (no seed axis).
-    layer: index of the layer whose input is clipped (0 = first).
-    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first.
+    net: the `Network` (one network).
+    variables: its variables (no seed axis).
+    layer: index of the weight layer whose input is clipped (0 = first).
+    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first (`clip_kernel`).
     ranks: the k's; each must be in [0, m].
     x, y: evaluation data.
 
   Returns:
     ``[len(ranks)]`` accuracies in percent.
   """
-  from rainbow_jax import models
+  from rainbow_jax import evaluate
 
-  kernels = models.weights(params)
-  if not 0 <= layer < len(kernels):
-    raise ValueError(f"layer {layer} out of range for {len(kernels)} layers.")
+  if not -len(net) <= layer < len(net):
+    raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
   ranks = np.asarray(ranks)
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
-  from rainbow_jax import train
+  xb, yb = evaluate.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+  return 100.0 * _clip_counts(net, layer % len(net), variables, basis, jnp.asarray(ranks),
+                              xb, yb) / len(x)
 
-  xb, yb = train.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
-  return 100.0 * _clip_counts(model, layer, params, basis, jnp.asarray(ranks), xb, yb) / len(x)
 
+@functools.partial(jax.jit, static_argnames=("net", "layer"))
+def _clip_counts(net, layer, variables, basis, ranks, xb, yb):
+  """Correct predictions per rank."""
+  kernel = net.kernels(variables)[layer]
 
-@functools.partial(jax.jit, static_argnames=("model", "layer"))
-def _clip_counts(model, layer, params, basis, ranks, xb, yb):
-  """Correct predictions per rank; the layers before `layer` run once per
-  batch, shared by every rank."""
-  from rainbow_jax import models
-
-  kernels = models.weights(params)
-
-  def one_rank(k, h):
-    clipped = models.with_weights(
-        params, [clip_kernel(w, basis, k) if i == layer else w for i, w in enumerate(kernels)])
-    return model.apply({"params": clipped}, h, start=layer)
+  def one_rank(k, x):
+    return net.apply(net.with_kernels(variables, {layer: clip_kernel(kernel, basis, k)}), x)
 
   def body(counts, batch):
     x, y = batch
-    h = models.layer_inputs(model, params, x, upto=layer)[layer]
-    logits = jax.vmap(one_rank, in_axes=(0, None))(ranks, h)
+    logits = jax.vmap(one_rank, in_axes=(0, None))(ranks, x)
     return counts + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1), None
 
   return lax.scan(body, jnp.zeros(ranks.shape, jnp.int32), (xb, yb))[0]
+
+
+def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:
+  """Alignment ``a`` of a layer's input channels as a map on its flattened
+  fan-in (`weight_matrix`): a conv fan-in flattens as (*window, C_in), so
+  the map is kron(I_window, A); a dense layer's is A itself."""
+  if len(kernel_shape) > 2:
+    window = int(np.prod(kernel_shape[:-2]))
+    return jnp.kron(jnp.eye(window, dtype=a.dtype), a)
+  return a
 
 
 def explained_variance(eigenvalues: Array) -> Array:
@@ -213,5 +233,5 @@ def explained_variance(eigenvalues: Array) -> Array:
 
 
 __all__ = ["MarchenkoPastur", "activation_spectrum", "clip_kernel", "clip_sweep",
-           "explained_variance", "init_variance", "layer_law", "learned_components",
+           "explained_variance", "init_variance", "input_map", "layer_law", "learned_components",
            "marchenko_pastur", "projector", "weight_matrix", "weight_spectrum"]

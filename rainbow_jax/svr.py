@@ -54,20 +54,13 @@ _HP = lax.Precision.HIGHEST
 # Layouts.
 
 
-def from_torch(weights: Sequence[Any]) -> list[Array]:
-  """PyTorch-layout weights (``[out, in]``, ``[out, in, K, K]``), checked.
-
-  E.g. ``[v.numpy() for k, v in model.state_dict().items() if k.endswith('weight')
-  and v.ndim in (2, 4)]`` for a torchvision VGG (batch-norm weights are 1-D).
-  """
-  out = []
-  for i, w in enumerate(weights):
-    _checks.check_floating(w, f"weights[{i}]")
-    _checks.check_rank(w, (2, 4), f"weights[{i}]")
-    if np.ndim(w) == 4 and np.shape(w)[2] != np.shape(w)[3]:
-      raise ValueError(f"weights[{i}]: need square [out, in, K, K] kernels, got {np.shape(w)}.")
-    out.append(jnp.asarray(w))
-  return out
+def from_torch(weights: Any, *, fold_batchnorm: bool = False) -> list[Array]:
+  """PyTorch weights → native layout: a module, a state dict or a list of
+  tensors/arrays, read by `rainbow_jax.network.from_torch` (biases and
+  BatchNorm vectors are dropped, as the reference code does, or BatchNorm is
+  folded into the preceding layer with ``fold_batchnorm=True``)."""
+  from rainbow_jax import network
+  return from_flax(network.from_torch(weights, fold_batchnorm=fold_batchnorm).kernels)
 
 
 def from_flax(kernels: Sequence[Any]) -> list[Array]:
@@ -77,7 +70,7 @@ def from_flax(kernels: Sequence[Any]) -> list[Array]:
   A Dense layer right after a Conv layer reads Flax's NHWC flatten (index
   ``position · C + c``); it is reordered to the native channels-first
   ``c · P + position``, so the SVR does not depend on the framework. Use
-  `rainbow_jax.models.weights(params)` for the kernels of our models.
+  ``net.kernels(variables)`` of a `rainbow_jax.network.Network` for any Flax model.
   """
   return _relayout(kernels, "kernels", native_out=True)
 

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rainbow_jax.evaluate import eval_batches
+
 Array = jax.Array
 
 
@@ -171,18 +173,6 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
   if resolve_seed_axis(seed_axis) == "vmap":
     return jax.vmap(run, in_axes=(0, None, None, 0))(state, x, y, order)
   return jax.lax.map(lambda a: run(a[0], x, y, a[1]), (state, order))
-
-
-def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
-  """``[nb, batch_size, ...]`` images and labels, the tail padded with label
-  −1 (never counted as correct)."""
-  n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-      nb, batch_size, *x.shape[1:])
-  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
-  return xp, yp
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))

@@ -1,40 +1,36 @@
-"""Tutorial architectures: shapes, taps, initialisation, layer order."""
+"""Tutorial architectures: shapes, initialisation, layer order."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rainbow_jax import models, train
+from rainbow_jax import models, network, train
 
 
-def test_mlp_taps_are_layer_inputs():
+def test_mlp_through_the_network_adapter():
   m = models.make("mlp", (28, 28, 1), 10)
   p = m.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
-  taps = models.layer_inputs(m, p, x)
-  assert [t.shape for t in taps] == [(4, 784), (4, 512), (4, 256)]
-  w = models.weights(p)
-  h = np.maximum(np.asarray(taps[0]) @ np.asarray(w[0]), 0)
-  np.testing.assert_allclose(taps[1], h, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(m.apply({"params": p}, x), taps[2] @ w[2], rtol=1e-5, atol=1e-5)
+  net = network.from_linen(m, p, x)
+  h = net.layer_inputs(p, x)
+  assert [t.shape for t in h] == [(4, 784), (4, 512), (4, 256)]
+  w = [p[f"dense_{i}"]["kernel"] for i in range(3)]
+  np.testing.assert_allclose(h[1], np.maximum(np.asarray(h[0]) @ np.asarray(w[0]), 0),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(m.apply({"params": p}, x), h[2] @ w[2], rtol=1e-5, atol=1e-5)
 
 
 def test_cnn_shapes_and_order_survive_tree_maps():
   m = models.make("cnn", (28, 28, 1), 10)
   state = train.init(m, train.sgd(), [0, 1], (28, 28, 1))
-  p = train.select(state.params, 0)  # tree_map sorts dict keys
-  shapes = [w.shape for w in models.weights(p)]
-  assert shapes == [(5, 5, 1, 32), (5, 5, 32, 64), (4 * 4 * 64, 10)]
-  taps = models.layer_inputs(m, p, jnp.zeros((2, 28, 28, 1)))
-  assert [t.shape for t in taps] == [(2, 28, 28, 1), (2, 12, 12, 32), (2, 1024)]
+  p = train.select(state.params, 0)
+  net = network.from_linen(m, p, jnp.zeros((2, 28, 28, 1)))
+  assert net.names == ("conv_0", "conv_1", "dense_2")
+  assert [w.shape for w in net.kernels(p)] == [(5, 5, 1, 32), (5, 5, 32, 64), (4 * 4 * 64, 10)]
+  h = net.layer_inputs(p, jnp.zeros((2, 28, 28, 1)))
+  assert [t.shape for t in h] == [(2, 28, 28, 1), (2, 12, 12, 32), (2, 1024)]
   assert models.conv_output_size(28) == 12 and models.conv_output_size(12) == 4
-  # with_weights puts kernels back where weights found them.
-  doubled = models.with_weights(p, [2 * w for w in models.weights(p)])
-  for a, b in zip(models.weights(doubled), models.weights(p)):
-    np.testing.assert_array_equal(a, 2 * b)
-  with pytest.raises(ValueError, match="expected"):
-    models.with_weights(p, [w.T for w in models.weights(p)])
 
 
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in():

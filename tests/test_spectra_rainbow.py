@@ -7,7 +7,7 @@ import pytest
 import scipy.integrate
 import scipy.stats
 
-from rainbow_jax import data, models, rainbow, spectra, train
+from rainbow_jax import data, evaluate, models, network, rainbow, spectra, train
 
 
 def test_marchenko_pastur_edges_density_and_learned_components():
@@ -47,13 +47,13 @@ def trained():
   model = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[64, 32])
   state, hist = train.fit(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seeds=[0, 1],
                           epochs=15, progress=False)
-  return ds, model, state, hist
+  return ds, network.from_linen(model, train.select(state.params, 0), ds.x_train[:2]), state, hist
 
 
 def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
   ds, model, state, hist = trained
   p = train.select(state.params, 0)
-  kernels = models.weights(p)
+  kernels = model.kernels(p)
   _, basis = spectra.weight_spectrum(kernels[1])  # [32, 64]: rank 32 of fan-in 64
   full = np.asarray(jnp.eye(64))  # a complete basis of the input
   acc = np.asarray(spectra.clip_sweep(model, p, 1, full, [0, 64], ds.x_test, ds.y_test))
@@ -64,7 +64,7 @@ def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
   sweep = np.asarray(spectra.clip_sweep(model, p, 1, basis, ranks, ds.x_test, ds.y_test))
   for r, a in zip(ranks, sweep):  # independent: project the activations in numpy
     b = np.asarray(basis[:r], np.float64)
-    h = np.asarray(models.layer_inputs(model, p, jnp.asarray(ds.x_test))[1], np.float64)
+    h = np.asarray(model.layer_inputs(p, jnp.asarray(ds.x_test))[1], np.float64)
     h2 = np.maximum(h @ b.T @ b @ np.asarray(kernels[1], np.float64), 0)
     logits = h2 @ np.asarray(kernels[2], np.float64)
     assert a == pytest.approx(100 * np.mean(logits.argmax(1) == ds.y_test), abs=0.2)
@@ -77,10 +77,11 @@ def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
 def test_clip_conv_kernel_on_channels_equals_projecting_the_input():
   model = models.make("cnn", (20, 20, 3), 4, widths=[5, 6])
   p = model.init(jax.random.key(0), jnp.zeros((1, 20, 20, 3)))["params"]
-  k = models.weights(p)[0]
   x = jax.random.normal(jax.random.key(1), (2, 20, 20, 3))
+  net = network.from_linen(model, p, x)
+  k = net.kernels(p)[0]
   basis = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (3, 3)))[0].T
-  clipped = models.with_weights(p, [spectra.clip_kernel(k, basis, 2)] + models.weights(p)[1:])
+  clipped = net.with_kernels(p, {0: spectra.clip_kernel(k, basis, 2)})
   proj = np.asarray(basis[:2]).T @ np.asarray(basis[:2])
   np.testing.assert_allclose(model.apply({"params": clipped}, x),
                              model.apply({"params": p}, jnp.asarray(np.asarray(x) @ proj)),
@@ -112,11 +113,11 @@ def test_generate_without_sampling_is_the_reference(trained):
   g = rainbow.generate(jax.random.key(0), model, p, ds.x_train, num_samples=2, layers=[],
                        progress=False)
   np.testing.assert_allclose(np.asarray(g.r2), 1.0, atol=1e-4)  # r² of a network with itself
-  h = models.layer_inputs(model, p, jnp.asarray(ds.x_train))  # the alignment data
+  h = model.layer_inputs(p, jnp.asarray(ds.x_train))  # the alignment data
   for j, a in enumerate(g.alignments):  # A φ = φ (dead ReLUs leave A free off the data)
     hj = np.asarray(h[j + 1])
     assert np.linalg.norm(hj @ np.asarray(a[0]).T - hj) < 1e-3 * np.linalg.norm(hj)
-  acc = np.asarray(train.accuracy(g.params, ds.x_test, ds.y_test, model=model))
+  acc = np.asarray(evaluate.accuracy(model, g.params, ds.x_test, ds.y_test, stacked=True))
   np.testing.assert_allclose(acc, hist.test_accuracy[-1][0], atol=0.2)
 
 
@@ -124,27 +125,30 @@ def test_rainbow_samples_work_and_can_be_wider(trained):
   ds, model, state, _ = trained
   p = train.select(state.params, 0)
   g = rainbow.generate(jax.random.key(1), model, p, ds.x_train, num_samples=3, progress=False)
-  acc = np.asarray(train.accuracy(g.params, ds.x_test, ds.y_test, model=model))
+  acc = np.asarray(evaluate.accuracy(model, g.params, ds.x_test, ds.y_test, stacked=True))
   assert acc.shape == (3,) and np.all(acc > 60), acc  # chance is 10 %
   assert np.all(np.asarray(g.r2) > 0.5)
   wide = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[128, 32])
+  wide_v = wide.init(jax.random.key(0), ds.x_train[:1])["params"]
+  wide_net = network.from_linen(wide, wide_v, ds.x_train[:1])
   gw = rainbow.generate(jax.random.key(1), model, p, ds.x_train, num_samples=2,
-                        gen_model=wide, layers=[0, 1], progress=False)
-  assert models.weights(train.select(gw.params, 0))[0].shape == (64, 128)
-  acc_w = np.asarray(train.accuracy(gw.params, ds.x_test, ds.y_test, model=wide))
+                        gen=(wide_net, wide_v), layers=[0, 1], progress=False)
+  assert wide_net.kernels(train.select(gw.params, 0))[0].shape == (64, 128)
+  acc_w = np.asarray(evaluate.accuracy(wide_net, gw.params, ds.x_test, ds.y_test,
+                                       stacked=True))
   assert np.all(acc_w > 60), acc_w
   with pytest.raises(ValueError, match="classifier"):
     rainbow.generate(jax.random.key(1), model, p, ds.x_train, layers=[2], progress=False)
   with pytest.raises(ValueError, match="not sampled"):
-    rainbow.generate(jax.random.key(1), model, p, ds.x_train, gen_model=wide, layers=[1],
+    rainbow.generate(jax.random.key(1), model, p, ds.x_train, gen=(wide_net, wide_v), layers=[1],
                      progress=False)
 
 
 def test_seed_averaged_covariance_is_invariant_to_a_permuted_copy(trained):
   # Seed 1 is seed 0 with its hidden neurons permuted: after alignment its
   # weight covariance is seed 0's, so the averaged factor equals seed 0's.
-  _, _, state, _ = trained
-  k0 = models.weights(train.select(state.params, 0))
+  _, net, state, _ = trained
+  k0 = net.kernels(train.select(state.params, 0))
   rng = np.random.default_rng(0)
   p1, p2 = rng.permutation(64), rng.permutation(32)
   k1 = [k0[0][:, p1], k0[1][p1][:, p2], k0[2][p2]]
@@ -156,3 +160,70 @@ def test_seed_averaged_covariance_is_invariant_to_a_permuted_copy(trained):
                                atol=1e-6)
   with pytest.raises(ValueError, match="input alignment"):
     rainbow.reference_factors([k0, k1], [[None, None, None]])
+
+
+def test_rainbow_on_a_flax_mlp_with_biases_and_default_names():
+  import flax.linen as nn
+  import optax
+
+  class BiasMLP(nn.Module):  # Flax defaults: Dense_0…, biases
+    @nn.compact
+    def __call__(self, x):
+      x = x.reshape(x.shape[0], -1)
+      x = nn.relu(nn.Dense(64)(x))
+      x = nn.relu(nn.Dense(32)(x))
+      return nn.Dense(10)(x)
+
+  ds = data.load("digits")
+  m = BiasMLP()
+  v = m.init(jax.random.key(0), ds.x_train[:1])
+  tx = optax.adam(1e-2)
+  loss = lambda v, x, y: optax.softmax_cross_entropy_with_integer_labels(m.apply(v, x), y).mean()
+
+  @jax.jit
+  def step(v, o, x, y):
+    g = jax.grad(loss)(v, x, y)
+    u, o = tx.update(g, o, v)
+    return optax.apply_updates(v, u), o
+
+  o = tx.init(v)
+  x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+  for i in range(300):
+    sl = slice((i * 128) % 1280, (i * 128) % 1280 + 128)
+    v, o = step(v, o, x[sl], y[sl])
+  net = network.from_linen(m, v, x[:2])
+  ref = float(evaluate.accuracy(net, v, ds.x_test, ds.y_test))
+  assert ref > 90
+  # Biases are sampled jointly with the weights: the factor's last column.
+  f = rainbow.weight_factor([rainbow.neuron_matrix(net.kernels(v)[0], net.biases(v)[0])])
+  assert f.shape[1] == 64 + 1
+  k, b = rainbow.sample_kernel(jax.random.key(0), f, (64, 20000), bias=True)
+  joint = np.concatenate([np.asarray(k, np.float64), np.asarray(b, np.float64)[None]], 0)
+  emp, want = joint @ joint.T / 20000, np.asarray(f.T @ f, np.float64)
+  assert np.linalg.norm(emp - want) / np.linalg.norm(want) < 0.05
+  g = rainbow.generate(jax.random.key(0), net, v, ds.x_train, num_samples=4, progress=False)
+  acc = np.asarray(evaluate.accuracy(net, g.params, ds.x_test, ds.y_test, stacked=True))
+  assert np.all(acc > 60), (acc, ref)  # chance is 10 %
+  assert not np.allclose(net.biases(train.select(g.params, 0))[0], net.biases(v)[0])
+  # The classifier keeps the reference's bias; unsampled layers keep theirs.
+  np.testing.assert_array_equal(net.biases(train.select(g.params, 1))[2], net.biases(v)[2])
+  same = rainbow.generate(jax.random.key(0), net, v, ds.x_train, layers=[], progress=False)
+  np.testing.assert_allclose(evaluate.accuracy(net, same.params, ds.x_test, ds.y_test,
+                                               stacked=True), ref, atol=0.3)
+
+
+def test_rainbow_refuses_batchnorm_by_name():
+  import flax.linen as nn
+
+  class BN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.Dense(8)(x.reshape(x.shape[0], -1))
+      x = nn.BatchNorm(use_running_average=True, name="norm")(x)
+      return nn.Dense(3)(nn.relu(x))
+
+  x = jnp.ones((4, 5))
+  v = BN().init(jax.random.key(0), x)
+  net = network.from_linen(BN(), v, x)
+  with pytest.raises(ValueError, match="layer norm is a BatchNorm"):
+    rainbow.generate(jax.random.key(0), net, v, x, progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rainbow_jax import models
+from rainbow_jax import models, network
 from rainbow_jax import svr as V
 
 
@@ -105,12 +105,13 @@ def test_internal_dimensions_recover_block_size_appendix_b1():
 def test_flax_and_torch_layouts_give_the_same_graph(rng):
   model = models.make("cnn", (28, 28, 1), 10, widths=[4, 6])
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  kernels = models.weights(params)
+  net = network.from_linen(model, params, jnp.zeros((1, 28, 28, 1)))
+  kernels = net.kernels(params)
   native = V.from_flax(kernels)
   # Independently: the converted dense weight applied to the NCHW flatten of
   # the conv output reproduces Flax's dense output.
   x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
-  feats = models.layer_inputs(model, params, x)[-1]  # input to the classifier (flattened NHWC)
+  feats = net.layer_inputs(params, x)[-1]  # input to the classifier (flattened NHWC)
   logits = model.apply({"params": params}, x)
   h = int(np.sqrt(feats.shape[1] // 6))
   nchw = np.transpose(np.asarray(feats).reshape(3, h, h, 6), (0, 3, 1, 2)).reshape(3, -1)
@@ -201,7 +202,7 @@ def test_figures(rng, tmp_path):
 def test_to_flax_inverts_from_flax_and_low_rank_compresses(rng):
   model = models.make("cnn", (28, 28, 1), 10, widths=[4, 6])
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  kernels = models.weights(params)
+  kernels = network.from_linen(model, params, jnp.zeros((1, 28, 28, 1))).kernels(params)
   native = V.from_flax(kernels)
   for k, back in zip(kernels, V.to_flax(native)):
     np.testing.assert_array_equal(np.asarray(k), np.asarray(back))

@@ -56,7 +56,7 @@ def moments_and_alignment():
       new_code_cell(
           "import jax, jax.numpy as jnp, numpy as np\n"
           "import matplotlib.pyplot as plt\n"
-          "from rainbow_jax import align, data, models, moments, plots\n\n"
+          "from rainbow_jax import align, data, models, moments, network, plots\n\n"
           'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
           "ds = data.load(name)\n"
           "x = ds.x_train[:2000] if QUICK else ds.x_train\n"
@@ -80,8 +80,8 @@ def moments_and_alignment():
           "k1, k2 = jax.random.split(jax.random.key(0))\n"
           "p1 = model.init(k1, x[:1])['params']\n"
           "p2 = model.init(k2, x[:1])['params']\n"
-          "taps = lambda p, xb: model.apply({'params': p}, xb, taps=True)\n"
-          "stats = moments.layer_moments(taps, p1, (x[i:i + 500] for i in range(0, len(x), 500)),\n"
+          "net = network.from_linen(model, p1, x[:2])   # any Flax model: layers in call order\n"
+          "stats = moments.layer_moments(net, p1, (x[i:i + 500] for i in range(0, len(x), 500)),\n"
           "                              params2=p2, cross='matched')\n"
           "L = len(stats.dims) // 2\n"
           "alignments = [align.align_moments(stats, l, L + l) for l in range(L)]\n"
@@ -116,7 +116,7 @@ def similarity():
       new_code_cell(
           "import jax, jax.numpy as jnp, numpy as np\n"
           "import matplotlib.pyplot as plt\n"
-          "from rainbow_jax import data, models, similarity as S, train\n"
+          "from rainbow_jax import data, models, network, similarity as S, train\n"
           "key = jax.random.key(0)"),
       new_markdown_cell(
           "## Toy data: an invertible map scores 1, noise lowers it\n"
@@ -160,7 +160,8 @@ def similarity():
           "                        seeds=(0, 1), epochs=1 if QUICK else 5, progress=False)\n"
           "print(name, 'test accuracy per seed:', np.round(hist.test_accuracy[-1], 4))\n"
           "x_eval = ds.x_test[:2000]\n"
-          "acts = [models.layer_inputs(model, train.select(state.params, k), x_eval) for k in (0, 1)]\n"
+          "net = network.from_linen(model, train.select(state.params, 0), x_eval[:2])\n"
+          "acts = [net.layer_inputs(train.select(state.params, k), x_eval) for k in (0, 1)]\n"
           "print('layer widths:', [a.shape[1] for a in acts[0]])"),
       new_markdown_cell("### Layer × layer, one jitted call per measure\n"
                         "Widths differ (pixels, 256, 128); every entry equals the measure on"
@@ -227,7 +228,7 @@ def svr_notebook():
       new_code_cell(
           "import jax, jax.numpy as jnp, numpy as np\n"
           "import matplotlib.pyplot as plt\n"
-          "from rainbow_jax import data, models, plots, svr, train\n\n"
+          "from rainbow_jax import data, models, network, plots, svr, train\n\n"
           'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
           "ds = data.load(name)\n"
           "n_train = 5000 if QUICK else len(ds.x_train)\n"
@@ -244,7 +245,8 @@ def svr_notebook():
           "state, hist = train.fit(mlp, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test,\n"
           "                        seeds=seeds, epochs=epochs, progress=False)\n"
           "print('test accuracy per seed (%):', np.round(hist.test_accuracy[-1], 2))\n"
-          "native = lambda params, k: svr.from_flax(models.weights(train.select(params, k)))\n"
+          "net = network.from_linen(mlp, train.select(state.params, 0), ds.x_train[:2])\n"
+          "native = lambda params, k: svr.from_flax(net.kernels(train.select(params, k)))\n"
           "before, after = svr.svr(native(init_params, 0)), svr.svr(native(state.params, 0))\n"
           "fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))\n"
           "plots.svr_graph(before, title='random initialisation', ax=axes[0])\n"
@@ -287,7 +289,7 @@ def svr_notebook():
           "    res = svr.svr(native(state.params, k))\n"
           "    ranks.append(svr.keep_ranks(res))\n"
           "    p = train.select(state.params, k)\n"
-          "    pruned.append(models.with_weights(p, svr.to_flax(svr.low_rank(native(state.params, k), ranks[-1]))))\n"
+          "    pruned.append(net.with_kernels(p, svr.to_flax(svr.low_rank(native(state.params, k), ranks[-1]))))\n"
           "    print(f'seed {k}: internal dims {res.internal_dims}, ranks kept {ranks[-1]}')\n"
           "pruned = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *pruned)\n"
           "acc_pruned = np.asarray(train.accuracy(pruned, jnp.asarray(ds.x_test), jnp.asarray(ds.y_test), model=mlp))\n"
@@ -302,7 +304,8 @@ def svr_notebook():
           "cnn = models.make('cnn', ds.x_train.shape[1:], ds.num_classes)\n"
           "cstate, chist = train.fit(cnn, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test,\n"
           "                          seeds=[0], epochs=epochs, progress=False)\n"
-          "cres = svr.svr(svr.from_flax(models.weights(train.select(cstate.params, 0))))\n"
+          "cp = train.select(cstate.params, 0)\n"
+          "cres = svr.svr(svr.from_flax(network.from_linen(cnn, cp, ds.x_train[:2]).kernels(cp)))\n"
           "print('test accuracy (%):', np.round(chist.test_accuracy[-1], 2))\n"
           "print('shared channels, positions per edge:', list(zip(cres.channels, cres.positions)))\n"
           "print('internal dimensions:', cres.internal_dims)\n"
@@ -338,7 +341,7 @@ def rainbow_tutorial():
       new_code_cell(
           "import jax, jax.numpy as jnp, numpy as np\n"
           "import matplotlib.pyplot as plt\n"
-          "from rainbow_jax import align, data, models, moments, plots, rainbow, spectra, train\n\n"
+          "from rainbow_jax import align, data, evaluate, models, moments, network, plots, rainbow, spectra, train\n\n"
           'name = DATASET if DATASET != "auto" else ("fashion_mnist" if data.available("fashion_mnist") else "digits")\n'
           "ds = data.load(name, grayscale=True, normalize='tutorial' if name == 'cifar10' else True)\n"
           "n_train = 2000 if QUICK else len(ds.x_train)\n"
@@ -355,13 +358,14 @@ def rainbow_tutorial():
           "init_params = train.init(model, train.sgd(), seeds, x.shape[1:]).params\n"
           "state, hist = train.fit(model, x, y, x_test, y_test, seeds=seeds, epochs=1 if QUICK else 5)\n"
           "params = [train.select(state.params, k) for k in range(len(seeds))]\n"
+          "net = network.from_linen(model, params[0], x[:2])  # the analyses see any model this way\n"
+          "print('weight layers in call order:', net.names)\n"
           "print('test accuracy per seed (%):', np.round(hist.test_accuracy[-1], 2))"),
       new_markdown_cell("## Activation covariances of two seeds, one streamed pass\n"
                         "Every layer's input, self and cross second moments of seeds 0 and 1."),
       new_code_cell(
           "batches = [x[i:i + 1000] for i in range(0, len(x), 1000)]\n"
-          "stats = moments.layer_moments(models.LayerInputs(model), params[0], batches,\n"
-          "                              params2=params[1], cross='matched')\n"
+          "stats = moments.layer_moments(net, params[0], batches, params2=params[1], cross='matched')\n"
           "L = len(stats.dims) // 2\n"
           "fig, axes = plt.subplots(1, L, figsize=(4.5 * L, 3.8))\n"
           "act = []\n"
@@ -374,8 +378,8 @@ def rainbow_tutorial():
                         "At initialisation the weight covariance follows the Marchenko–Pastur law;"
                         " eigenvalues above its edge after training are the learned components."),
       new_code_cell(
-          "kernels = models.weights(params[0])\n"
-          "init_kernels = models.weights(train.select(init_params, 0))\n"
+          "kernels = net.kernels(params[0])\n"
+          "init_kernels = net.kernels(train.select(init_params, 0))\n"
           "for l, (k, k0) in enumerate(zip(kernels, init_kernels)):\n"
           "    ev, _ = spectra.weight_spectrum(k)\n"
           "    ev0, _ = spectra.weight_spectrum(k0)\n"
@@ -390,9 +394,9 @@ def rainbow_tutorial():
           "_, wvec = spectra.weight_spectrum(kernels[layer])\n"
           "_, e_act, _ = act[layer]\n"
           "ranks = [1, 2, 4, 8, 16, 32, 64, 128, e_act.shape[0]]\n"
-          "acc_act = spectra.clip_sweep(model, params[0], layer, e_act, ranks, x_test, y_test)\n"
+          "acc_act = spectra.clip_sweep(net, params[0], layer, e_act, ranks, x_test, y_test)\n"
           "w_ranks = [r for r in ranks if r <= wvec.shape[0]]\n"
-          "acc_w = spectra.clip_sweep(model, params[0], layer, wvec, w_ranks, x_test, y_test)\n"
+          "acc_w = spectra.clip_sweep(net, params[0], layer, wvec, w_ranks, x_test, y_test)\n"
           "plt.figure(figsize=(5, 3.8))\n"
           "plt.plot(ranks, acc_act, 'o-', label='activation eigenvectors')\n"
           "plt.plot(w_ranks, acc_w, 's-', label='weight eigenvectors')\n"
@@ -417,25 +421,26 @@ def rainbow_tutorial():
                         " network."),
       new_code_cell(
           "S = 2 if QUICK else 8\n"
-          "gen = rainbow.generate(jax.random.key(0), model, params[0], x, num_samples=S)\n"
-          "acc = np.asarray(train.accuracy(gen.params, x_test, y_test, model=model))\n"
+          "gen = rainbow.generate(jax.random.key(0), net, params[0], x, num_samples=S)\n"
+          "acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test, stacked=True))\n"
           "print(f'reference {hist.test_accuracy[-1][0]:.2f} %; rainbow {acc.mean():.2f} ± {acc.std():.2f} %')\n"
           "print('alignment r² per sample and layer:', np.round(np.asarray(gen.r2), 3))"),
       new_code_cell(
           "# Average the weight covariances over seeds: bring seeds 1, 2 into seed 0's basis.\n"
           "alignments = []\n"
           "for k in (1, 2):\n"
-          "    st = moments.layer_moments(models.LayerInputs(model), params[0], batches,\n"
-          "                               params2=params[k], cross='matched')\n"
+          "    st = moments.layer_moments(net, params[0], batches, params2=params[k], cross='matched')\n"
           "    alignments.append([None] + [align.align_moments(st, l, L + l).matrix for l in range(1, L)])\n"
-          "factors = rainbow.reference_factors([models.weights(p) for p in params], alignments)\n"
-          "gen_avg = rainbow.generate(jax.random.key(1), model, params[0], x, num_samples=S, factors=factors)\n"
-          "acc_avg = np.asarray(train.accuracy(gen_avg.params, x_test, y_test, model=model))\n"
+          "factors = rainbow.reference_factors([net.kernels(p) for p in params], alignments)\n"
+          "gen_avg = rainbow.generate(jax.random.key(1), net, params[0], x, num_samples=S, factors=factors)\n"
+          "acc_avg = np.asarray(evaluate.accuracy(net, gen_avg.params, x_test, y_test, stacked=True))\n"
           "print(f'averaged over {len(params)} seeds: {acc_avg.mean():.2f} ± {acc_avg.std():.2f} %')\n"
           "if arch == 'mlp':\n"
           "    wide = models.make('mlp', x.shape[1:], ds.num_classes, widths=[1024, 512])\n"
-          "    gw = rainbow.generate(jax.random.key(2), model, params[0], x, num_samples=S, gen_model=wide)\n"
-          "    acc_w = np.asarray(train.accuracy(gw.params, x_test, y_test, model=wide))\n"
+          "    wide_p = wide.init(jax.random.key(0), x[:1])['params']\n"
+          "    wide_net = network.from_linen(wide, wide_p, x[:2])\n"
+          "    gw = rainbow.generate(jax.random.key(2), net, params[0], x, num_samples=S, gen=(wide_net, wide_p))\n"
+          "    acc_w = np.asarray(evaluate.accuracy(wide_net, gw.params, x_test, y_test, stacked=True))\n"
           "    print(f'twice as wide: {acc_w.mean():.2f} ± {acc_w.std():.2f} %')"),
   ]
 
@@ -508,6 +513,147 @@ def ensembles_notebook():
   ]
 
 
+def your_own_model():
+  return [
+      new_markdown_cell(
+          "# Bring your own model\n\n"
+          "Every analysis of rainbow_jax runs on *your* network through one adapter,"
+          " `rainbow_jax.network`: `from_linen(module, variables, x)` or `from_nnx(model, x)`"
+          " discovers the weight layers (Dense, Conv) in the order the forward pass calls"
+          " them, with Flax's own method interception — no extra argument on your model."
+          " BatchNorm is read in inference mode. PyTorch weights go through `from_torch`."),
+      params_cell("QUICK = False      # the tests set True: less data, fewer steps"),
+      new_code_cell(
+          INSTALL + "\n"
+          "import numpy as np, optax\n"
+          "import flax.linen as nn\n"
+          "from flax import nnx\n"
+          "import matplotlib.pyplot as plt\n"
+          "from rainbow_jax import align, data, evaluate, moments, network, plots, rainbow, spectra, svr\n\n"
+          "ds = data.load('digits')   # 8×8 digits ship with scikit-learn: offline\n"
+          "x, y, x_test, y_test = map(jax.numpy.asarray, (ds.x_train, ds.y_train, ds.x_test, ds.y_test))\n"
+          "print(x.shape, ds.source)"),
+      new_markdown_cell(
+          "## A linen CNN with Flax's default names, biases and BatchNorm\n"
+          "Sorted by name its layers would read `Conv_0, Conv_1, Dense_0, Dense_1`; the"
+          " adapter reports the call order whatever the names."),
+      new_code_cell(
+          "class SmallCNN(nn.Module):\n"
+          "    @nn.compact\n"
+          "    def __call__(self, x, train: bool = False):\n"
+          "        x = nn.relu(nn.Conv(16, (3, 3))(x))\n"
+          "        x = nn.BatchNorm(use_running_average=not train)(x)\n"
+          "        x = nn.relu(nn.Conv(32, (3, 3), strides=2)(x))\n"
+          "        x = nn.relu(nn.Dense(64)(x.reshape(x.shape[0], -1)))\n"
+          "        return nn.Dense(10)(x)\n\n"
+          "def fit(seed, steps):\n"
+          "    m = SmallCNN()\n"
+          "    v = m.init(jax.random.key(seed), x[:1])\n"
+          "    tx = optax.adam(3e-3)\n"
+          "    def loss(p, bs, xb, yb):\n"
+          "        out, upd = m.apply({'params': p, 'batch_stats': bs}, xb, train=True, mutable=['batch_stats'])\n"
+          "        return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean(), upd['batch_stats']\n"
+          "    @jax.jit\n"
+          "    def step(p, bs, o, i):\n"
+          "        idx = jax.random.choice(jax.random.fold_in(jax.random.key(seed), i), len(x), (128,))\n"
+          "        (l, bs), g = jax.value_and_grad(loss, has_aux=True)(p, bs, x[idx], y[idx])\n"
+          "        u, o = tx.update(g, o, p)\n"
+          "        return optax.apply_updates(p, u), bs, o\n"
+          "    p, bs = v['params'], v['batch_stats']\n"
+          "    o = tx.init(p)\n"
+          "    for i in range(steps):\n"
+          "        p, bs, o = step(p, bs, o, i)\n"
+          "    return m, {'params': p, 'batch_stats': bs}\n\n"
+          "steps = 100 if QUICK else 600\n"
+          "(m, v0), (_, v1) = fit(0, steps), fit(1, steps)\n"
+          "net = network.from_linen(m, v0, x[:2])\n"
+          "print('weight layers in call order:', net.names)\n"
+          "print('kinds:', net.kinds, ' BatchNorm:', net.norms)\n"
+          "print('test accuracy of the two seeds (%):',\n"
+          "      [round(float(evaluate.accuracy(net, v, x_test, y_test)), 2) for v in (v0, v1)])"),
+      new_markdown_cell(
+          "## Alignment of the two seeds at every weight layer's input, one pass\n"
+          "`moments.layer_moments` takes the `Network` directly."),
+      new_code_cell(
+          "stats = moments.layer_moments(net, v0, [x[i:i + 500] for i in range(0, len(x), 500)],\n"
+          "                              params2=v1, cross='matched')\n"
+          "L = len(net)\n"
+          "r2 = [float(align.align_moments(stats, l, L + l).r2) for l in range(L)]\n"
+          "plots.bars(r2, list(net.names), ylabel='r² (alignment)', title='seed 0 vs seed 1');"),
+      new_markdown_cell(
+          "## Weight spectra against Marchenko–Pastur, and clipping\n"
+          "`layer_law` takes the initialiser you used: Flax's default LeCun normal here."),
+      new_code_cell(
+          "init_kernels = net.kernels(m.init(jax.random.key(0), x[:1]))\n"
+          "for l, (k, k_init) in enumerate(zip(net.kernels(v0), init_kernels)):\n"
+          "    law = spectra.layer_law(k, nn.initializers.lecun_normal())\n"
+          "    ev, _ = spectra.weight_spectrum(k)\n"
+          "    n = int(spectra.learned_components(ev, law))\n"
+          "    print(f'{net.names[l]}: {n} eigenvalues above the Marchenko–Pastur edge')\n"
+          "plots.weight_spectrum(ev, spectra.weight_spectrum(k_init)[0], law, title=net.names[-1])\n"
+          "_, basis = spectra.activation_spectrum(moments.covariance(stats, 2))\n"
+          "ranks = [1, 2, 4, 8, 16, 32]\n"
+          "print('clipping the input of', net.names[2], dict(zip(ranks, np.round(\n"
+          "      spectra.clip_sweep(net, v0, 2, basis, ranks, x_test, y_test), 1))))"),
+      new_markdown_cell("## The SVR of the same network"),
+      new_code_cell(
+          "g = svr.svr(svr.from_flax(net.kernels(v0)))\n"
+          "print('internal dimensions per edge:', g.internal_dims)\n"
+          "plots.svr_graph(g);"),
+      new_markdown_cell(
+          "## An NNX model, and rainbow networks with biases\n"
+          "Rainbow sampling draws each neuron's (weights, bias) vector jointly from the"
+          " trained layer's second moment, then realigns the weights to the sampled"
+          " network's own basis. (BatchNorm networks are refused for now: their statistics"
+          " would need re-estimating.)"),
+      new_code_cell(
+          "class MLP(nnx.Module):\n"
+          "    def __init__(self, rngs):\n"
+          "        self.hidden = nnx.List([nnx.Linear(64, 128, rngs=rngs), nnx.Linear(128, 64, rngs=rngs)])\n"
+          "        self.head = nnx.Linear(64, 10, rngs=rngs)\n"
+          "    def __call__(self, x):\n"
+          "        x = x.reshape(x.shape[0], -1)\n"
+          "        for layer in self.hidden:\n"
+          "            x = nnx.relu(layer(x))\n"
+          "        return self.head(x)\n\n"
+          "model = MLP(nnx.Rngs(0))\n"
+          "opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)\n"
+          "@nnx.jit\n"
+          "def step(model, opt, xb, yb):\n"
+          "    loss = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(xb), yb).mean()\n"
+          "    opt.update(model, nnx.grad(loss)(model))\n"
+          "for i in range(steps):\n"
+          "    sl = slice((i * 128) % 1280, (i * 128) % 1280 + 128)\n"
+          "    step(model, opt, x[sl], y[sl])\n"
+          "mlp = network.from_nnx(model, x[:2])\n"
+          "mv = network.nnx_variables(model)\n"
+          "print('NNX layers:', mlp.names)\n"
+          "gen = rainbow.generate(jax.random.key(0), mlp, mv, x, num_samples=4)\n"
+          "acc = np.asarray(evaluate.accuracy(mlp, gen.params, x_test, y_test, stacked=True))\n"
+          "print(f'trained {float(evaluate.accuracy(mlp, mv, x_test, y_test)):.2f} %;'\n"
+          "      f' rainbow {acc.mean():.2f} ± {acc.std():.2f} %')"),
+      new_markdown_cell(
+          "## PyTorch weights\n"
+          "`from_torch` takes a module, a state dict or tensors, converts them to the canonical"
+          " Flax layout (a linear layer after a conv gets its input reordered from PyTorch's"
+          " channels-first flatten), drops biases and BatchNorm vectors like the SVR reference"
+          " code — or folds BatchNorm into the preceding layer."),
+      new_code_cell(
+          "try:\n"
+          "    import torch\n"
+          "except ImportError:\n"
+          "    torch = None\n"
+          "    print('torch not installed: pip install torch')\n"
+          "if torch is not None:\n"
+          "    tm = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),\n"
+          "                             torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))\n"
+          "    tw = network.from_torch(tm, fold_batchnorm=True)\n"
+          "    print(tw.names, [tuple(k.shape) for k in tw.kernels])\n"
+          "    print('dropped:', tw.dropped)\n"
+          "    print('internal dimensions:', svr.svr(svr.from_flax(tw.kernels)).internal_dims)"),
+  ]
+
+
 if __name__ == "__main__":
   here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
   notebook(moments_and_alignment(), os.path.join(here, "moments_and_alignment.ipynb"))
@@ -515,3 +661,4 @@ if __name__ == "__main__":
   notebook(svr_notebook(), os.path.join(here, "svr.ipynb"))
   notebook(rainbow_tutorial(), os.path.join(here, "rainbow_tutorial.ipynb"))
   notebook(ensembles_notebook(), os.path.join(here, "ensembles.ipynb"))
+  notebook(your_own_model(), os.path.join(here, "your_own_model.ipynb"))

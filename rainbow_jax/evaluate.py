@@ -1,0 +1,52 @@
+"""Accuracy of a `rainbow_jax.network.Network` and its padded batches.
+
+Analyses that score networks (clipping sweeps, rainbow samples) share these;
+they never import training code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
+  """``[nb, batch_size, ...]`` images and labels, the tail padded with label
+  −1 (never counted as correct)."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+  n = x.shape[0]
+  nb = -(-n // batch_size)
+  pad = nb * batch_size - n
+  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+      nb, batch_size, *x.shape[1:])
+  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
+  return xp, yp
+
+
+@functools.partial(jax.jit, static_argnames=("net", "batch_size", "stacked"))
+def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 1000,
+             stacked: bool = False) -> Array:
+  """Accuracy (%) of a `Network` on ``x [N, ...]``, ``y [N]``.
+
+  With ``stacked=True``, `variables` has a leading axis (K seeds, S rainbow
+  samples) and the result is ``[K]``; the networks are vmapped.
+  """
+  xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+
+  def count(v):
+    def body(c, b):
+      logits = net.apply(v, b[0])
+      return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
+    return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
+
+  counts = jax.vmap(count)(variables) if stacked else count(variables)
+  return 100.0 * counts / x.shape[0]
+
+
+__all__ = ["accuracy", "eval_batches"]
