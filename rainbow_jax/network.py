@@ -75,6 +75,26 @@ class _Stop(Exception):
   """Raised inside a forward pass once the requested layer inputs are in."""
 
 
+class _Tap:
+  """What a forward pass does at each weight layer's input, in call order:
+  apply ``edits[j]``, record the input, stop after layer `stop` (None: run
+  to the output and record nothing)."""
+
+  def __init__(self, edits, stop):
+    self.edits, self.stop, self.count, self.captured = edits, stop, 0, []
+
+  def __call__(self, h):
+    j = self.count
+    self.count += 1
+    if j in self.edits:
+      h = self.edits[j](h)
+    if self.stop is not None:
+      self.captured.append(h)
+      if j >= self.stop:
+        raise _Stop
+    return h
+
+
 def _as_variables(variables: Any) -> dict:
   """Linen variables from ``{'params': …, …}`` or a bare params dict."""
   if isinstance(variables, Mapping) and "params" in variables:
@@ -282,7 +302,7 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
 
   def run(vs, inp, edits, stop):
     vs = _as_variables(vs)
-    count, captured = [0], []
+    tap = _Tap(edits, stop)
 
     def interceptor(next_fun, args, kw, ctx):
       mod = ctx.module
@@ -292,23 +312,14 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
         return _linen_bn(mod, args[0])
       if _linen_kind(mod) is None:
         return next_fun(*args, **kw)
-      j = count[0]
-      count[0] += 1
-      h = args[0]
-      if j in edits:
-        h = edits[j](h)
-      if stop is not None:
-        captured.append(h)
-        if j >= stop:
-          raise _Stop
-      return next_fun(h, *args[1:], **kw)
+      return next_fun(tap(args[0]), *args[1:], **kw)
 
     try:
       with nn.intercept_methods(interceptor):
         out = module.apply(vs, inp, **kwargs)
     except _Stop:
-      return None, captured
-    return out, captured
+      return None, tap.captured
+    return out, tap.captured
 
   def root(vs):
     return _as_variables(vs)["params"]
@@ -441,27 +452,13 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
 
   def run(vs, inp, edits, stop):
     m = merged(vs)
-    count, captured = [0], []
-
-    def weight_hook(path, kind):
-      def hook(self, call, h, *a, **k):
-        j = count[0]
-        count[0] += 1
-        if j in edits:
-          h = edits[j](h)
-        if stop is not None:
-          captured.append(h)
-          if j >= stop:
-            raise _Stop
-        return call(h, *a, **k)
-      return hook
-
-    hook_all(m, weight_hook)
+    tap = _Tap(edits, stop)
+    hook_all(m, lambda path, kind: lambda self, call, h, *a, **k: call(tap(h), *a, **k))
     try:
       out = m(inp, **call_kwargs)
     except _Stop:
-      return None, captured
-    return out, captured
+      return None, tap.captured
+    return out, tap.captured
 
   found, norms = [], []
 
