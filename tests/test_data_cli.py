@@ -85,6 +85,7 @@ def _quick_benchmark(name, tmp_path):
   return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_covariance_benchmark_quick(tmp_path):
   res = _quick_benchmark("covariance", tmp_path)
   assert {"platform", "device", "cpu_count", "jax", "torch"} <= set(res["machine"])
@@ -100,6 +101,7 @@ def test_covariance_benchmark_quick(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_similarity_benchmark_quick(tmp_path):
   res = _quick_benchmark("similarity", tmp_path)
   seen = {(r["bench"], r["impl"]) for r in res["records"]}
@@ -156,6 +158,7 @@ def test_tutorial_normalisation_then_grayscale(tmp_path, monkeypatch):
   assert raw.x_train.min() >= 0 and raw.x_train.max() <= 1
 
 
+@pytest.mark.slow
 def test_svr_benchmark_quick(tmp_path):
   res = _quick_benchmark("svr", tmp_path)
   ours = [r for r in res["records"] if r["impl"] == "rainbow_jax"]
@@ -166,6 +169,7 @@ def test_svr_benchmark_quick(tmp_path):
       assert r["extra"]["significance_agreement"] > 0.99
 
 
+@pytest.mark.slow
 def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
   res = _quick_benchmark("rainbow", tmp_path)
   cases = {(r["impl"], r["case"]) for r in res["records"]}
@@ -181,6 +185,7 @@ def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
     assert abs(r["extra"]["g2_over_theory"] - 1) < 0.2
 
 
+@pytest.mark.slow
 def test_experiment_scripts_quick(tmp_path):
   for script in ("svr_fashion_mnist.py", "ensembles_seed.py"):
     out = tmp_path / script

@@ -14,6 +14,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 OVERRIDES = {}  # notebook file name -> extra source for the override cell
+# Over two minutes each on 2 CPU cores: run with `pytest -m slow`.
+SLOW = {"similarity.ipynb", "rainbow_tutorial.ipynb"}
+PARAMS = [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
+          for p in NOTEBOOKS]
 
 
 def _with_overrides(nb, name):
@@ -26,7 +30,7 @@ def _with_overrides(nb, name):
   return nb
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+@pytest.mark.parametrize("path", PARAMS, ids=os.path.basename)
 def test_notebook_runs(path):
   from nbclient import NotebookClient
   nb = nbformat.read(path, as_version=4)
