@@ -14,8 +14,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 OVERRIDES = {}  # notebook file name -> extra source for the override cell
-# Over two minutes each on 2 CPU cores: run with `pytest -m slow`.
-SLOW = {"similarity.ipynb", "rainbow_tutorial.ipynb"}
+# The longest on 2 CPU cores (their modules have fast tests): `pytest -m slow`.
+SLOW = {"similarity.ipynb", "rainbow_tutorial.ipynb", "svr.ipynb"}
 PARAMS = [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
           for p in NOTEBOOKS]
 
