@@ -19,6 +19,7 @@ Writes ``OUT/results.json`` and PNG figures; prints a summary.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -31,15 +32,21 @@ import numpy as np
 from rainbow_jax import data, models, network, plots, svr, train
 
 
-def _kernels(model, params):
-  """Kernels of one seed of our MLP, in call order (via the network adapter)."""
+@functools.lru_cache(maxsize=None)
+def _net(model):
+  """The network adapter of one MLP architecture, discovered once."""
   x = jax.ShapeDtypeStruct((1, model.dims[0]), jnp.float32)
-  return network.from_linen(model, params, x).kernels(params)
+  params = model.init(jax.random.key(0), jnp.zeros(x.shape))["params"]
+  return network.from_linen(model, params, x)
+
+
+def _kernels(model, params):
+  """Kernels of one seed of our MLP, in call order."""
+  return _net(model).kernels(params)
 
 
 def _with_kernels(model, params, kernels):
-  x = jax.ShapeDtypeStruct((1, model.dims[0]), jnp.float32)
-  return network.from_linen(model, params, x).with_kernels(params, kernels)
+  return _net(model).with_kernels(params, kernels)
 
 
 def _svr_of(model, params, k):
