@@ -1,23 +1,28 @@
-"""Orbax checkpoints of a K-seed `TrainState` (and its training history).
+"""Orbax checkpoints of any pytree of arrays (a K-seed
+`rainbow_jax.train.TrainState`, a params dict…) and a JSON history.
 
-A checkpoint per completed epoch, written by orbax's `CheckpointManager`:
+A checkpoint per step (for training: per completed epoch), written by
+orbax's `CheckpointManager`:
 each is written to a temporary directory and renamed into place when
 complete, so a process killed during a save leaves the previous checkpoint
 as the latest one that restores (the test kills a saving process with
 SIGKILL at random moments and restores). Typed PRNG keys are stored as their
-raw key data and re-wrapped on restore.
+raw key data and re-wrapped on restore. The tree is stored as Flax's state
+dict (`flax.serialization.to_state_dict`: nested dicts with the field names
+of named tuples), so `restore_raw` reads a checkpoint without knowing the
+program that wrote it.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-
-from rainbow_jax.train import TrainState
+from flax import serialization
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
@@ -26,48 +31,66 @@ def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def _to_saveable(state: TrainState) -> dict:
-  return {"params": state.params, "opt_state": state.opt_state,
-          "data_key": jax.random.key_data(state.data_key), "epoch": state.epoch}
+def _is_key(a: Any) -> bool:
+  return isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
 
 
-def save(directory: str, state: TrainState, history: dict | None = None, *,
-         keep: int = 2) -> int:
-  """Saves `state` as the checkpoint of its epoch; returns that epoch.
+def _unkeyed(tree: Any) -> Any:
+  return jax.tree_util.tree_map(lambda a: jax.random.key_data(a) if _is_key(a) else a, tree)
+
+
+def _to_saveable(tree: Any) -> Any:
+  return serialization.to_state_dict(_unkeyed(tree))
+
+
+def _step_of(tree: Any, step: int | None) -> int:
+  if step is not None:
+    return int(step)
+  if hasattr(tree, "epoch"):
+    return int(np.asarray(tree.epoch).reshape(-1)[0])
+  raise ValueError("step: needed for a tree without an `epoch` field.")
+
+
+def save(directory: str, tree: Any, history: dict | None = None, *,
+         step: int | None = None, keep: int = 2) -> int:
+  """Saves `tree` as the checkpoint of `step`; returns that step.
 
   Args:
     directory: checkpoint directory (created if missing).
-    state: K-seed `TrainState`.
+    tree: a pytree of arrays (typed PRNG keys allowed), e.g. a K-seed
+      `TrainState`.
     history: optional JSON-serialisable dict saved alongside.
+    step: checkpoint number (default: ``tree.epoch``, the first seed's).
     keep: number of most recent checkpoints kept.
   """
-  step = int(np.asarray(state.epoch).reshape(-1)[0])
+  step = _step_of(tree, step)
   with _manager(directory, keep) as mngr:
     mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_to_saveable(state)),
+        state=ocp.args.StandardSave(_to_saveable(tree)),
         history=ocp.args.JsonSave(history or {})), force=True)
     mngr.wait_until_finished()
   return step
 
 
 def latest_epoch(directory: str) -> int | None:
-  """Epoch of the newest complete checkpoint, or None."""
+  """Step (epoch) of the newest complete checkpoint, or None."""
   if not os.path.isdir(directory):
     return None
   with _manager(directory, 1000) as mngr:
     return mngr.latest_step()
 
 
-def restore(directory: str, like: TrainState) -> tuple[TrainState, dict] | None:
+def restore(directory: str, like: Any) -> tuple[Any, dict] | None:
   """Restores the newest complete checkpoint, shaped and placed like `like`.
 
   Args:
     directory: checkpoint directory.
-    like: a `TrainState` of the same structure (e.g. a fresh `train.init`);
-      its shardings are used for the restored arrays.
+    like: a tree of the same structure (e.g. a fresh `train.init`); its
+      shardings are used for the restored arrays, its container types
+      (named tuples, optax states) and key types are given back.
 
   Returns:
-    ``(state, history)`` or None when there is no checkpoint.
+    ``(tree, history)`` or None when there is no checkpoint.
   """
   if not os.path.isdir(directory):
     return None
@@ -80,16 +103,31 @@ def restore(directory: str, like: TrainState) -> tuple[TrainState, dict] | None:
         _to_saveable(like))
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), history=ocp.args.JsonRestore()))
-  s = out["state"]
-  impl = jax.random.key_impl(like.data_key)
-  state = TrainState(params=s["params"], opt_state=s["opt_state"],
-                     data_key=jax.random.wrap_key_data(jnp.asarray(s["data_key"]), impl=impl),
-                     epoch=s["epoch"])
-  # Restore the optimiser state's container types (orbax gives dicts/lists).
-  state = state._replace(opt_state=jax.tree_util.tree_unflatten(
-      jax.tree_util.tree_structure(like.opt_state),
-      jax.tree_util.tree_leaves(state.opt_state)))
-  return state, dict(out["history"] or {})
+  # Back into `like`'s containers (orbax gives dicts and lists), keys re-wrapped.
+  tree = serialization.from_state_dict(_unkeyed(like), out["state"])
+  leaves = jax.tree_util.tree_leaves(tree)
+  like_leaves, treedef = jax.tree_util.tree_flatten(like)
+  tree = jax.tree_util.tree_unflatten(treedef, [
+      jax.random.wrap_key_data(jnp.asarray(a), impl=jax.random.key_impl(b)) if _is_key(b)
+      else a for a, b in zip(leaves, like_leaves)])
+  return tree, dict(out["history"] or {})
 
 
-__all__ = ["save", "restore", "latest_epoch"]
+def restore_raw(directory: str) -> tuple[dict, dict]:
+  """The newest checkpoint in `directory` as nested dicts of numpy arrays
+  (no target needed: e.g. ``raw['params']`` of a `TrainState`), and its
+  history.
+
+  Raises:
+    FileNotFoundError: no complete checkpoint there.
+  """
+  step = latest_epoch(directory)
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}.")
+  with _manager(directory, 1000) as mngr:
+    out = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), history=ocp.args.JsonRestore()))
+  return jax.tree_util.tree_map(np.asarray, out["state"]), dict(out["history"] or {})
+
+
+__all__ = ["save", "restore", "restore_raw", "latest_epoch"]

@@ -1,4 +1,5 @@
-"""Bias-free Flax MLP and CNN of the rainbow tutorial.
+"""Flax models: the rainbow tutorial's bias-free MLP and CNN, and a
+CIFAR-style ResNet with BatchNorm.
 
 Architectures (``../shared/seeds/000_…``, PyTorch there):
 
@@ -147,19 +148,82 @@ class CNN(nn.Module):
                     name=f"dense_{len(self.channels) - 1}")(x)
 
 
+class ResidualBlock(nn.Module):
+  """He et al.'s basic block: conv3×3–BN–ReLU–conv3×3–BN, plus the input,
+  then ReLU. A block that changes the shape has stride 2 and, as in the
+  paper's CIFAR networks (option A), a parameter-free shortcut: the input
+  subsampled and its channels zero-padded."""
+
+  features: int
+  stride: int = 1
+  kernel_init: Any = nn.initializers.he_normal()
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    conv = lambda s, name: nn.Conv(self.features, (3, 3), strides=s, padding=1,
+                                   use_bias=False, kernel_init=self.kernel_init, name=name)
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     name=name)
+    h = nn.relu(norm("bn_0")(conv(self.stride, "conv_0")(x)))
+    h = norm("bn_1")(conv(1, "conv_1")(h))
+    if self.stride != 1 or x.shape[-1] != self.features:
+      x = x[:, ::self.stride, ::self.stride, :]
+      extra = self.features - x.shape[-1]
+      x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    return nn.relu(h + x)
+
+
+class ResNet(nn.Module):
+  """CIFAR-style ResNet of He et al. (2016, sec. 4.2): a 3×3 conv, three
+  stages of `blocks` basic blocks with 16·w, 32·w, 64·w channels (stride 2
+  between stages), global average pooling, a dense classifier. Depth
+  6·blocks + 2: ``blocks=3`` is ResNet-20. BatchNorm after every conv; call
+  with ``train=True`` while training (batch statistics, updating
+  ``batch_stats``), the default ``train=False`` for inference.
+
+  Attributes:
+    blocks: basic blocks per stage (3: ResNet-20, 5: ResNet-32, 1: ResNet-8).
+    width: channel multiplier w (the paper: 1).
+    num_classes: classifier width.
+  """
+
+  blocks: int = 3
+  width: float = 1.0
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
+    if x.ndim != 4:
+      raise ValueError(f"ResNet expects images [B, H, W, C], got {x.shape}.")
+    widths = [max(1, round(c * self.width)) for c in (16, 32, 64)]
+    x = nn.Conv(widths[0], (3, 3), padding=1, use_bias=False,
+                kernel_init=nn.initializers.he_normal(), name="stem")(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                             name="stem_bn")(x))
+    for s, c in enumerate(widths):
+      for b in range(self.blocks):
+        x = ResidualBlock(c, 2 if (s > 0 and b == 0) else 1,
+                          name=f"stage_{s}_block_{b}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="classifier")(x)
+
+
 def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
          widths: Sequence[int] | None = None, init: str = "torch",
-         conv: str = "patches") -> nn.Module:
+         conv: str = "patches", width: float = 1.0) -> nn.Module:
   """Builds the tutorial's MLP or CNN for images of ``input_shape`` (H, W, C).
 
   Args:
-    arch: ``'mlp'`` or ``'cnn'``.
+    arch: ``'mlp'``, ``'cnn'`` or ``'resnet20'`` (`ResNet`; He init, its
+      own, whatever `init` says).
     input_shape: ``(H, W, C)`` of one image.
     num_classes: number of classes.
     widths: hidden widths (MLP, default ``[512, 256]``) or conv channels
       (CNN, default ``[32, 64]``).
     init: ``'torch'`` (default, as the tutorial) or ``'flax'``.
     conv: CNN convolution implementation (see `CNN`).
+    width: ResNet channel multiplier.
   """
   h, w, c = input_shape
   if arch == "mlp":
@@ -169,7 +233,10 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
     widths = [32, 64] if widths is None else list(widths)
     return CNN(channels=(c, *widths), num_classes=num_classes, initializer=init,
                conv=conv)
-  raise ValueError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
+  if arch == "resnet20":
+    return ResNet(blocks=3, width=width, num_classes=num_classes)
+  raise ValueError(f"arch must be 'mlp', 'cnn' or 'resnet20', got {arch!r}.")
 
 
-__all__ = ["MLP", "CNN", "PatchConv", "make", "kernel_init", "conv_output_size"]
+__all__ = ["MLP", "CNN", "PatchConv", "ResNet", "ResidualBlock", "make", "kernel_init",
+           "conv_output_size"]

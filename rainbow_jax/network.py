@@ -39,6 +39,7 @@ explicitly (linen: the dict `module.init` returns, ``{'params': …,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -76,12 +77,21 @@ class _Stop(Exception):
 
 
 class _Tap:
-  """What a forward pass does at each weight layer's input, in call order:
-  apply ``edits[j]``, record the input, stop after layer `stop` (None: run
-  to the output and record nothing)."""
+  """What one forward pass does at the weight layers and BatchNorms, in call
+  order.
 
-  def __init__(self, edits, stop):
-    self.edits, self.stop, self.count, self.captured = edits, stop, 0, []
+  At weight layer j: ``edits[j]`` replaces its input, the input is recorded
+  (when `stop` is set) and the pass stops after layer `stop`'s input;
+  ``outs[j]`` replaces its output. At every BatchNorm: inference mode from
+  its running statistics, or, with ``row_weights`` given, normalisation by
+  the statistics of the current batch (rows weighted, padding weight 0),
+  recorded in ``stats`` — what re-estimating the statistics needs.
+  """
+
+  def __init__(self, edits=None, stop=None, outs=None, row_weights=None):
+    self.edits, self.stop, self.outs = edits or {}, stop, outs or {}
+    self.row_weights = row_weights
+    self.count, self.captured, self.stats = 0, [], []
 
   def __call__(self, h):
     j = self.count
@@ -93,6 +103,31 @@ class _Tap:
       if j >= self.stop:
         raise _Stop
     return h
+
+  def post(self, y):
+    j = self.count - 1
+    return self.outs[j](y) if j in self.outs else y
+
+  def norm(self, x, mean, var, scale, bias, axis, epsilon, dtype):
+    """BatchNorm along feature `axis` (an int or tuple)."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % x.ndim for a in axes)
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if self.row_weights is not None:
+      red = tuple(a for a in range(x.ndim) if a not in axes)
+      w = self.row_weights.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+      w = jnp.broadcast_to(w, [x.shape[a] if a not in axes else 1 for a in range(x.ndim)])
+      total = jnp.sum(w)
+      mean = jnp.sum(x * w, axis=red) / total
+      dev = x - jnp.expand_dims(mean, red)
+      var = jnp.sum(dev * dev * w, axis=red) / total
+      self.stats.append((total, mean.reshape(-1), var.reshape(-1)))
+    y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + epsilon)
+    if scale is not None:
+      y = y * scale.reshape(shape)
+    if bias is not None:
+      y = y + bias.reshape(shape)
+    return y.astype(dtype or jnp.result_type(x))
 
 
 def _as_variables(variables: Any) -> dict:
@@ -133,6 +168,7 @@ class Network:
   _run: Callable = dataclasses.field(repr=False)
   _root: Callable = dataclasses.field(repr=False)
   _with_root: Callable = dataclasses.field(repr=False)
+  _norm_paths: tuple = dataclasses.field(default=(), repr=False)
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -208,7 +244,7 @@ class Network:
     edited one do not depend on the mapped axis and run once.
     """
     edits = {self._index(j): f for j, f in (edits or {}).items()}
-    return self._run(variables, x, edits, None)[0]
+    return self._run(variables, x, _Tap(edits))
 
   __call__ = apply
 
@@ -219,7 +255,101 @@ class Network:
     layer j's input is computed."""
     if upto is not None:
       upto = self._index(upto)
-    return self._run(variables, x, {}, len(self.layers) - 1 if upto is None else upto)[1]
+    tap = _Tap(stop=len(self.layers) - 1 if upto is None else upto)
+    self._run(variables, x, tap)
+    return tap.captured
+
+  def consumers(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
+    """For each weight layer j, the weight layers whose input reads j's
+    output directly (through activations, normalisation, pooling, skip
+    additions — not through another weight layer): the structure of the
+    forward pass traced on example batch ``x`` (arrays or
+    `jax.ShapeDtypeStruct`).
+
+    A plain chain gives ``(j + 1,)`` for every layer but the classifier (which
+    gives ``()``). In a residual network a layer that writes into the residual
+    stream (the stem, the last conv of each block) reaches several later
+    layers: its output channels are added to a skip connection's.
+    """
+    from jax.extend import core as jcore
+    n = len(self.layers)
+
+    def inputs(variables, x, *s):
+      # Every weight layer's output is replaced by a constant filled with
+      # s_j: an input then depends on s_j only through paths that avoid
+      # weight layers.
+      outs = {j: (lambda y, j=j: jnp.full(y.shape, s[j], y.dtype)) for j in range(n)}
+      tap = _Tap(stop=n - 1, outs=outs)
+      self._run(variables, x, tap)
+      return tap.captured
+
+    zero = jax.ShapeDtypeStruct((), jnp.float32)
+    jaxpr = jax.make_jaxpr(inputs)(variables, x, *[zero] * n).jaxpr
+    deps = {v: {j} for j, v in enumerate(jaxpr.invars[-n:])}
+    for eqn in jaxpr.eqns:  # structural dataflow; a call or loop links all its operands
+      d = set().union(*(deps.get(v, set()) for v in eqn.invars
+                        if not isinstance(v, jcore.Literal)))
+      for o in eqn.outvars:
+        deps[o] = d
+    reach = [deps.get(v, set()) if not isinstance(v, jcore.Literal) else set()
+             for v in jaxpr.outvars]
+    return [tuple(k for k in range(n) if j in reach[k]) for j in range(n)]
+
+  def estimate_batch_stats(self, variables: Any, x: Array, *, batch_size: int = 1000,
+                           upto: int | None = None) -> Any:
+    """`variables` with every BatchNorm's running statistics replaced by
+    the statistics of its input over the data ``x [N, ...]``.
+
+    One pass in training mode, as PyTorch's "reset the running statistics and
+    run the data" recipe and precise-BN do: each batch is normalised by its
+    own statistics, and the running mean and variance become the mean and
+    variance over all N inputs (batch means and variances combined by the
+    law of total variance, the padding of the last batch excluded). Use it
+    after changing a network's weights (rainbow sampling, clipping). Pure;
+    vmap it over seeds or samples. With ``upto=j`` only the BatchNorms before
+    layer j's input are re-estimated (and nothing after is computed).
+    """
+    if not self.norms:
+      return variables
+    x = jnp.asarray(x)
+    if x.shape[0] < 2:
+      raise ValueError(f"x: need at least 2 examples to estimate BatchNorm statistics,"
+                       f" got {x.shape[0]}.")
+    stop = None if upto is None else self._index(upto)
+    return _estimate_stats(self, variables, x, min(batch_size, x.shape[0]), stop)
+
+  def _with_stats(self, variables: Any, stats: Mapping[int, tuple]) -> Any:
+    out = variables
+    for i, (mean, var) in stats.items():
+      path = self._norm_paths[i]
+      old = _get(out, path)
+      out = _set(out, path, "mean", jnp.asarray(mean, old["mean"].dtype).reshape(
+          old["mean"].shape))
+      out = _set(out, path, "var", jnp.asarray(var, old["var"].dtype).reshape(
+          old["var"].shape))
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
+                    stop: int | None) -> Any:
+  from rainbow_jax import evaluate
+  xb, yb = evaluate.eval_batches(x, jnp.zeros((x.shape[0],), jnp.int32), batch_size)
+  wb = (yb >= 0).astype(jnp.float32)
+
+  def one(xw):
+    tap = _Tap(stop=stop, row_weights=xw[1])
+    net._run(variables, xw[0], tap)
+    return tap.stats
+
+  per_batch = jax.lax.map(one, (xb, wb))  # per BatchNorm: [nb], [nb, C], [nb, C]
+  new = {}
+  for i, (t, m, v) in enumerate(per_batch):
+    w = t / jnp.sum(t)
+    mean = jnp.einsum("b,bc->c", w, m)
+    var = jnp.einsum("b,bc->c", w, v + (m - mean[None]) ** 2)
+    new[i] = (mean, var)
+  return net._with_stats(variables, new)
 
 
 # --------------------------------------------------------------------------
@@ -255,25 +385,13 @@ def _linen_kind(mod: Any) -> str | None:
   return None
 
 
-def _bn_eval(x, mean, var, scale, bias, axis, epsilon, dtype):
-  """Inference-mode batch norm along feature `axis` (an int or tuple)."""
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  axes = tuple(a % x.ndim for a in axes)
-  shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-  y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + epsilon)
-  if scale is not None:
-    y = y * scale.reshape(shape)
-  if bias is not None:
-    y = y + bias.reshape(shape)
-  return y.astype(dtype or jnp.result_type(x))
-
-
-def _linen_bn(mod: Any, x: Array) -> Array:
-  """A linen BatchNorm in inference mode, from its own variables."""
+def _linen_bn(mod: Any, x: Array, tap: _Tap) -> Array:
+  """A linen BatchNorm from its own variables, in inference mode (or batch
+  mode, see `_Tap.norm`)."""
   own = mod.variables
   ps = own.get("params", {})
   stats = own["batch_stats"]
-  return _bn_eval(x, stats["mean"], stats["var"], ps.get("scale"), ps.get("bias"),
+  return tap.norm(x, stats["mean"], stats["var"], ps.get("scale"), ps.get("bias"),
                   mod.axis, mod.epsilon, mod.dtype)
 
 
@@ -300,26 +418,24 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
 
   kwargs = dict(apply_kwargs)
 
-  def run(vs, inp, edits, stop):
+  def run(vs, inp, tap):
     vs = _as_variables(vs)
-    tap = _Tap(edits, stop)
 
     def interceptor(next_fun, args, kw, ctx):
       mod = ctx.module
       if ctx.method_name != "__call__":
         return next_fun(*args, **kw)
       if isinstance(mod, nn.BatchNorm):
-        return _linen_bn(mod, args[0])
+        return _linen_bn(mod, args[0], tap)
       if _linen_kind(mod) is None:
         return next_fun(*args, **kw)
-      return next_fun(tap(args[0]), *args[1:], **kw)
+      return tap.post(next_fun(tap(args[0]), *args[1:], **kw))
 
     try:
       with nn.intercept_methods(interceptor):
-        out = module.apply(vs, inp, **kwargs)
+        return module.apply(vs, inp, **kwargs)
     except _Stop:
-      return None, tap.captured
-    return out, tap.captured
+      return None
 
   def root(vs):
     return _as_variables(vs)["params"]
@@ -335,8 +451,8 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
     mod = ctx.module
     if ctx.method_name == "__call__":
       if isinstance(mod, nn.BatchNorm):
-        norms.append("/".join(mod.scope.path))
-        return _linen_bn(mod, args[0])
+        norms.append(tuple(mod.scope.path))
+        return _linen_bn(mod, args[0], _Tap())
       else:
         kind = _linen_kind(mod)
         if kind is not None:
@@ -346,10 +462,13 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
   vs = _as_variables(variables)
   with nn.intercept_methods(discover):
     jax.eval_shape(lambda v, a: module.apply(v, a, **kwargs), vs, x)
-  return _build(found, tuple(norms), vs["params"], run, root, with_root)
+  return _build(found, [(p, ("batch_stats", *p)) for p in norms], vs["params"], run, root,
+                with_root)
 
 
-def _build(found, norms, params, run, root, with_root) -> Network:
+def _build(found, norm_paths, params, run, root, with_root) -> Network:
+  """`norm_paths`: per BatchNorm in call order, (its module path, the path of
+  its ``mean``/``var`` dict in the variables)."""
   if not found:
     raise ValueError("the model has no weight layer that rainbow_jax can analyse"
                      " (Dense, Conv, plain DenseGeneral; NNX Linear, Conv).")
@@ -372,7 +491,9 @@ def _build(found, norms, params, run, root, with_root) -> Network:
   if leftover:
     warnings.warn(f"parameters {leftover} belong to no Dense/Conv layer called in the forward"
                   " pass; the analyses ignore them.", stacklevel=3)
-  return Network(tuple(layers), tuple(norms), run, root, with_root)
+  names = tuple("/".join(str(k) for k in name) for name, _ in norm_paths)
+  return Network(tuple(layers), names, run, root, with_root,
+                 tuple(tuple(path) for _, path in norm_paths))
 
 
 # --------------------------------------------------------------------------
@@ -438,27 +559,33 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
     nnx.replace_by_pure_dict(st, treedef.unflatten(leaves))
     return nnx.merge(graphdef, st)
 
-  def hook_all(m, weight_hook):
+  def bn_hook(tap):
+    def hook(self, call, h, *a, **k):
+      value = lambda v: None if v is None else v[...]
+      return tap.norm(h, self.mean[...], self.var[...], value(self.scale), value(self.bias),
+                      self.axis, self.epsilon, self.dtype)
+    return hook
+
+  def hook_all(m, weight_hook, tap):
     for path, sub in nnx.iter_modules(m):
       name = "/".join(str(p) for p in path)
       if isinstance(sub, nnx.BatchNorm):
         sub.__class__ = _nnx_wrapper(type(sub))
-        sub._rj_hook = lambda self, call, h, *a, **k: call(h, use_running_average=True)
+        sub._rj_hook = bn_hook(tap)
         continue
       kind = _nnx_kind(sub, name)
       if kind is not None:
         sub.__class__ = _nnx_wrapper(type(sub))
         sub._rj_hook = weight_hook(tuple(path), kind)
 
-  def run(vs, inp, edits, stop):
+  def run(vs, inp, tap):
     m = merged(vs)
-    tap = _Tap(edits, stop)
-    hook_all(m, lambda path, kind: lambda self, call, h, *a, **k: call(tap(h), *a, **k))
+    hook_all(m, lambda path, kind: lambda self, call, h, *a, **k: tap.post(
+        call(tap(h), *a, **k)), tap)
     try:
-      out = m(inp, **call_kwargs)
+      return m(inp, **call_kwargs)
     except _Stop:
-      return None, tap.captured
-    return out, tap.captured
+      return None
 
   found, norms = [], []
 
@@ -471,14 +598,21 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
         return call(h, *a, **k)
       return hook
 
-    hook_all(m, weight_hook)
+    tap = _Tap()
+    hook_all(m, weight_hook, tap)
     for path, sub in nnx.iter_modules(m):
       if isinstance(sub, nnx.BatchNorm):
-        norms.append("/".join(str(p) for p in path))
+        inner = sub._rj_hook
+
+        def record(self, call, h, *a, _inner=inner, _path=tuple(path), **k):
+          norms.append(_path)
+          return _inner(self, call, h, *a, **k)
+        sub._rj_hook = record
     return m(inp, **call_kwargs)
 
   jax.eval_shape(discover, template, x)
-  return _build(found, tuple(norms), template, run, lambda vs: vs, lambda vs, r: r)
+  return _build(found, [(p, p) for p in norms], template, run, lambda vs: vs,
+                lambda vs, r: r)
 
 
 # --------------------------------------------------------------------------

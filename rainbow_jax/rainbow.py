@@ -25,13 +25,32 @@ Biases: a neuron of a layer with a bias is its ``(weights, bias)`` vector;
 rows are sampled from the joint second moment of those vectors
 (`neuron_matrix`), and only the weight part is realigned.
 
+BatchNorm: after each layer is drawn, the generated networks' BatchNorm
+statistics are re-estimated on the data (`Network.estimate_batch_stats`,
+vmapped over the S samples) before the next alignment pass, and all of them
+once more at the end — what the rainbow paper's code does after resampling;
+stale statistics of the reference would normalise the new neurons with the
+old neurons' means and variances. A sampled layer's BatchNorm scale and
+offset stay the reference's, channel by channel: the generated neurons are
+exchangeable, so this pairs each new neuron with a reference (γ, β) at
+random.
+
+Residual networks. A neuron can be resampled only where nothing else reads
+its channel index: layer j is sampled only if its output reaches no weight
+layer but layer j + 1 without passing through another weight layer
+(`Network.consumers`). A layer whose output is added to a skip connection
+(a ResNet's stem and the last conv of every block, which write into the
+residual stream) is not: a new random neuron in channel c would be added to
+the skip path's unrelated channel c. Those layers keep the reference's
+output neurons — the stream's alignment is the identity, shared by the skip
+path and the block output — and are realigned on their inputs like every
+layer; the convs inside the blocks are sampled from their covariances. By
+default every layer that can be sampled is; asking for another raises an
+error naming it. (The rainbow paper samples chains; this extension is ours.)
+
 Layers not listed in ``layers`` keep the reference weights (realigned), and a
 generated network may be wider or narrower than the reference
-(``gen=``). Everything runs under `jit`, vmapped over the S samples. The
-reference is any `rainbow_jax.network.Network` whose weight layers form a
-chain (MLPs, CNNs, with biases, pooling or normalisation without running
-statistics); BatchNorm statistics re-estimation and residual blocks are not
-implemented yet and are refused with an error naming the layer.
+(``gen=``). Everything runs under `jit`, vmapped over the S samples.
 """
 
 from __future__ import annotations
@@ -127,6 +146,13 @@ def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, w
   return cross, tphi, tpsi
 
 
+@functools.partial(jax.jit, static_argnames=("net", "upto", "batch_size"))
+def _restat(net, variables, x, upto, batch_size):
+  """BatchNorm statistics of S stacked networks re-estimated on ``x``."""
+  return lax.map(lambda v: net.estimate_batch_stats(v, x, batch_size=batch_size, upto=upto),
+                 variables)
+
+
 @jax.jit
 def _align_all(cross, tphi, tpsi):
   # Sequential over samples: batched LAPACK inside larger XLA:CPU programs
@@ -207,8 +233,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     factors: per sampled layer the weight factor (default: the reference's
       own, `weight_factor` of `neuron_matrix`); see `reference_factors` to
       average seeds.
-    layers: indices of the layers to sample (default: all but the
-      classifier). Others keep the reference weights, realigned.
+    layers: indices of the layers to sample (default: every layer but the
+      classifier whose output only the next weight layer reads; see the
+      module docstring on residual networks). Others keep the reference
+      weights, realigned.
     batch_size: batch of the alignment passes (memory only).
     progress: a progress bar over layers.
 
@@ -216,21 +244,29 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     `Generated`.
 
   Raises:
-    ValueError: a network with BatchNorm (statistics re-estimation is not
-      implemented yet), bad `layers`, or shapes that do not fit.
+    ValueError: a layer in `layers` that cannot be sampled (the classifier,
+      or a layer whose output reaches a skip connection; named), or shapes
+      that do not fit.
   """
   gen_net, template = (net, variables) if gen is None else gen
-  for n in (net, gen_net):
-    if n.norms:
-      raise ValueError(f"layer {n.norms[0]} is a BatchNorm: rainbow sampling would need its"
-                       " statistics re-estimated on the generated networks, which rainbow_jax"
-                       " does not do yet.")
   ref_k, ref_b = net.kernels(variables), net.biases(variables)
   n_layers = len(ref_k)
-  layers = list(range(n_layers - 1)) if layers is None else sorted(set(layers))
-  if any(not 0 <= j < n_layers - 1 for j in layers):
-    raise ValueError(f"layers must lie in [0, {n_layers - 2}] (the classifier is never"
-                     f" sampled), got {layers}.")
+  x = jnp.asarray(x)
+  consumers = net.consumers(variables, jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype))
+  free = [j for j in range(n_layers - 1) if consumers[j] == (j + 1,)]
+  if layers is None:
+    layers = free
+  layers = sorted(set(int(j) for j in layers))
+  for j in layers:
+    if not 0 <= j < n_layers - 1:
+      raise ValueError(f"layers must lie in [0, {n_layers - 2}] (the classifier is never"
+                       f" sampled), got {layers}.")
+    if j not in free:
+      raise ValueError(
+          f"layer {j} ({net.names[j]}) cannot be sampled: its output is read directly by"
+          f" layers {[net.names[k] for k in consumers[j]]}, i.e. it writes into a skip"
+          " connection, where new neurons would be added to unrelated channels. Layers"
+          f" that can be sampled: {free}.")
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
   if factors is None:
@@ -283,8 +319,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if b is not None:
       gen_b[j] = b
     if j < n_layers - 1:
-      cross, tphi, tpsi = cross_moments(net, gen_net, j + 1, variables, build(gen_k, gen_b),
-                                        xb, wb)
+      current = build(gen_k, gen_b)
+      if gen_net.norms:
+        current = _restat(gen_net, current, x, j + 1, batch_size)
+      cross, tphi, tpsi = cross_moments(net, gen_net, j + 1, variables, current, xb, wb)
       al = _align_all(cross, tphi, tpsi)
       a = al.matrix
       alignments.append(a)
@@ -293,7 +331,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       bar.update(1)
   if bar is not None:
     bar.close()
-  return Generated(build(gen_k, gen_b), alignments,
+  final = build(gen_k, gen_b)
+  if gen_net.norms:
+    final = _restat(gen_net, final, x, None, batch_size)
+  return Generated(final, alignments,
                    jnp.stack(r2, axis=1) if r2 else jnp.zeros((s, 0)))
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rainbow_jax import checkpoint
 from rainbow_jax.evaluate import eval_batches
 
 Array = jax.Array
@@ -37,12 +38,23 @@ class TrainState(NamedTuple):
     opt_state: optax state.
     data_key: ``[K]`` per-seed data-order keys (typed PRNG keys).
     epoch: ``[K]`` int32, epochs completed.
+    batch_stats: the models' BatchNorm statistics (None for a model
+      without BatchNorm).
   """
 
   params: Any
   opt_state: Any
   data_key: Array
   epoch: Array
+  batch_stats: Any = None
+
+  @property
+  def variables(self) -> dict:
+    """``{'params': …, 'batch_stats': …}`` of the K seeds, what
+    ``model.apply`` and `rainbow_jax.network` take (vmapped or `select`-ed)."""
+    if self.batch_stats is None:
+      return {"params": self.params}
+    return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 class EpochMetrics(NamedTuple):
@@ -77,8 +89,10 @@ def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int
 
   def one(key):
     init_key, data_key = jax.random.split(key)
-    params = model.init(init_key, jnp.zeros((1, *input_shape)))["params"]
-    return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32))
+    variables = model.init(init_key, jnp.zeros((1, *input_shape)))
+    params = variables["params"]
+    return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32),
+                      variables.get("batch_stats"))
 
   return jax.jit(jax.vmap(one))(seed_keys(seeds))
 
@@ -108,27 +122,33 @@ def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
   idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(num_batches, batch_size)
   valid = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
 
-  def loss_fn(params, xb, yb, mb):
-    logits = model.apply({"params": params}, xb)
+  def loss_fn(params, batch_stats, xb, yb, mb):
+    if batch_stats is None:
+      logits = model.apply({"params": params}, xb)
+    else:  # BatchNorm: batch statistics, running averages updated (Flax's convention)
+      logits, new = model.apply({"params": params, "batch_stats": batch_stats}, xb,
+                                train=True, mutable=["batch_stats"])
+      batch_stats = new["batch_stats"]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
     mbf = mb.astype(ce.dtype)
     loss = jnp.sum(ce * mbf) / jnp.sum(mbf)
     correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mbf)
-    return loss, (jnp.sum(ce * mbf), correct)
+    return loss, (jnp.sum(ce * mbf), correct, batch_stats)
 
   def step(carry, batch):
-    params, opt_state = carry
+    params, opt_state, batch_stats = carry
     ib, mb = batch
-    (_, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, x[ib], y[ib], mb)
+    (_, (loss_sum, correct, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params, batch_stats, x[ib], y[ib], mb)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return (params, opt_state), (loss_sum, correct)
+    return (params, opt_state, batch_stats), (loss_sum, correct)
 
-  (params, opt_state), (losses, corrects) = jax.lax.scan(
-      step, (state.params, state.opt_state), (idx, valid))
+  (params, opt_state, batch_stats), (losses, corrects) = jax.lax.scan(
+      step, (state.params, state.opt_state, state.batch_stats), (idx, valid))
   metrics = EpochMetrics(jnp.sum(losses) / n, 100.0 * jnp.sum(corrects) / n)
-  return state._replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), metrics
+  return state._replace(params=params, opt_state=opt_state, epoch=state.epoch + 1,
+                        batch_stats=batch_stats), metrics
 
 
 def resolve_seed_axis(seed_axis: str) -> str:
@@ -178,10 +198,11 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
 def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
              batch_size: int = 1000) -> Array:
-  """Test accuracy (%) of K models at once.
+  """Test accuracy (%) of K models at once (BatchNorm in inference mode).
 
   Args:
-    params: K-seed parameters (leading ``[K]`` axis).
+    params: K-seed parameters (leading ``[K]`` axis), or K-seed variables
+      ``{'params': …, 'batch_stats': …}`` (`TrainState.variables`).
     x: ``[N, ...]`` images; y: ``[N]`` labels.
     model: the Flax module (static).
     batch_size: evaluation batch (memory only; results do not depend on it).
@@ -192,13 +213,16 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
   n = x.shape[0]
   xp, yp = eval_batches(x, y, batch_size)
 
-  def count(params):
+  variables = params if isinstance(params, dict) and "params" in params else {
+      "params": params}
+
+  def count(variables):
     def body(c, b):
-      logits = model.apply({"params": params}, b[0])
+      logits = model.apply(variables, b[0])
       return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
     return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
 
-  return 100.0 * jax.vmap(count)(params) / n
+  return 100.0 * jax.vmap(count)(variables) / n
 
 
 class History(NamedTuple):
@@ -217,7 +241,8 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         shared_order: bool = False, state: TrainState | None = None,
         checkpoint_dir: str | None = None, devices: Sequence[Any] | None = None,
         seed_axis: str = "auto", callback: Any = None,
-        progress: bool = True) -> tuple[TrainState, History]:
+        progress: bool = True, tx: optax.GradientTransformation | None = None
+        ) -> tuple[TrainState, History]:
   """Trains K seeds for `epochs` epochs, one vmapped program per epoch.
 
   Args:
@@ -238,6 +263,12 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     callback: ``callback(epoch, state, metrics)`` after every epoch (after
       its checkpoint is saved).
     progress: per-epoch progress bar with per-seed loss/accuracy.
+    tx: the optax optimiser (default: the tutorial's `sgd` with
+      `learning_rate` and `momentum`, which are then ignored).
+
+  A model with BatchNorm is trained as Flax's examples do: called with
+  ``train=True`` and ``mutable=['batch_stats']``; its statistics are carried
+  in ``TrainState.batch_stats`` and evaluation uses them (``train=False``).
 
   Returns:
     The final `TrainState` and the `History`.
@@ -252,7 +283,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   if x_test is not None:
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
     _check_data(model, x_test, y_test)
-  tx = sgd(learning_rate, momentum)
+  tx = sgd(learning_rate, momentum) if tx is None else tx
   if state is None:
     state = init(model, tx, seeds, x_train.shape[1:])
   if devices is not None:
@@ -260,7 +291,6 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     seed_axis = "vmap"
   rec = {"loss": [], "train": [], "test": [], "sec": []}
   if checkpoint_dir is not None:
-    from rainbow_jax import checkpoint
     restored = checkpoint.restore(checkpoint_dir, state)
     if restored is not None:
       state, saved = restored
@@ -289,7 +319,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     rec["loss"].append(loss)
     rec["train"].append(np.asarray(m.accuracy))
     if x_test is not None:
-      rec["test"].append(np.asarray(accuracy(state.params, x_test, y_test, model=model)))
+      rec["test"].append(np.asarray(accuracy(state.variables, x_test, y_test, model=model)))
     rec["sec"].append(time.perf_counter() - t0)
     if checkpoint_dir is not None:
       history = {k: np.asarray(v).tolist() for k, v in rec.items()}

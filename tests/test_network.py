@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rainbow_jax import network, spectra, svr
+from rainbow_jax import models, network, spectra, svr
 
 X = jax.random.normal(jax.random.key(1), (3, 10, 10, 2))
 
@@ -284,3 +284,39 @@ def test_torch_cnn_is_the_same_network_through_flax_and_svr_agrees():
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError, match="no weight"):
     network.from_torch([np.zeros(3, np.float32)])
+
+
+def test_batch_stats_reestimation_matches_flax_training_mode():
+  """`estimate_batch_stats` on one batch = Flax's own BatchNorm statistics in
+  training mode; over several batches the first BatchNorm's statistics are
+  the data's (numpy)."""
+  m = models.ResNet(blocks=1, width=0.5)
+  x = jax.random.normal(jax.random.key(2), (50, 12, 12, 1)) * 3 + 1
+  v = m.init(jax.random.key(1), x)
+  net = network.from_linen(m, v, x[:2])
+  one = net.estimate_batch_stats(v, x, batch_size=50)
+  _, upd = m.apply(v, x, train=True, mutable=["batch_stats"])
+  # Flax's running average after one step from (0, 1) with momentum 0.9.
+  assert len(net.norms) == 7
+  for path in net.norms:
+    ours, theirs = one["batch_stats"], upd["batch_stats"]
+    for k in path.split("/"):
+      ours, theirs = ours[k], theirs[k]
+    np.testing.assert_allclose(np.asarray(theirs["mean"]) / 0.1, ours["mean"], atol=2e-5,
+                               rtol=1e-4)
+    np.testing.assert_allclose((np.asarray(theirs["var"]) - 0.9) / 0.1, ours["var"],
+                               atol=2e-5, rtol=1e-4)
+  several = net.estimate_batch_stats(v, x, batch_size=16)
+  conv = jax.lax.conv_general_dilated(x, v["params"]["stem"]["kernel"], (1, 1),
+                                      ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv = np.asarray(conv, np.float64).reshape(-1, conv.shape[-1])
+  np.testing.assert_allclose(several["batch_stats"]["stem_bn"]["mean"], conv.mean(0),
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(several["batch_stats"]["stem_bn"]["var"], conv.var(0),
+                             rtol=1e-4, atol=1e-5)
+  # vmapped over seeds
+  stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), v)
+  both = jax.vmap(lambda w: net.estimate_batch_stats(w, x, batch_size=16))(stacked)
+  np.testing.assert_allclose(both["batch_stats"]["stem_bn"]["var"][1],
+                             several["batch_stats"]["stem_bn"]["var"], rtol=1e-6)

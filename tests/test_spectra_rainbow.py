@@ -212,18 +212,30 @@ def test_rainbow_on_a_flax_mlp_with_biases_and_default_names():
                                                stacked=True), ref, atol=0.3)
 
 
-def test_rainbow_refuses_batchnorm_by_name():
-  import flax.linen as nn
-
-  class BN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-      x = nn.Dense(8)(x.reshape(x.shape[0], -1))
-      x = nn.BatchNorm(use_running_average=True, name="norm")(x)
-      return nn.Dense(3)(nn.relu(x))
-
-  x = jnp.ones((4, 5))
-  v = BN().init(jax.random.key(0), x)
-  net = network.from_linen(BN(), v, x)
-  with pytest.raises(ValueError, match="layer norm is a BatchNorm"):
-    rainbow.generate(jax.random.key(0), net, v, x, progress=False)
+def test_rainbow_on_a_resnet_with_batchnorm():
+  """Residual blocks and BatchNorm: stream writers are refused by name, the
+  block convs are sampled, statistics re-estimated beat stale ones."""
+  import optax
+  ds = data.load("digits")
+  m = models.ResNet(blocks=1, width=0.5)
+  state, hist = train.fit(m, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seeds=[0],
+                          epochs=5, tx=optax.adam(3e-3), progress=False)
+  v = train.select(state.variables, 0)
+  ref = float(hist.test_accuracy[-1, 0])
+  assert ref > 90
+  net = network.from_linen(m, v, ds.x_train[:2])
+  # stem → every later block input and the classifier; block convs → next conv.
+  assert net.consumers(v, ds.x_train[:2]) == [(1, 3, 5, 7), (2,), (3, 5, 7), (4,), (5, 7),
+                                               (6,), (7,), ()]
+  x = ds.x_train[:600]
+  with pytest.raises(ValueError, match="layer 2 \\(stage_0_block_0/conv_1\\) cannot be"):
+    rainbow.generate(jax.random.key(0), net, v, x, layers=[1, 2], progress=False)
+  g = rainbow.generate(jax.random.key(0), net, v, x, num_samples=4, progress=False)
+  k0 = net.kernels(train.select(g.params, 0))
+  assert not np.allclose(k0[1], net.kernels(v)[1])  # sampled
+  acc = np.asarray(evaluate.accuracy(net, g.params, ds.x_test, ds.y_test, stacked=True))
+  stale = dict(g.params, batch_stats=jax.tree_util.tree_map(
+      lambda a: jnp.broadcast_to(a, (4, *a.shape)), v["batch_stats"]))
+  acc_stale = np.asarray(evaluate.accuracy(net, stale, ds.x_test, ds.y_test, stacked=True))
+  assert np.all(acc > 60), (acc, ref)  # chance is 10 %
+  assert np.mean(acc) > np.mean(acc_stale) + 15, (acc, acc_stale)
