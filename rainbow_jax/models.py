@@ -70,25 +70,30 @@ class MLP(nn.Module):
 
 
 class PatchConv(nn.Module):
-  """Bias-free VALID strided conv as patches @ kernel (im2col by slicing).
+  """Bias-free strided conv as patches @ kernel (im2col by slicing).
 
   Same parameter (``kernel`` ``[K, K, C_in, C_out]``, Flax's layout and
-  initialisation) and the same output as ``nn.Conv(..., padding='VALID')``,
-  computed as one matrix product over ``[K·K·C_in]`` patches. Under `vmap`
-  over seeds this is a batched matmul, where XLA's CPU grouped convolution
-  (what a vmapped ``nn.Conv`` becomes) is many times slower.
+  initialisation) and the same output as ``nn.Conv(..., padding=padding)``
+  with symmetric integer `padding` (0: ``'VALID'``), computed as one matrix
+  product over ``[K·K·C_in]`` patches. Under `vmap` over seeds this is a
+  batched matmul, where XLA's CPU grouped convolution (what a vmapped
+  ``nn.Conv`` becomes) is many times slower; and XLA:CPU's convolution
+  gradients were far slower than these products even for one seed.
   """
 
   features: int
   kernel_size: int
   stride: int
   kernel_init: Any = nn.initializers.lecun_normal()
+  padding: int = 0
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    k, s = self.kernel_size, self.stride
+    k, s, p = self.kernel_size, self.stride, self.padding
     c_in = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (k, k, c_in, self.features))
+    if p:
+      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     h_out = (x.shape[1] - k) // s + 1
     w_out = (x.shape[2] - k) // s + 1
     patches = jnp.concatenate(
@@ -148,6 +153,16 @@ class CNN(nn.Module):
                     name=f"dense_{len(self.channels) - 1}")(x)
 
 
+def _conv3(impl: str, features: int, stride: int, init: Any, name: str) -> nn.Module:
+  """A bias-free 3×3 conv with padding 1: `PatchConv` or ``nn.Conv``."""
+  if impl == "patches":
+    return PatchConv(features, 3, stride, kernel_init=init, padding=1, name=name)
+  if impl == "xla":
+    return nn.Conv(features, (3, 3), strides=stride, padding=1, use_bias=False,
+                   kernel_init=init, name=name)
+  raise ValueError(f"conv must be 'patches' or 'xla', got {impl!r}.")
+
+
 class ResidualBlock(nn.Module):
   """He et al.'s basic block: conv3×3–BN–ReLU–conv3×3–BN, plus the input,
   then ReLU. A block that changes the shape has stride 2 and, as in the
@@ -157,11 +172,11 @@ class ResidualBlock(nn.Module):
   features: int
   stride: int = 1
   kernel_init: Any = nn.initializers.he_normal()
+  conv: str = "patches"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
-    conv = lambda s, name: nn.Conv(self.features, (3, 3), strides=s, padding=1,
-                                   use_bias=False, kernel_init=self.kernel_init, name=name)
+    conv = lambda s, name: _conv3(self.conv, self.features, s, self.kernel_init, name)
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      name=name)
     h = nn.relu(norm("bn_0")(conv(self.stride, "conv_0")(x)))
@@ -185,11 +200,14 @@ class ResNet(nn.Module):
     blocks: basic blocks per stage (3: ResNet-20, 5: ResNet-32, 1: ResNet-8).
     width: channel multiplier w (the paper: 1).
     num_classes: classifier width.
+    conv: ``'patches'`` (`PatchConv`, default) or ``'xla'`` (``nn.Conv``);
+      same parameters, same function.
   """
 
   blocks: int = 3
   width: float = 1.0
   num_classes: int = 10
+  conv: str = "patches"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -197,13 +215,12 @@ class ResNet(nn.Module):
     if x.ndim != 4:
       raise ValueError(f"ResNet expects images [B, H, W, C], got {x.shape}.")
     widths = [max(1, round(c * self.width)) for c in (16, 32, 64)]
-    x = nn.Conv(widths[0], (3, 3), padding=1, use_bias=False,
-                kernel_init=nn.initializers.he_normal(), name="stem")(x)
+    x = _conv3(self.conv, widths[0], 1, nn.initializers.he_normal(), "stem")(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                              name="stem_bn")(x))
     for s, c in enumerate(widths):
       for b in range(self.blocks):
-        x = ResidualBlock(c, 2 if (s > 0 and b == 0) else 1,
+        x = ResidualBlock(c, 2 if (s > 0 and b == 0) else 1, conv=self.conv,
                           name=f"stage_{s}_block_{b}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name="classifier")(x)
@@ -234,7 +251,7 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
     return CNN(channels=(c, *widths), num_classes=num_classes, initializer=init,
                conv=conv)
   if arch == "resnet20":
-    return ResNet(blocks=3, width=width, num_classes=num_classes)
+    return ResNet(blocks=3, width=width, num_classes=num_classes, conv=conv)
   raise ValueError(f"arch must be 'mlp', 'cnn' or 'resnet20', got {arch!r}.")
 
 

@@ -259,17 +259,16 @@ class Network:
     self._run(variables, x, tap)
     return tap.captured
 
-  def consumers(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
-    """For each weight layer j, the weight layers whose input reads j's
-    output directly (through activations, normalisation, pooling, skip
-    additions — not through another weight layer): the structure of the
-    forward pass traced on example batch ``x`` (arrays or
-    `jax.ShapeDtypeStruct`).
+  def producers(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
+    """For each weight layer k, the weight layers whose output its input
+    reads directly (through activations, normalisation, pooling, skip
+    additions — not through another weight layer), ``-1`` standing for the
+    network's input: the structure of the forward pass traced on example
+    batch ``x`` (arrays or `jax.ShapeDtypeStruct`).
 
-    A plain chain gives ``(j + 1,)`` for every layer but the classifier (which
-    gives ``()``). In a residual network a layer that writes into the residual
-    stream (the stem, the last conv of each block) reaches several later
-    layers: its output channels are added to a skip connection's.
+    A plain chain gives ``(-1,)`` for the first layer and ``(k − 1,)`` for
+    every other. A residual block's sum makes several layers (or the input)
+    feed the next one.
     """
     from jax.extend import core as jcore
     n = len(self.layers)
@@ -286,14 +285,32 @@ class Network:
     zero = jax.ShapeDtypeStruct((), jnp.float32)
     jaxpr = jax.make_jaxpr(inputs)(variables, x, *[zero] * n).jaxpr
     deps = {v: {j} for j, v in enumerate(jaxpr.invars[-n:])}
+    deps[jaxpr.invars[-n - 1]] = {-1}
     for eqn in jaxpr.eqns:  # structural dataflow; a call or loop links all its operands
       d = set().union(*(deps.get(v, set()) for v in eqn.invars
                         if not isinstance(v, jcore.Literal)))
       for o in eqn.outvars:
         deps[o] = d
-    reach = [deps.get(v, set()) if not isinstance(v, jcore.Literal) else set()
-             for v in jaxpr.outvars]
-    return [tuple(k for k in range(n) if j in reach[k]) for j in range(n)]
+    return [tuple(sorted(deps.get(v, set()))) if not isinstance(v, jcore.Literal) else ()
+            for v in jaxpr.outvars]
+
+  def consumers(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
+    """For each weight layer j, the weight layers whose input reads j's
+    output directly (the transpose of `producers`). A plain chain gives
+    ``(j + 1,)`` for every layer but the classifier (``()``); in a residual
+    network a layer that writes into the residual stream (the stem, the last
+    conv of each block) reaches several later layers."""
+    prod = self.producers(variables, x)
+    return [tuple(k for k in range(len(prod)) if j in prod[k]) for j in range(len(prod))]
+
+  def chain_links(self, variables: Any, x: Array) -> list[bool]:
+    """For each weight layer j < L − 1, whether j → j + 1 is a plain chain
+    link: layer j's output is read by layer j + 1 only, and layer j + 1
+    reads nothing else. Rainbow sampling resamples exactly such layers, and
+    SVR graphs run along such links."""
+    prod = self.producers(variables, x)
+    cons = [tuple(k for k in range(len(prod)) if j in prod[k]) for j in range(len(prod))]
+    return [cons[j] == (j + 1,) and prod[j + 1] == (j,) for j in range(len(prod) - 1)]
 
   def estimate_batch_stats(self, variables: Any, x: Array, *, batch_size: int = 1000,
                            upto: int | None = None) -> Any:

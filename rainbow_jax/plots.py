@@ -72,7 +72,7 @@ def bars(values: Sequence[float], labels: Sequence[str], *, ylabel: str = "",
   ax.bar(x, values, color="tab:blue")
   for xi, v in zip(x, values):
     ax.text(xi, v, f"{v:.3f}", ha="center", va="bottom")
-  ax.set_xticks(x, labels)
+  ax.set_xticks(x, labels, rotation=90 if len(labels) > 8 else 0)
   ax.set_ylim(*ylim)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
@@ -168,6 +168,24 @@ def svr_graph(result, *, title: str = "", ax=None, max_edges: int = 20000):
   return ax
 
 
+def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str], *,
+            title: str = "", xlabel: str = "", ylabel: str = "", ax=None, vmin=0.0,
+            vmax=1.0):
+  """A labelled matrix (e.g. layer × layer similarity of two networks)."""
+  m = np.asarray(matrix)
+  if ax is None:
+    size = min(12.0, 3.0 + 0.35 * max(m.shape))
+    _, ax = _plt().subplots(figsize=(size, size * 0.85))
+  im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax, origin="upper")
+  ax.figure.colorbar(im, ax=ax, shrink=0.75)
+  ax.set_xticks(np.arange(m.shape[1]), col_labels, rotation=90, fontsize=7)
+  ax.set_yticks(np.arange(m.shape[0]), row_labels, fontsize=7)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  return ax
+
+
 def adjacency(matrix, *, title: str = "", ax=None, dims=None):
   """Heatmap of an SVR adjacency matrix (rows: next layer's spectral neurons,
   columns: previous layer's), with the internal dimensions marked."""
@@ -184,5 +202,5 @@ def adjacency(matrix, *, title: str = "", ax=None, dims=None):
   return ax
 
 
-__all__ = ["adjacency", "bars", "curve", "save", "spectrum", "stability", "svr_graph",
-           "weight_spectrum"]
+__all__ = ["adjacency", "bars", "curve", "heatmap", "save", "spectrum", "stability",
+           "svr_graph", "weight_spectrum"]

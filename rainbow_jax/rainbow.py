@@ -37,8 +37,9 @@ random.
 
 Residual networks. A neuron can be resampled only where nothing else reads
 its channel index: layer j is sampled only if its output reaches no weight
-layer but layer j + 1 without passing through another weight layer
-(`Network.consumers`). A layer whose output is added to a skip connection
+layer but layer j + 1, and layer j + 1 reads nothing else, without passing
+through another weight layer (`Network.chain_links`). A layer whose output
+is added to a skip connection
 (a ResNet's stem and the last conv of every block, which write into the
 residual stream) is not: a new random neuron in channel c would be added to
 the skip path's unrelated channel c. Those layers keep the reference's
@@ -252,8 +253,9 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   ref_k, ref_b = net.kernels(variables), net.biases(variables)
   n_layers = len(ref_k)
   x = jnp.asarray(x)
-  consumers = net.consumers(variables, jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype))
-  free = [j for j in range(n_layers - 1) if consumers[j] == (j + 1,)]
+  example = jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype)
+  links = net.chain_links(variables, example)
+  free = [j for j in range(n_layers - 1) if links[j]]
   if layers is None:
     layers = free
   layers = sorted(set(int(j) for j in layers))
@@ -263,10 +265,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
                        f" sampled), got {layers}.")
     if j not in free:
       raise ValueError(
-          f"layer {j} ({net.names[j]}) cannot be sampled: its output is read directly by"
-          f" layers {[net.names[k] for k in consumers[j]]}, i.e. it writes into a skip"
-          " connection, where new neurons would be added to unrelated channels. Layers"
-          f" that can be sampled: {free}.")
+          f"layer {j} ({net.names[j]}) cannot be sampled: its output meets a skip connection"
+          f" (the next weight layer reads other layers' outputs too, or later layers read"
+          f" this one's; see Network.producers), where new neurons would be added to"
+          f" unrelated channels. Layers that can be sampled: {free}.")
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
   if factors is None:

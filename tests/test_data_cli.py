@@ -195,3 +195,76 @@ def test_experiment_scripts_quick(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["seconds"] > 0
     assert list(out.glob("*.png"))
+
+
+_USER_MODEL = '''
+import flax.linen as nn
+
+
+class Net(nn.Module):
+  """Flax default names, biases, BatchNorm, a residual add."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.Conv(8, (3, 3))(x))
+    h = nn.BatchNorm(use_running_average=not train)(nn.Conv(8, (3, 3))(x))
+    x = nn.relu(h + x)
+    x = x.reshape(x.shape[0], -1)
+    return nn.Dense(10)(nn.relu(nn.Dense(32)(x)))
+
+
+def make():
+  return Net()
+'''
+
+
+def test_analyze_a_users_model_from_checkpoints(tmp_path):
+  """`--model FILE.py:FACTORY --checkpoint …` on a model we did not write:
+  K stacked seeds from `train`'s orbax checkpoints, one seed from a msgpack
+  file; what does not apply is said, a wrong checkpoint is refused."""
+  import importlib.util
+
+  import flax.serialization
+  import optax
+
+  from rainbow_jax import train
+  src = tmp_path / "user_model.py"
+  src.write_text(_USER_MODEL)
+  spec = importlib.util.spec_from_file_location("user_model", src)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  ds = data.load("digits")
+  ckpt = tmp_path / "ckpt"
+  state, _ = train.fit(mod.make(), ds.x_train, ds.y_train, seeds=[0, 1], epochs=3,
+                       tx=optax.adam(3e-3), checkpoint_dir=str(ckpt), progress=False)
+  one = tmp_path / "seed0.msgpack"
+  one.write_bytes(flax.serialization.msgpack_serialize(train.select(state.variables, 0)))
+  out = tmp_path / "report"
+  common = ["analyze", "--dataset", "digits", "--model", f"{src}:make", "--samples", "2",
+            "--batch", "512", "--align-samples", "600", "--clip-samples", "300"]
+  assert cli.main(common + ["--checkpoint", str(ckpt), "--out", str(out)]) == 0
+  res = json.loads((out / "results.json").read_text())
+  # `nn.Dense(10)(nn.relu(nn.Dense(32)(x)))` names the classifier Dense_0: it
+  # is built first, called second. Layers come in call order.
+  assert res["layer_names"] == ["Conv_0", "Conv_1", "Dense_1", "Dense_0"]
+  assert res["batch_norms"] == ["BatchNorm_0"]
+  assert len(res["trained_accuracy"]) == 2 and min(res["trained_accuracy"]) > 80
+  assert np.asarray(res["cka"]).shape == (4, 4)
+  assert res["r2_all_layers"][0] == pytest.approx(1.0, abs=1e-4)
+  # Conv_0 and Conv_1 meet at the residual add: kept; Dense_0 is sampled.
+  assert [layer["reads"] for layer in res["layers"]] == [[0], [1], [1, 2], [3]]
+  assert res["rainbow_sampled_layers"] == [3]
+  assert min(res["rainbow_accuracy"]) > 30
+  assert [c["layers"] for c in res["svr_chains"]] == [[3, 4]]
+  assert any("skip connection" in n for n in res["notes"])
+  assert "did not apply" in (out / "report.md").read_text()
+  out1 = tmp_path / "report1"
+  assert cli.main(common + ["--checkpoint", str(one), "--samples", "0", "--out",
+                            str(out1)]) == 0
+  res1 = json.loads((out1 / "results.json").read_text())
+  assert res1["trained_accuracy"][0] == pytest.approx(res["trained_accuracy"][0], abs=1e-3)
+  assert res1["r2_all_layers"] == [] and res1["cka"] is None
+  assert any("needs at least 2 networks" in n for n in res1["notes"])
+  bad = tmp_path / "bad.msgpack"
+  bad.write_bytes(flax.serialization.msgpack_serialize({"params": {"Dense_0": {}}}))
+  assert cli.main(common + ["--checkpoint", str(bad), "--out", str(out1)]) == 2

@@ -227,6 +227,10 @@ def test_rainbow_on_a_resnet_with_batchnorm():
   # stem → every later block input and the classifier; block convs → next conv.
   assert net.consumers(v, ds.x_train[:2]) == [(1, 3, 5, 7), (2,), (3, 5, 7), (4,), (5, 7),
                                                (6,), (7,), ()]
+  assert net.producers(v, ds.x_train[:2]) == [(-1,), (0,), (1,), (0, 2), (3,), (0, 2, 4),
+                                               (5,), (0, 2, 4, 6)]
+  assert net.chain_links(v, ds.x_train[:2]) == [False, True, False, True, False, True,
+                                                 False]
   x = ds.x_train[:600]
   with pytest.raises(ValueError, match="layer 2 \\(stage_0_block_0/conv_1\\) cannot be"):
     rainbow.generate(jax.random.key(0), net, v, x, layers=[1, 2], progress=False)
