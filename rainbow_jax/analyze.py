@@ -30,7 +30,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import align, evaluate, moments, network, rainbow, similarity, spectra, svr
+from rainbow_jax import (
+  align,
+  evaluate,
+  moments,
+  network,
+  rainbow,
+  similarity,
+  spectra,
+  svr,
+)
 
 
 class Networks(NamedTuple):
@@ -173,22 +182,6 @@ def _ranks(d: int) -> list[int]:
   return sorted(set(r + [d]))
 
 
-def chains(links: Sequence[bool]) -> list[tuple[int, ...]]:
-  """Maximal runs of weight layers j, j+1, … joined by plain chain links
-  (`Network.chain_links`): the chains an SVR graph runs along. A plain
-  MLP/CNN is one chain; a residual network gives one per block (its convs)
-  and single layers for the stream writers."""
-  out, cur = [], [0]
-  for j in range(len(links)):
-    if links[j]:
-      cur.append(j + 1)
-    else:
-      out.append(tuple(cur))
-      cur = [j + 1]
-  out.append(tuple(cur))
-  return out
-
-
 def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
@@ -285,6 +278,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   example = jax.ShapeDtypeStruct((2, *x.shape[1:]), jnp.float32)
   producers = net.producers(vs[0], example)
   links = net.chain_links(vs[0], example)
+  chains = net.chains(vs[0], example)
   t_clip, layers = 0.0, []
   for l in range(n_layers):
     k0, kind = kernels[0][l], net.kinds[l]
@@ -375,7 +369,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
         out("cka.png")))
 
   svr_chains = []
-  for chain in chains(links):
+  for chain in chains:
     if len(chain) < 2:
       continue
     res = svr.svr(svr.from_flax([kernels[0][j] for j in chain]), with_pvalues=False)
@@ -385,7 +379,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   if not svr_chains:
     notes.append("SVR: no two consecutive weight layers where the second alone reads the"
                  " first's output, so there is no chain for an SVR graph.")
-  elif len(chains(links)) > 1:
+  elif len(chains) > 1:
     notes.append("SVR: the weight layers do not form one chain (skip connections); the SVR"
                  " is computed along each chain of consecutive layers where only the next"
                  " layer reads a layer's output (a residual network: each block's convs).")
@@ -534,5 +528,5 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
     f.write("\n".join(html))
 
 
-__all__ = ["Networks", "chains", "load_factory", "load_variables", "run", "split_seeds",
+__all__ = ["Networks", "load_factory", "load_variables", "run", "split_seeds",
            "user_networks", "write_report"]

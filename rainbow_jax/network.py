@@ -312,6 +312,21 @@ class Network:
     cons = [tuple(k for k in range(len(prod)) if j in prod[k]) for j in range(len(prod))]
     return [cons[j] == (j + 1,) and prod[j + 1] == (j,) for j in range(len(prod) - 1)]
 
+  def chains(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
+    """Maximal runs of weight layers j, j + 1, … joined by plain chain links
+    (`chain_links`): what an SVR graph runs along. A plain MLP/CNN is one
+    chain; a residual network gives one per block (its convs) and single
+    layers for those that meet skip connections."""
+    out, cur = [], [0]
+    for j, link in enumerate(self.chain_links(variables, x)):
+      if link:
+        cur.append(j + 1)
+      else:
+        out.append(tuple(cur))
+        cur = [j + 1]
+    out.append(tuple(cur))
+    return out
+
   def estimate_batch_stats(self, variables: Any, x: Array, *, batch_size: int = 1000,
                            upto: int | None = None) -> Any:
     """`variables` with every BatchNorm's running statistics replaced by

@@ -258,7 +258,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   free = [j for j in range(n_layers - 1) if links[j]]
   if layers is None:
     layers = free
-  layers = sorted(set(int(j) for j in layers))
+  layers = sorted({int(j) for j in layers})
   for j in layers:
     if not 0 <= j < n_layers - 1:
       raise ValueError(f"layers must lie in [0, {n_layers - 2}] (the classifier is never"

@@ -25,6 +25,12 @@ Conventions:
     P = K²; conv → dense: P = the spatial positions of the flattened map);
     a ≤ 1, and a is invariant to positive rescaling of either layer.
 
+Which layers form a graph: consecutive weight layers where each one's output
+is read by the next one only. For a network with skip connections, take the
+chains of `rainbow_jax.network.Network.chains` (a residual network: one per
+block, its convs) and compute one SVR per chain; ``rainbow-jax analyze``
+does this.
+
 Null laws of an edge between independent uniformly random representations
 (`null_law`): exactly Beta(P/2, (c − 1)P/2) (the squared norm of the
 projection of a uniform unit vector of ℝ^{cP} on a P-dimensional subspace);

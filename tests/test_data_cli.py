@@ -186,6 +186,19 @@ def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_resnet_benchmark_quick(tmp_path):
+  res = _quick_benchmark("resnet", tmp_path)
+  recs = res["records"]
+  trained = {(r["impl"], r["case"]["seeds"]) for r in recs if r["bench"] == "resnet_train"}
+  assert {("rainbow_jax", 1), ("rainbow_jax", 4)} <= trained
+  stages = {r["case"]["stage"] for r in recs if r["bench"] == "resnet_analyze"}
+  assert {"moments_seconds", "rainbow_seconds", "cka_seconds"} <= stages
+  counts = {r["impl"]: r["extra"]["count"] for r in recs if r["bench"] == "resnet_params"}
+  if "pytorch" in counts:  # the same architecture on both sides
+    assert counts["pytorch"] == counts["rainbow_jax"]
+
+
+@pytest.mark.slow
 def test_experiment_scripts_quick(tmp_path):
   for script in ("svr_fashion_mnist.py", "ensembles_seed.py"):
     out = tmp_path / script

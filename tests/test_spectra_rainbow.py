@@ -231,6 +231,7 @@ def test_rainbow_on_a_resnet_with_batchnorm():
                                                (5,), (0, 2, 4, 6)]
   assert net.chain_links(v, ds.x_train[:2]) == [False, True, False, True, False, True,
                                                  False]
+  assert net.chains(v, ds.x_train[:2]) == [(0,), (1, 2), (3, 4), (5, 6), (7,)]
   x = ds.x_train[:600]
   with pytest.raises(ValueError, match="layer 2 \\(stage_0_block_0/conv_1\\) cannot be"):
     rainbow.generate(jax.random.key(0), net, v, x, layers=[1, 2], progress=False)
