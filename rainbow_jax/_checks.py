@@ -32,6 +32,18 @@ def check_rank(x: Any, ranks: tuple[int, ...], name: str) -> None:
     )
 
 
+def check_finite(x: Any, name: str) -> None:
+  """Raises `ValueError` on NaN/Inf in a concrete array; traced arrays (inside
+  `jit`) pass, their caller checks before tracing."""
+  import jax
+  if isinstance(x, jax.core.Tracer):
+    return
+  with jax.ensure_compile_time_eval():  # concrete, even when closed over by a trace
+    finite = bool(jnp.all(jnp.isfinite(x)))
+  if not finite:
+    raise ValueError(f"{name} holds NaN or Inf; remove or fix those values first.")
+
+
 def check_finite_host(x: Any, name: str) -> None:
   """Raises `ValueError` if a concrete array holds NaN or Inf."""
   arr = np.asarray(x)

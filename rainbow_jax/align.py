@@ -80,7 +80,11 @@ def align(cross: Array, trace_x: Array, trace_y: Array) -> Alignment:
     trace_y: ``[...]`` E‖ψ‖².
 
   Returns:
-    `Alignment` with A (``[..., d_ψ, d_φ]``), r² and the singular values.
+    `Alignment` with A (``[..., d_ψ, d_φ]``), r² and the singular values;
+    r² = 0 when φ or ψ is identically zero.
+
+  Raises:
+    ValueError: NaN or Inf in a concrete input.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -89,9 +93,13 @@ def align(cross: Array, trace_x: Array, trace_y: Array) -> Alignment:
     1.0
   """
   _check_matrix(cross, "cross")
+  for v, name in ((cross, "cross"), (trace_x, "trace_x"), (trace_y, "trace_y")):
+    _checks.check_finite(v, name)
   u, s, vh = jnp.linalg.svd(cross, full_matrices=False)
   a = jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)
-  r2 = jnp.sum(s, axis=-1) / jnp.sqrt(trace_x * trace_y)
+  den = jnp.sqrt(trace_x * trace_y)
+  # Features without energy leave nothing to explain: r² = 0, not NaN.
+  r2 = jnp.where(den > 0, jnp.sum(s, axis=-1) / jnp.where(den > 0, den, 1.0), 0.0)
   return Alignment(matrix=a, r2=r2, singular_values=s)
 
 
@@ -106,6 +114,8 @@ def align_features(phi: Array, psi: Array) -> Alignment:
     `Alignment` of φ onto ψ.
   """
   x, y = _moments.fold_pair(phi, psi, ("phi", "psi"))
+  _checks.check_finite(x, "phi")
+  _checks.check_finite(y, "psi")
   hp = lax.Precision.HIGHEST
   n = x.shape[0]
   cross = jnp.matmul(y.T, x, precision=hp) / n

@@ -277,7 +277,7 @@ def _batch_stats(x: Array, w: Array | None, dtype):
   x = x.astype(dtype)
   if w is None:
     n = jnp.asarray(x.shape[0], jnp.int32)
-    mu = jnp.mean(x, axis=0)
+    mu = jnp.sum(x, axis=0) / max(x.shape[0], 1)  # an empty batch adds nothing
     xc = x - mu[None, :]
   else:
     n = jnp.sum(w).astype(jnp.int32)
@@ -482,8 +482,11 @@ def covariance(
       ``n − ddof``); must be 0 when uncentered.
 
   Returns:
-    ``[d_i, d_j]`` matrix. With zero samples it is NaN; `check` and the
-    drivers raise on that before you get here.
+    ``[d_i, d_j]`` matrix.
+
+  Raises:
+    ValueError: with no more samples than ``ddof`` (concrete counts; under
+      `jit` the result is then NaN, and `check` and the drivers raise).
   """
   j = i if j is None else j
   if not centered and ddof:
@@ -501,7 +504,12 @@ def covariance(
         f"no cross moments of {state.names[i]} and {state.names[j]} were"
         f" kept; pass cross=[({i}, {j})] to init. Kept: {state.pairs}."
     )
-  n = state.count[i].astype(m2.dtype)
+  count = state.count[i]
+  if not isinstance(count, jax.core.Tracer) and int(count) <= (ddof if centered else 0):
+    raise ValueError(f"{state.names[i]}: {int(count)} sample(s) accumulated; the"
+                     f" {'covariance with ddof=' + str(ddof) if centered else 'second moment'}"
+                     f" needs more than {ddof if centered else 0}.")
+  n = count.astype(m2.dtype)
   if centered:
     return m2 / (n - ddof)
   return m2 / n + jnp.outer(mean(state, i), mean(state, j))

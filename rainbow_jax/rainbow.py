@@ -141,8 +141,8 @@ def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, w
   probe = jax.eval_shape(lambda: (
       ref_in(ref_vars, xb[0]), gen_in(jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
   d_ref, d_gen = probe[0].shape[-1], probe[1].shape[-1]
-  init = (jnp.zeros((s, d_gen, d_ref), jnp.float32), jnp.zeros((), jnp.float32),
-          jnp.zeros((s,), jnp.float32))
+  dt = jnp.result_type(probe[0].dtype, probe[1].dtype, wb.dtype)  # float64 under x64
+  init = (jnp.zeros((s, d_gen, d_ref), dt), jnp.zeros((), dt), jnp.zeros((s,), dt))
   (cross, tphi, tpsi), _ = lax.scan(body, init, (xb, wb))
   return cross, tphi, tpsi
 
@@ -291,7 +291,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   # Padded batches; the padding rows get weight 0 (label −1).
   xb, yb = _evaluate.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
                                   batch_size)
-  wb = (yb >= 0).astype(jnp.float32)
+  wb = (yb >= 0).astype(jnp.result_type(x))
   stack = lambda a: jnp.broadcast_to(jnp.asarray(a), (s, *jnp.shape(a)))
   gen_k = [stack(k) for k in gen_net.kernels(template)]
   gen_b = {j: stack(b) for j, b in enumerate(gen_net.biases(template)) if b is not None}

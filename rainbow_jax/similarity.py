@@ -100,14 +100,18 @@ def _check_covs(sxx, syy, sxy):
                      f" {syy.shape}, {sxy.shape}.")
 
 
+def _unit_covs(sxx: Array, syy: Array, sxy: Array) -> tuple[Array, Array, Array]:
+  """The triple rescaled to Σxx/a, Σyy/b, Σxy/√(ab) with a, b the largest
+  |entries| of Σxx, Σyy: x/√a and y/√b have the same similarity (every
+  measure here ignores a scale on either side), and norms of the rescaled
+  matrices neither underflow nor overflow in float32 at any input scale."""
+  a = _safe(jnp.max(jnp.abs(sxx)))
+  b = _safe(jnp.max(jnp.abs(syy)))
+  return sxx / a, syy / b, sxy / jnp.sqrt(a) / jnp.sqrt(b)
+
+
 def _check_finite(x: Array, name: str) -> None:
-  """Raises on NaN/Inf in concrete inputs (traced inputs are the caller's)."""
-  if isinstance(x, jax.core.Tracer):
-    return
-  with jax.ensure_compile_time_eval():  # concrete, even when closed over by a trace
-    finite = bool(jnp.all(jnp.isfinite(x)))
-  if not finite:
-    raise ValueError(f"{name} holds NaN or Inf; similarity of such activations is undefined.")
+  _checks.check_finite(x, name)
 
 
 def _folded(x: Array, y: Array, min_n: int = 2) -> tuple[Array, Array]:
@@ -125,6 +129,10 @@ def _centred_covs(x: Array, y: Array, ddof: int = 1):
   xf, yf = _folded(x, y)
   mx, my = jnp.mean(xf, axis=0), jnp.mean(yf, axis=0)
   xc, yc = xf - mx[None, :], yf - my[None, :]
+  # One scale per side (every measure ignores it): products of activations
+  # of any float32 magnitude neither underflow nor overflow.
+  rx, ry = _safe(_rms(xc)), _safe(_rms(yc))
+  xc, yc, mx, my = xc / rx, yc / ry, mx / rx, my / ry
   n = xf.shape[0] - ddof
   # Self terms by the block-triangle Gram (2/3 of the flops of xᵀx).
   gram = _moments._gram
@@ -507,6 +515,7 @@ def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
   [0, 1], 1 for a representation against itself. Zero-variance inputs give 0.
   """
   _check_covs(sxx, syy, sxy)
+  sxx, syy, sxy = _unit_covs(sxx, syy, sxy)
   den = jnp.sqrt(jnp.sum(sxx * sxx)) * jnp.sqrt(jnp.sum(syy * syy))
   return _ratio(jnp.sum(sxy * sxy), den)
 
@@ -554,6 +563,10 @@ def gram_rbf(x: Array, scale: float = 1.0) -> Array:
   and hence RBF CKA are invariant to rotations, translations and isotropic
   scaling of x.
   """
+  # Centred and RMS-scaled first: ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢᵀxⱼ cancels
+  # catastrophically for data far from the origin, and the kernel is
+  # invariant to both transformations.
+  x = _rms_scaled(x - jnp.mean(x, axis=0, keepdims=True))
   sq = jnp.sum(x * x, axis=1)
   d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram_linear(x), 0.0)
   d2 = d2 * (1.0 - jnp.eye(x.shape[0], dtype=x.dtype))
@@ -678,15 +691,22 @@ def minibatch_cka_value(state: MinibatchCKA) -> Array:
   return _cka_from_hsic(state.xy, state.xx, state.yy)
 
 
-@jax.jit
 def minibatch_cka(xs: Array, ys: Array) -> Array:
   """Minibatch linear CKA over stacked batches ``[B, b, d_x]``, ``[B, b, d_y]``.
 
   Memory is O(b²) per batch, so any dataset size works; with `lax.scan`
   over the batches. For a host iterator, fold `minibatch_cka_update`.
   """
-  if xs.ndim < 3 or ys.ndim < 3 or xs.shape[:2] != ys.shape[:2]:
-    raise ValueError(f"need stacked batches [B, b, d]; got {xs.shape} and {ys.shape}.")
+  if jnp.ndim(xs) < 3 or jnp.ndim(ys) < 3 or jnp.shape(xs)[:2] != jnp.shape(ys)[:2]:
+    raise ValueError(f"need stacked batches [B, b, d]; got {jnp.shape(xs)} and"
+                     f" {jnp.shape(ys)}.")
+  _check_finite(xs, "xs")
+  _check_finite(ys, "ys")
+  return _minibatch_cka(xs, ys)
+
+
+@jax.jit
+def _minibatch_cka(xs: Array, ys: Array) -> Array:
   step = lambda s, b: (minibatch_cka_update(s, *b), None)
   state, _ = lax.scan(step, minibatch_cka_init(jnp.result_type(xs)), (xs, ys))
   return minibatch_cka_value(state)
@@ -705,6 +725,7 @@ def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> A
   rotation (and scaling) of the other.
   """
   _check_covs(sxx, syy, sxy)
+  sxx, syy, sxy = _unit_covs(sxx, syy, sxy)
   nuc = jnp.sum(jnp.linalg.svd(sxy, compute_uv=False))
   sim = _ratio(nuc, jnp.sqrt(jnp.trace(sxx) * jnp.trace(syy)))
   return jnp.clip(2.0 - 2.0 * sim, 0.0, 2.0)

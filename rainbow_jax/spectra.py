@@ -227,9 +227,11 @@ def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:
 
 
 def explained_variance(eigenvalues: Array) -> Array:
-  """Cumulative fraction of the total variance in the top-k eigenvalues."""
+  """Cumulative fraction of the total variance in the top-k eigenvalues
+  (all zeros when the total is zero: nothing to explain)."""
   e = jnp.clip(jnp.asarray(eigenvalues), 0.0, None)
-  return jnp.cumsum(e) / jnp.sum(e)
+  total = jnp.sum(e)
+  return jnp.where(total > 0, jnp.cumsum(e) / jnp.where(total > 0, total, 1.0), 0.0)
 
 
 __all__ = ["MarchenkoPastur", "activation_spectrum", "clip_kernel", "clip_sweep",

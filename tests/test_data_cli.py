@@ -248,13 +248,14 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   spec.loader.exec_module(mod)
   ds = data.load("digits")
   ckpt = tmp_path / "ckpt"
-  state, _ = train.fit(mod.make(), ds.x_train, ds.y_train, seeds=[0, 1], epochs=3,
+  state, _ = train.fit(mod.make(), ds.x_train, ds.y_train, seeds=[0, 1], epochs=2,
                        tx=optax.adam(3e-3), checkpoint_dir=str(ckpt), progress=False)
   one = tmp_path / "seed0.msgpack"
   one.write_bytes(flax.serialization.msgpack_serialize(train.select(state.variables, 0)))
   out = tmp_path / "report"
   common = ["analyze", "--dataset", "digits", "--model", f"{src}:make", "--samples", "2",
-            "--batch", "512", "--align-samples", "600", "--clip-samples", "300"]
+            "--batch", "512", "--align-samples", "600", "--clip-samples", "300",
+            "--clip-layers", "4", "--cka-samples", "300"]
   assert cli.main(common + ["--checkpoint", str(ckpt), "--out", str(out)]) == 0
   res = json.loads((out / "results.json").read_text())
   # `nn.Dense(10)(nn.relu(nn.Dense(32)(x)))` names the classifier Dense_0: it

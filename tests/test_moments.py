@@ -214,3 +214,17 @@ def test_count_overflow_is_refused(monkeypatch):
   conv = np.ones((10, 5, 5, 2), np.float32)  # 250 rows per batch of 10
   with pytest.raises(ValueError, match="int32 count"):
     M.accumulate([conv] * 5)
+
+
+def test_empty_batch_adds_nothing_and_one_sample_has_no_unbiased_covariance():
+  x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+  st = M.update(M.init([3]), jnp.zeros((0, 3)))
+  st = M.check(M.update(st, jnp.asarray(x)))
+  np.testing.assert_allclose(M.mean(st, 0), x.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(M.covariance(st, 0, centered=True, ddof=1), np.cov(x.T),
+                             rtol=1e-5)
+  one = M.update(M.init([3]), jnp.asarray(x[:1]))
+  with pytest.raises(ValueError, match="1 sample"):
+    M.covariance(one, 0, centered=True, ddof=1)
+  with pytest.raises(ValueError, match="zero samples"):
+    M.check(M.update(M.init([3]), jnp.zeros((0, 3))))

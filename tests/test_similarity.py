@@ -2,6 +2,7 @@
 google/svcca's `get_cca_similarity` semantics, plus invariances."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
@@ -181,3 +182,24 @@ def test_procrustes_distance(rng):
   yc /= np.linalg.norm(yc)
   r, _ = orthogonal_procrustes(yc, xc)
   assert d == pytest.approx(np.sum((xc - yc @ r) ** 2), abs=1e-4)
+
+
+def test_measures_ignore_the_scale_and_offset_of_activations():
+  """Scale and translation invariance at float32 extremes: the covariance
+  products used to underflow (CKA 0 at 1e-10), overflow (NaN at 1e10) or
+  cancel (RBF distances of data far from the origin)."""
+  from rainbow_jax import similarity as S
+  x = jax.random.normal(jax.random.key(0), (200, 6))
+  y = x @ jax.random.normal(jax.random.key(1), (6, 4)) + 0.5 * jax.random.normal(
+      jax.random.key(2), (200, 4))
+  ref_cka, ref_cca = float(S.linear_cka(x, y)), float(S.cca(x, y).mean)
+  for scale in (1e-10, 1e10, 1e12):
+    assert float(S.linear_cka(scale * x, scale * x)) == pytest.approx(1.0, abs=1e-5)
+    assert float(S.linear_cka(scale * x, y)) == pytest.approx(ref_cka, abs=1e-5)
+    assert float(S.procrustes_distance(scale * x, scale * x)) == pytest.approx(0.0, abs=1e-4)
+    assert float(S.cca(scale * x, y).mean) == pytest.approx(ref_cca, abs=1e-4)
+  ref_rbf = float(S.rbf_cka(x, y))
+  for shift in (1e3, 1e4):
+    assert float(S.rbf_cka(x + shift, y)) == pytest.approx(ref_rbf, abs=1e-4)
+  with pytest.raises(ValueError, match="xs holds NaN"):
+    S.minibatch_cka(jnp.full((2, 8, 3), jnp.nan), jnp.ones((2, 8, 3)))

@@ -26,6 +26,13 @@ SCRIPT = textwrap.dedent("""
                np.cov(x.T, y.T, bias=True)[:7, 7:]) < tol
     a = align.align_features(x, x @ np.linalg.qr(rng.normal(size=(7, 7)))[0].T)
     assert abs(float(a.r2) - 1) < 1e-12
+    from rainbow_jax import models, network, rainbow
+    m = models.MLP(dims=(7, 16, 3))
+    xs = rng.normal(size=(64, 7))
+    v = m.init(jax.random.key(0), xs[:1])
+    net = network.from_linen(m, v, xs[:2])
+    g = rainbow.generate(jax.random.key(1), net, v, xs, num_samples=2, progress=False)
+    assert g.r2.shape == (2, 1) and np.all(np.isfinite(np.asarray(g.r2)))
     print("OK")
 """)
 
