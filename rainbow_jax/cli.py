@@ -149,7 +149,8 @@ def train_report(args) -> dict:
                           tx=_tx(args), shared_order=args.shared_order,
                           checkpoint_dir=args.checkpoint_dir, devices=devices)
   seconds = time.perf_counter() - t0
-  acc = hist.test_accuracy[-1]
+  acc = (hist.test_accuracy[-1] if len(hist.test_accuracy) else  # --epochs 0: at init
+         np.asarray(train.accuracy(state.variables, ds.x_test, ds.y_test, model=model)))
   os.makedirs(args.out, exist_ok=True)
   results = {
       "command": "train", "dataset": name, "source": ds.source, "arch": args.arch,

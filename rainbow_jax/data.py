@@ -90,11 +90,15 @@ def _idx_dir_candidates(name: str, data_dir: str | None) -> list[str]:
   return dirs
 
 
+def _idx_files(d: str) -> list[str | None]:
+  """The four IDX files `load` needs in directory `d` (None where missing)."""
+  return [_find(d, f"{split}-{kind}-idx{k}-ubyte")
+          for split in ("train", "t10k") for kind, k in (("images", 3), ("labels", 1))]
+
+
 def _load_idx(name: str, data_dir: str | None):
   for d in _idx_dir_candidates(name, data_dir):
-    files = [_find(d, f"{split}-{kind}-idx{k}-ubyte")
-             for split in ("train", "t10k")
-             for kind, k in (("images", 3), ("labels", 1))]
+    files = _idx_files(d)
     if all(files):
       arrays = [read_idx(f) for f in files]
       return arrays, f"idx:{d}"
@@ -235,7 +239,7 @@ def available(name: str, *, data_dir: str | None = None) -> bool:
   if name == "digits":
     return True
   return name != "cifar10" and any(
-      _find(d, "train-images-idx3-ubyte") for d in _idx_dir_candidates(name, data_dir)
+      all(_idx_files(d)) for d in _idx_dir_candidates(name, data_dir)
   ) or os.path.isdir(os.path.expanduser(f"~/tensorflow_datasets/{name}"))
 
 

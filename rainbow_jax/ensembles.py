@@ -97,13 +97,16 @@ def _brute_one(key, x, widths, c_w, c_b, act):
 
 def _gram_one(key, x, widths, c_w, c_b, act):
   zs, h = [], x
-  k = x.shape[0]
   for l, n in enumerate(widths):
     fan_in = h.shape[1]
     sigma = c_b + c_w / fan_in * jnp.matmul(h, h.T, precision=_HP)  # [k, k]
-    chol = jnp.linalg.cholesky(sigma + 1e-30 * jnp.eye(k, dtype=x.dtype))
-    g = jax.random.normal(jax.random.fold_in(key, l), (k, n), x.dtype)
-    z = jnp.matmul(chol, g, precision=_HP)
+    # Any F with F Fᵀ = Σ gives z = F g ~ N(0, Σ); the eigendecomposition's
+    # (not Cholesky's) also holds for singular Σ: duplicate inputs, k > n₀,
+    # dead ReLUs.
+    lam, vec = jnp.linalg.eigh(sigma)
+    factor = vec * jnp.sqrt(jnp.maximum(lam, 0.0))[None, :]
+    g = jax.random.normal(jax.random.fold_in(key, l), (x.shape[0], n), x.dtype)
+    z = jnp.matmul(factor, g, precision=_HP)
     zs.append(z)
     h = act(z)
   return zs
@@ -198,6 +201,9 @@ def four_point(z: Array) -> tuple[Estimate, Estimate]:
   """Connected four-point functions ``[k, k, k, k]`` of one layer
   (``[N, k, n]``): (cross-neuron, same-neuron)."""
   n = z.shape[-1]
+  if n < 2:
+    raise ValueError(f"z: the cross-neuron four-point function needs at least 2 neurons,"
+                     f" got a width of {n}.")
   a = jnp.einsum("Nan,Nbn->Nabn", z, z)  # z_i(α) z_i(β), per neuron
   s = jnp.sum(a, -1)  # [N, k, k]
   g = s / n

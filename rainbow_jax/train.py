@@ -98,6 +98,8 @@ def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int
 
 
 def _check_data(model, x, y, num_classes=None):
+  if x.ndim >= 1 and x.shape[0] == 0:
+    raise ValueError(f"no examples: images of shape {x.shape}.")
   if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
     raise ValueError(f"need images [N, ...] and labels [N], got {x.shape} and {y.shape}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):

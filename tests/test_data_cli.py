@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rainbow_jax import cli, data
+from rainbow_jax import cli, data, models, train
 from conftest import FASHION_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +41,8 @@ def test_idx_round_trip_and_bad_magic(tmp_path):
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
   monkeypatch.setattr(data, "DEBIAN_DIRS", {})
+  (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")  # one of the four files
+  assert not data.available("fashion_mnist", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="apt-get install -y dataset-fashion-mnist"):
     data.load("fashion_mnist", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="unknown dataset"):
@@ -72,6 +74,12 @@ def test_analyze_command_on_digits(tmp_path):
   html = (out / "report.html").read_text()
   assert all(f"src='{f}'" in html for f in res["figures"])
   assert cli.main(["analyze", "--dataset", "digits", "--seeds", "1", "--out", str(out)]) == 2
+  # Untrained: the accuracy at initialisation, no traceback.
+  assert cli.main(["train", "--dataset", "digits", "--epochs", "0", "--seeds", "1",
+                   "--out", str(tmp_path / "t0")]) == 0
+  with pytest.raises(ValueError, match="no examples"):
+    train.fit(models.make("mlp", (8, 8, 1), 10), np.zeros((0, 8, 8, 1), np.float32),
+              np.zeros((0,), np.int32), progress=False)
 
 
 def _quick_benchmark(name, tmp_path):

@@ -107,3 +107,21 @@ def test_bad_inputs():
     E.sample(jax.random.key(0), x, [10], activation="gelu")
   with pytest.raises(ValueError, match="divide"):
     E.sample(jax.random.key(0), x, [10], num_inits=10, chunk=3)
+
+
+def test_singular_input_grams_sample_finite_and_match_theory():
+  """Duplicate inputs and more inputs than dimensions (k > n₀) make every
+  layer's input Gram singular; the sampler used to return NaN from layer 2."""
+  x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+  x = np.concatenate([x, x[:1]])  # a duplicate, and k = 6 > n₀ = 3
+  widths = [32, 32, 32]
+  z = E.sample(jax.random.key(0), x, widths, num_inits=4000, c_w=2.0, activation="relu")
+  ks, _ = E.kernel_theory(x, widths, c_w=2.0, activation="relu")
+  for l, zl in enumerate(z):
+    assert np.all(np.isfinite(np.asarray(zl)))
+    g = np.asarray(E.kernel(zl).value)
+    # Infinite-width kernel ± its 1/n corrections and Monte-Carlo noise.
+    assert np.max(np.abs(g - ks[l])) < 0.08 * np.max(np.abs(ks[l])), (l, g, ks[l])
+    np.testing.assert_allclose(g[0], g[-1], atol=1e-4 * np.max(np.abs(g)))  # duplicate input
+  with pytest.raises(ValueError, match="at least 2 neurons"):
+    E.four_point(z[0][:, :, :1])
