@@ -39,8 +39,10 @@ def test_kill_between_epochs_then_resume_equals_uninterrupted(tmp_path):
   ds = data.load("digits")
   model = models.make("mlp", ds.x_train.shape[1:], 10, widths=[32])
   kw = dict(seeds=[0, 1], epochs=4, batch_size=64, progress=False)
+  ran = []
   resumed, hist = train.fit(model, ds.x_train[:500], ds.y_train[:500],
-                            checkpoint_dir=ckpt, **kw)
+                            checkpoint_dir=ckpt, callback=lambda e, s, m: ran.append(e), **kw)
+  assert ran == [3, 4]  # resumed, not retrained from scratch
   straight, hist2 = train.fit(model, ds.x_train[:500], ds.y_train[:500], **kw)
   assert int(resumed.epoch[0]) == 4 and hist.loss.shape == (4, 2)
   for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
@@ -99,15 +101,16 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
   ds = data.load("digits")
   model = models.make("mlp", ds.x_train.shape[1:], 10, widths=[32])
   ckpt = str(tmp_path / "ck")
-  with pytest.raises(ValueError, match=r"non-finite training loss at epoch (\d)") as err:
-    train.fit(model, ds.x_train[:256] * 1e30, ds.y_train[:256], seeds=[0, 1], epochs=4,
-              learning_rate=1e10, checkpoint_dir=ckpt, progress=False)
-  import re
-  bad_epoch = int(re.search(r"epoch (\d)", str(err.value)).group(1))
-  good = checkpoint.latest_epoch(ckpt)
-  assert good == bad_epoch - 1 or (good is None and bad_epoch == 1)
-  if good is not None:
-    like = train.init(model, train.sgd(), [0, 1], ds.x_train.shape[1:])
-    state, _ = checkpoint.restore(ckpt, like)
-    for leaf in jax.tree_util.tree_leaves(state.params):
-      assert np.all(np.isfinite(np.asarray(leaf)))
+  x, y = ds.x_train[:256], ds.y_train[:256]
+  train.fit(model, x, y, seeds=[0, 1], epochs=2, checkpoint_dir=ckpt, progress=False)
+  assert checkpoint.latest_epoch(ckpt) == 2
+  # Resumed with a diverging step: epoch 3 goes non-finite and is not saved.
+  with pytest.raises(ValueError, match=r"non-finite training loss at epoch 3"):
+    train.fit(model, x * 1e30, y, seeds=[0, 1], epochs=4, learning_rate=1e10,
+              checkpoint_dir=ckpt, progress=False)
+  assert checkpoint.latest_epoch(ckpt) == 2
+  like = train.init(model, train.sgd(), [0, 1], ds.x_train.shape[1:])
+  state, history = checkpoint.restore(ckpt, like)
+  assert int(state.epoch[0]) == 2 and len(history["loss"]) == 2
+  for leaf in jax.tree_util.tree_leaves(state.params):
+    assert np.all(np.isfinite(np.asarray(leaf)))
