@@ -509,7 +509,7 @@ def to_networkx(result: SVR):
   try:
     import networkx as nx
   except ImportError as e:
-    raise ImportError("to_networkx needs networkx: pip install networkx") from e
+    raise ImportError("to_networkx needs networkx: pip install 'rainbow-jax[graph]'") from e
   g = nx.DiGraph()
   for i, sp in enumerate(result.spectra):
     for j, s in enumerate(np.asarray(sp.s)):

@@ -2,20 +2,38 @@
 
 `get_cca_similarity` and `compute_pwcca` take and return what
 ``cca_core.get_cca_similarity`` and ``pwcca.compute_pwcca`` do — arrays of
-**neurons × datapoints**, numpy results, the same dict keys and shapes — and
-run on JAX (jitted; GPU/TPU when present). Users switch by changing an import.
+**neurons × datapoints**, numpy results, the same dict keys and shapes, the
+same numbers (``tests/test_pwcca_compat.py`` compares them with the real
+reference's outputs in ``shared/fixtures``, to 1e-4) — and run on JAX
+(jitted; GPU/TPU when present). Users switch by changing an import.
 
-Differences, all documented:
-  * arithmetic is float32 unless x64 is enabled (coefficients agree with the
-    float64 reference to about 1e-5; the reference is float64 throughout);
-  * `verbose` prints nothing;
-  * a threshold of 0 raises (the reference returns NaN for it);
-  * `compute_pwcca` weights y's own activations on the y side (the reference
-    reads ``acts1`` there), handles neurons removed by `epsilon` (the
-    reference fails on a shape mismatch), and fixes the arbitrary sign of
-    each canonical direction (see `rainbow_jax.similarity.pwcca_from_covariance`);
-  * canonical directions (``coef_x``, ``cca_dirns1``, …) are, as in the
-    reference, defined up to the sign of each direction.
+Precision. float64 inputs (what numpy users pass) are computed in float64,
+inside the scoped `jax.enable_x64` context — the process-wide flag is never
+touched — so canonical correlations of directions whose variance is 10⁻⁷ of
+the largest survive, as in the reference. float32 inputs are computed in
+float32: covariances then carry a relative error of ~1e-7 of their largest
+entry, so directions whose variance is below ~1e-5 of the largest lose their
+canonical correlations (on the fixture's 128 × 6000 float32 case the
+coefficients agree with the reference to ~2e-6); pass float64 when the tail
+matters. On an accelerator float64 is slow or absent; use float32 there.
+
+PWCCA is the reference's own construction: the directions
+``coef_x @ (acts − means) + means`` (the canonical directions in the
+*unwhitened* neuron basis, as the reference builds them), orthonormalised
+by QR, weighted by ``Σ_neurons |Pᵀ acts|`` with **uncentred** activations;
+when y has fewer kept neurons the reference reads ``acts1`` (not ``acts2``)
+to build y's directions — reproduced where it is defined (equal widths); for
+different widths the reference raises an IndexError and this module reads
+``acts2``. Neurons removed by `epsilon` on the weighted side make the
+reference fail on a shape mismatch; here the means of the kept neurons are
+used. `rainbow_jax.similarity.pwcca` is the principled form (centred
+activations, whitened directions, signs fixed) and gives different numbers
+on activations with large means.
+
+Other differences: `verbose` prints nothing; a threshold of 0 raises (the
+reference returns NaN for it); canonical directions (``coef_x``,
+``cca_dirns1``, …) are, as in the reference, defined up to the sign of each
+direction.
 
 For fewer datapoints than neurons (which the reference refuses, and so does
 this module) and for streamed, batched or jitted use, call
@@ -24,6 +42,7 @@ this module) and for streamed, batched or jitted use, call
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -33,8 +52,16 @@ import numpy as np
 from rainbow_jax import similarity as _sim
 
 
+def _precision(acts1, acts2):
+  """float64 inputs run in float64 (a scoped `jax.enable_x64`), others in
+  float32."""
+  wide = any(np.asarray(a).dtype == np.float64 for a in (acts1, acts2))
+  return jax.enable_x64(True) if wide else contextlib.nullcontext()
+
+
 def _inputs(acts1, acts2) -> tuple[jax.Array, jax.Array]:
-  """Transposed (datapoints × neurons) float arrays, checked like the reference."""
+  """Transposed (datapoints × neurons) float arrays, checked like the reference
+  (call inside `_precision`)."""
   a1, a2 = np.asarray(acts1), np.asarray(acts2)
   for a, name in ((a1, "acts1"), (a2, "acts2")):
     if a.ndim != 2:
@@ -60,11 +87,6 @@ def _cca(x, y, epsilon, threshold):
   sxx, syy, sxy, mx, my = _sim._centred_covs(x, y)
   res = _sim.cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
   return sxx, syy, sxy, mx, my, res
-
-
-@functools.partial(jax.jit, static_argnames=("epsilon",))
-def _pwcca(x, y, epsilon):
-  return _sim.pwcca(x, y, epsilon=epsilon)
 
 
 @functools.partial(jax.jit, static_argnames=("epsilon",))
@@ -125,6 +147,12 @@ def get_cca_similarity(acts1, acts2, epsilon=0., threshold=0.98, compute_coefs=T
   del verbose
   if not 0.0 < threshold <= 1.0:
     raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
+  with _precision(acts1, acts2):
+    return _get_cca_similarity(acts1, acts2, epsilon, threshold, compute_coefs,
+                               compute_dirns)
+
+
+def _get_cca_similarity(acts1, acts2, epsilon, threshold, compute_coefs, compute_dirns):
   x, y = _inputs(acts1, acts2)
   epsilon = float(epsilon)
   sxx, syy, sxy, mx, my, res = _cca(x, y, epsilon, float(threshold))
@@ -145,10 +173,13 @@ def get_cca_similarity(acts1, acts2, epsilon=0., threshold=0.98, compute_coefs=T
     out.update(coef_x=u.T, invsqrt_xx=inv_x, full_coef_x=_full(u.T, kx),
                full_invsqrt_xx=_full(inv_x, kx), coef_y=vh, invsqrt_yy=inv_y,
                full_coef_y=_full(vh, ky), full_invsqrt_yy=_full(inv_y, ky),
-               neuron_means1=np.asarray(mx)[:, None], neuron_means2=np.asarray(my)[:, None])
+               neuron_means1=np.asarray(jnp.mean(x, axis=0))[:, None],
+               neuron_means2=np.asarray(jnp.mean(y, axis=0))[:, None])
   if compute_dirns:
-    out["cca_dirns1"] = np.asarray(_dirns(out["full_coef_x"], out["full_invsqrt_xx"], x, mx))
-    out["cca_dirns2"] = np.asarray(_dirns(out["full_coef_y"], out["full_invsqrt_yy"], y, my))
+    out["cca_dirns1"] = np.asarray(_dirns(out["full_coef_x"], out["full_invsqrt_xx"], x,
+                                          jnp.mean(x, axis=0)))
+    out["cca_dirns2"] = np.asarray(_dirns(out["full_coef_y"], out["full_invsqrt_yy"], y,
+                                          jnp.mean(y, axis=0)))
   out.update(cca_coef1=s, cca_coef2=s, x_idxs=kx, y_idxs=ky, mean=(mean, mean),
              sum=(total, total))
   return out
@@ -163,12 +194,40 @@ def compute_pwcca(acts1, acts2, epsilon=0.):
 
   Returns:
     ``(pwcca, weights, coefs)``: the weighted mean, the weights of the side
-    with fewer kept neurons, and the coefficients (numpy).
+    with fewer kept neurons (x on a tie), and the coefficients (numpy). See
+    the module docstring for the reference's construction, reproduced here.
   """
-  x, y = _inputs(acts1, acts2)
-  res = _pwcca(x, y, float(epsilon))
-  k = int(res.num_coefficients)
-  return np.asarray(res.value), np.asarray(res.weights)[:k], np.asarray(res.coefficients)[:k]
+  with _precision(acts1, acts2):
+    res = _get_cca_similarity(acts1, acts2, epsilon, 0.98, True, False)
+    if "coef_x" not in res:  # every neuron of a side removed: the reference's zero dict
+      raise ValueError("every neuron of one side was removed by epsilon; PWCCA is"
+                       " undefined (the reference fails here too).")
+    x, y = _inputs(acts1, acts2)
+    kx, ky = res["x_idxs"], res["y_idxs"]
+    a1, a2 = x.T, y.T  # neurons × datapoints
+    if kx.sum() <= ky.sum():
+      coef, acts, keep, mean = res["coef_x"], a1[kx], kx, res["neuron_means1"][:, 0]
+      source = a1[kx]
+    else:
+      coef, acts, keep, mean = res["coef_y"], a2[ky], ky, res["neuron_means2"][:, 0]
+      # The reference builds y's directions from acts1's rows (equal widths).
+      source = a1[ky] if a1.shape[0] == a2.shape[0] else a2[ky]
+    mean = jnp.asarray(mean[keep], acts.dtype)
+    dirns_src = source
+    w = _pw_weights_from(jnp.asarray(coef, acts.dtype), dirns_src, acts, mean)
+    coefs = res["cca_coef1"]
+    w = np.asarray(w)
+    return np.sum(w * coefs), w, coefs
+
+
+@jax.jit
+def _pw_weights_from(coef, source, acts, mean):
+  """`_pw_weights` with directions built from `source` rows, weights read
+  from `acts` rows (the same, except in the reference's y branch)."""
+  dirns = _sim._mm(coef, (source - mean[:, None])) + mean[:, None]
+  p, _ = jnp.linalg.qr(dirns.T)
+  w = jnp.sum(jnp.abs(_sim._mm(p.T, acts.T)), axis=1)
+  return w / jnp.sum(w)
 
 
 __all__ = ["compute_pwcca", "get_cca_similarity"]
