@@ -286,37 +286,46 @@ def test_torch_cnn_is_the_same_network_through_flax_and_svr_agrees():
     network.from_torch([np.zeros(3, np.float32)])
 
 
+class _BNNet(nn.Module):
+  """Conv–BN–ReLU, Conv–BN, a residual add, Dense: Flax's default names."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(nn.Conv(4, (3, 3))(x)))
+    g = nn.BatchNorm(use_running_average=not train, momentum=0.9)(nn.Conv(4, (3, 3))(h))
+    return nn.Dense(3)(nn.relu(g + h).reshape(x.shape[0], -1))
+
+
 def test_batch_stats_reestimation_matches_flax_training_mode():
   """`estimate_batch_stats` on one batch = Flax's own BatchNorm statistics in
   training mode; over several batches the first BatchNorm's statistics are
-  the data's (numpy)."""
-  m = models.ResNet(blocks=1, width=0.5)
-  x = jax.random.normal(jax.random.key(2), (50, 12, 12, 1)) * 3 + 1
-  v = m.init(jax.random.key(1), x)
+  the data's (numpy); vmapped over seeds."""
+  m = _BNNet()
+  x = jax.random.normal(jax.random.key(2), (50, 6, 6, 1)) * 3 + 1
+  v = jax.jit(m.init)(jax.random.key(1), x)
   net = network.from_linen(m, v, x[:2])
+  assert net.norms == ("BatchNorm_0", "BatchNorm_1")
   one = net.estimate_batch_stats(v, x, batch_size=50)
-  _, upd = m.apply(v, x, train=True, mutable=["batch_stats"])
-  # Flax's running average after one step from (0, 1) with momentum 0.9.
-  assert len(net.norms) == 7
-  for path in net.norms:
-    ours, theirs = one["batch_stats"], upd["batch_stats"]
-    for k in path.split("/"):
-      ours, theirs = ours[k], theirs[k]
+  _, upd = jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"]))(v, x)
+  for name in net.norms:  # Flax's running average after one step from (0, 1), momentum 0.9
+    theirs, ours = upd["batch_stats"][name], one["batch_stats"][name]
     np.testing.assert_allclose(np.asarray(theirs["mean"]) / 0.1, ours["mean"], atol=2e-5,
                                rtol=1e-4)
     np.testing.assert_allclose((np.asarray(theirs["var"]) - 0.9) / 0.1, ours["var"],
                                atol=2e-5, rtol=1e-4)
-  several = net.estimate_batch_stats(v, x, batch_size=16)
-  conv = jax.lax.conv_general_dilated(x, v["params"]["stem"]["kernel"], (1, 1),
-                                      ((1, 1), (1, 1)),
+  several = net.estimate_batch_stats(v, x, batch_size=16)  # 4 batches, the last padded
+  conv = jax.lax.conv_general_dilated(x, v["params"]["Conv_0"]["kernel"], (1, 1), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  conv = np.asarray(conv, np.float64).reshape(-1, conv.shape[-1])
-  np.testing.assert_allclose(several["batch_stats"]["stem_bn"]["mean"], conv.mean(0),
+  conv = np.asarray(conv, np.float64).reshape(-1, 4) + np.asarray(v["params"]["Conv_0"]["bias"])
+  np.testing.assert_allclose(several["batch_stats"]["BatchNorm_0"]["mean"], conv.mean(0),
                              rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(several["batch_stats"]["stem_bn"]["var"], conv.var(0),
+  np.testing.assert_allclose(several["batch_stats"]["BatchNorm_0"]["var"], conv.var(0),
                              rtol=1e-4, atol=1e-5)
-  # vmapped over seeds
   stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), v)
   both = jax.vmap(lambda w: net.estimate_batch_stats(w, x, batch_size=16))(stacked)
-  np.testing.assert_allclose(both["batch_stats"]["stem_bn"]["var"][1],
-                             several["batch_stats"]["stem_bn"]["var"], rtol=1e-6)
+  np.testing.assert_allclose(both["batch_stats"]["BatchNorm_0"]["var"][1],
+                             several["batch_stats"]["BatchNorm_0"]["var"], rtol=1e-6)
+  # A residual add: both convs feed the classifier, so neither is a chain link.
+  assert net.producers(v, x[:2]) == [(-1,), (0,), (0, 1)]
+  assert net.consumers(v, x[:2]) == [(1, 2), (2,), ()]
+  assert net.chain_links(v, x[:2]) == [False, False]
