@@ -521,7 +521,8 @@ def your_own_model():
           " `rainbow_jax.network`: `from_linen(module, variables, x)` or `from_nnx(model, x)`"
           " discovers the weight layers (Dense, Conv) in the order the forward pass calls"
           " them, with Flax's own method interception — no extra argument on your model."
-          " BatchNorm is read in inference mode. PyTorch weights go through `from_torch`."),
+          " BatchNorm is read in inference mode (and re-estimated where weights change)."
+          " PyTorch weights go through `from_torch`."),
       params_cell("QUICK = False      # the tests set True: less data, fewer steps"),
       new_code_cell(
           INSTALL + "\n"
@@ -569,8 +570,9 @@ def your_own_model():
           "net = network.from_linen(m, v0, x[:2])\n"
           "print('weight layers in call order:', net.names)\n"
           "print('kinds:', net.kinds, ' BatchNorm:', net.norms)\n"
-          "print('test accuracy of the two seeds (%):',\n"
-          "      [round(float(evaluate.accuracy(net, v, x_test, y_test)), 2) for v in (v0, v1)])"),
+          "accs = [round(float(evaluate.accuracy(net, v, x_test, y_test)), 2) for v in (v0, v1)]\n"
+          "print('test accuracy of the two seeds (%):', accs)\n"
+          "assert net.names == ('Conv_0', 'Conv_1', 'Dense_0', 'Dense_1') and min(accs) > 80"),
       new_markdown_cell(
           "## Alignment of the two seeds at every weight layer's input, one pass\n"
           "`moments.layer_moments` takes the `Network` directly."),
@@ -579,6 +581,7 @@ def your_own_model():
           "                              params2=v1, cross='matched')\n"
           "L = len(net)\n"
           "r2 = [float(align.align_moments(stats, l, L + l).r2) for l in range(L)]\n"
+          "assert abs(r2[0] - 1) < 1e-4 and all(0 < v <= 1 + 1e-5 for v in r2)  # layer 1: same pixels\n"
           "plots.bars(r2, list(net.names), ylabel='r² (alignment)', title='seed 0 vs seed 1');"),
       new_markdown_cell(
           "## Weight spectra against Marchenko–Pastur, and clipping\n"
@@ -601,11 +604,25 @@ def your_own_model():
           "print('internal dimensions per edge:', g.internal_dims)\n"
           "plots.svr_graph(g);"),
       new_markdown_cell(
-          "## An NNX model, and rainbow networks with biases\n"
-          "Rainbow sampling draws each neuron's (weights, bias) vector jointly from the"
-          " trained layer's second moment, then realigns the weights to the sampled"
-          " network's own basis. (BatchNorm networks are refused for now: their statistics"
-          " would need re-estimating.)"),
+          "## Rainbow networks of the BatchNorm CNN\n"
+          "Each neuron's (weights, bias) vector is drawn from the trained layer's second"
+          " moment and realigned to the sampled network's own basis; after every sampled"
+          " layer the generated networks' BatchNorm statistics are re-estimated on the"
+          " data (`Network.estimate_batch_stats`, vmapped over the samples) — stale"
+          " statistics would normalise new neurons with the old ones' means and variances."
+          " In a residual network, layers whose output meets a skip connection keep the"
+          " reference's neurons (`net.producers` finds them); see `rainbow_jax.rainbow`."),
+      new_code_cell(
+          "gen = rainbow.generate(jax.random.key(0), net, v0, x, num_samples=4)\n"
+          "acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test, stacked=True))\n"
+          "stale = dict(gen.params, batch_stats=jax.tree_util.tree_map(\n"
+          "    lambda a: jax.numpy.broadcast_to(a, (4, *a.shape)), v0['batch_stats']))\n"
+          "acc_stale = np.asarray(evaluate.accuracy(net, stale, x_test, y_test, stacked=True))\n"
+          "print(f'trained {accs[0]:.2f} %; rainbow {acc.mean():.2f} ± {acc.std():.2f} %;'\n"
+          "      f' with the reference\\'s stale BatchNorm statistics {acc_stale.mean():.2f} %')\n"
+          "assert acc.mean() > 50  # chance: 10 %"),
+      new_markdown_cell(
+          "## An NNX model, and rainbow networks with biases"),
       new_code_cell(
           "class MLP(nnx.Module):\n"
           "    def __init__(self, rngs):\n"
@@ -631,7 +648,8 @@ def your_own_model():
           "gen = rainbow.generate(jax.random.key(0), mlp, mv, x, num_samples=4)\n"
           "acc = np.asarray(evaluate.accuracy(mlp, gen.params, x_test, y_test, stacked=True))\n"
           "print(f'trained {float(evaluate.accuracy(mlp, mv, x_test, y_test)):.2f} %;'\n"
-          "      f' rainbow {acc.mean():.2f} ± {acc.std():.2f} %')"),
+          "      f' rainbow {acc.mean():.2f} ± {acc.std():.2f} %')\n"
+          "assert mlp.names == ('hidden/0', 'hidden/1', 'head') and acc.mean() > 50"),
       new_markdown_cell(
           "## PyTorch weights\n"
           "`from_torch` takes a module, a state dict or tensors, converts them to the canonical"
