@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
 import flax.linen
+import jax
 import jax.numpy as jnp
 import numpy as np
 

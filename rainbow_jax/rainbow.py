@@ -154,6 +154,58 @@ def _restat(net, variables, x, upto, batch_size):
                  variables)
 
 
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size"))
+def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, batch_size):
+  """The generated networks' BatchNorm statistics re-estimated up to the
+  input of `layer`, then `cross_moments` there: one compiled program per
+  layer (compilation dominates on small data)."""
+  if gen_net.norms:
+    gen_vars = lax.map(
+        lambda v: gen_net.estimate_batch_stats(v, x, batch_size=batch_size, upto=layer),
+        gen_vars)
+  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb)
+
+
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size"))
+def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size):
+  """`_next_input_moments` at every layer input at once, the whole networks
+  evaluated: one compiled program for all layers (for small data, where
+  compiling one program per layer costs more than the extra compute)."""
+  if gen_net.norms:
+    gen_vars = lax.map(lambda v: gen_net.estimate_batch_stats(v, x, batch_size=batch_size),
+                       gen_vars)
+  ins = lambda n, v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
+
+  def body(carry, inp):
+    xs, w = inp
+    phis = ins(ref_net, ref_vars, xs)
+    psis = jax.vmap(lambda v: ins(gen_net, v, xs))(gen_vars)
+    out = []
+    for (cross, tphi, tpsi), phi, psi in zip(carry, phis, psis):
+      wf = jnp.repeat(w, phi.shape[0] // xs.shape[0])
+      phi = phi * wf[:, None]
+      out.append((cross + jnp.einsum("snd,ne->sde", psi, phi), tphi + jnp.sum(phi * phi),
+                  tpsi + jnp.einsum("snd,n->s", psi * psi, wf)))
+    return out, None
+
+  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
+  probe = jax.eval_shape(lambda: (ins(ref_net, ref_vars, xb[0]), ins(
+      gen_net, jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
+  init = []
+  for p_ref, p_gen in zip(*probe):
+    dt = jnp.result_type(p_ref.dtype, p_gen.dtype, wb.dtype)
+    init.append((jnp.zeros((s, p_gen.shape[-1], p_ref.shape[-1]), dt), jnp.zeros((), dt),
+                 jnp.zeros((s,), dt)))
+  out, _ = lax.scan(body, init, (xb, wb))
+  return out
+
+
+# Below this many (examples × samples), one program serves every layer's
+# alignment pass; above, each layer gets its own program that evaluates only
+# the layers before it (compute dominates compilation there).
+_ONE_PROGRAM_LIMIT = 8192
+
+
 @jax.jit
 def _align_all(cross, tphi, tpsi):
   # Sequential over samples: batched LAPACK inside larger XLA:CPU programs
@@ -321,10 +373,12 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if b is not None:
       gen_b[j] = b
     if j < n_layers - 1:
-      current = build(gen_k, gen_b)
-      if gen_net.norms:
-        current = _restat(gen_net, current, x, j + 1, batch_size)
-      cross, tphi, tpsi = cross_moments(net, gen_net, j + 1, variables, current, xb, wb)
+      if x.shape[0] * s <= _ONE_PROGRAM_LIMIT:
+        cross, tphi, tpsi = _all_input_moments(net, gen_net, variables, build(gen_k, gen_b),
+                                               x, xb, wb, batch_size)[j]
+      else:
+        cross, tphi, tpsi = _next_input_moments(net, gen_net, j + 1, variables,
+                                                build(gen_k, gen_b), x, xb, wb, batch_size)
       al = _align_all(cross, tphi, tpsi)
       a = al.matrix
       alignments.append(a)

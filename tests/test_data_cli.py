@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -49,6 +50,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     data.load("imagenet")
 
 
+@pytest.mark.slow  # the analyze pipeline runs in the default suite on a user's model
 def test_analyze_command_on_digits(tmp_path):
   out = tmp_path / "report"
   assert cli.main(["analyze", "--dataset", "digits", "--widths", "32", "16", "--epochs", "10",
@@ -280,13 +282,15 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   assert [c["layers"] for c in res["svr_chains"]] == [[3, 4]]
   assert any("skip connection" in n for n in res["notes"])
   assert "did not apply" in (out / "report.md").read_text()
+  # One network from a msgpack file: seed 0's variables exactly.
+  from rainbow_jax import analyze
+  m = mod.make()
+  template = jax.eval_shape(m.init, jax.random.key(0), ds.x_train[:1])
+  (v0,) = analyze.split_seeds(analyze.load_variables(str(one)), template, str(one))
+  for a, b in zip(jax.tree_util.tree_leaves(v0),
+                  jax.tree_util.tree_leaves(train.select(state.variables, 0))):
+    np.testing.assert_array_equal(a, b)
   out1 = tmp_path / "report1"
-  assert cli.main(common + ["--checkpoint", str(one), "--samples", "0", "--out",
-                            str(out1)]) == 0
-  res1 = json.loads((out1 / "results.json").read_text())
-  assert res1["trained_accuracy"][0] == pytest.approx(res["trained_accuracy"][0], abs=1e-3)
-  assert res1["r2_all_layers"] == [] and res1["cka"] is None
-  assert any("needs at least 2 networks" in n for n in res1["notes"])
   bad = tmp_path / "bad.msgpack"
   bad.write_bytes(flax.serialization.msgpack_serialize({"params": {"Dense_0": {}}}))
   assert cli.main(common + ["--checkpoint", str(bad), "--out", str(out1)]) == 2

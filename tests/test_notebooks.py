@@ -15,7 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 OVERRIDES = {}  # notebook file name -> extra source for the override cell
 # The longest on 2 CPU cores (their modules have fast tests): `pytest -m slow`.
-SLOW = {"similarity.ipynb", "rainbow_tutorial.ipynb", "svr.ipynb"}
+# Each has fast unit tests of its functions; these runs are smoke tests of
+# the narrative (pytest -m slow). your_own_model stays in the default suite.
+SLOW = {"similarity.ipynb", "rainbow_tutorial.ipynb", "svr.ipynb", "ensembles.ipynb",
+        "moments_and_alignment.ipynb"}
 PARAMS = [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
           for p in NOTEBOOKS]
 
