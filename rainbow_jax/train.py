@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rainbow_jax import checkpoint
 from rainbow_jax.evaluate import eval_batches
 
 Array = jax.Array
@@ -293,6 +292,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     seed_axis = "vmap"
   rec = {"loss": [], "train": [], "test": [], "sec": []}
   if checkpoint_dir is not None:
+    from rainbow_jax import checkpoint  # orbax, imported on demand (it never imports train)
     restored = checkpoint.restore(checkpoint_dir, state)
     if restored is not None:
       state, saved = restored
