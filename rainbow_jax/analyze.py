@@ -276,9 +276,9 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   kernels = [net.kernels(v) for v in vs[:2]]
   init_kernels = None if nets.init_variables is None else net.kernels(nets.init_variables)
   example = jax.ShapeDtypeStruct((2, *x.shape[1:]), jnp.float32)
-  producers = net.producers(vs[0], example)
-  links = net.chain_links(vs[0], example)
-  chains = net.chains(vs[0], example)
+  producers = net.producers(vs[0], example)  # one trace; links and chains follow
+  links = network.links_of(producers)
+  chains = network.chains_of(links)
   t_clip, layers = 0.0, []
   for l in range(n_layers):
     k0, kind = kernels[0][l], net.kinds[l]

@@ -300,32 +300,21 @@ class Network:
     ``(j + 1,)`` for every layer but the classifier (``()``); in a residual
     network a layer that writes into the residual stream (the stem, the last
     conv of each block) reaches several later layers."""
-    prod = self.producers(variables, x)
-    return [tuple(k for k in range(len(prod)) if j in prod[k]) for j in range(len(prod))]
+    return consumers_of(self.producers(variables, x))
 
   def chain_links(self, variables: Any, x: Array) -> list[bool]:
     """For each weight layer j < L − 1, whether j → j + 1 is a plain chain
     link: layer j's output is read by layer j + 1 only, and layer j + 1
     reads nothing else. Rainbow sampling resamples exactly such layers, and
     SVR graphs run along such links."""
-    prod = self.producers(variables, x)
-    cons = [tuple(k for k in range(len(prod)) if j in prod[k]) for j in range(len(prod))]
-    return [cons[j] == (j + 1,) and prod[j + 1] == (j,) for j in range(len(prod) - 1)]
+    return links_of(self.producers(variables, x))
 
   def chains(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
     """Maximal runs of weight layers j, j + 1, … joined by plain chain links
     (`chain_links`): what an SVR graph runs along. A plain MLP/CNN is one
     chain; a residual network gives one per block (its convs) and single
     layers for those that meet skip connections."""
-    out, cur = [], [0]
-    for j, link in enumerate(self.chain_links(variables, x)):
-      if link:
-        cur.append(j + 1)
-      else:
-        out.append(tuple(cur))
-        cur = [j + 1]
-    out.append(tuple(cur))
-    return out
+    return chains_of(self.chain_links(variables, x))
 
   def estimate_batch_stats(self, variables: Any, x: Array, *, batch_size: int = 1000,
                            upto: int | None = None) -> Any:
@@ -360,6 +349,32 @@ class Network:
       out = _set(out, path, "var", jnp.asarray(var, old["var"].dtype).reshape(
           old["var"].shape))
     return out
+
+
+def consumers_of(producers: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+  """`Network.consumers` from already computed `Network.producers`."""
+  return [tuple(k for k in range(len(producers)) if j in producers[k])
+          for j in range(len(producers))]
+
+
+def links_of(producers: Sequence[Sequence[int]]) -> list[bool]:
+  """`Network.chain_links` from already computed `Network.producers`."""
+  cons = consumers_of(producers)
+  return [cons[j] == (j + 1,) and tuple(producers[j + 1]) == (j,)
+          for j in range(len(producers) - 1)]
+
+
+def chains_of(links: Sequence[bool]) -> list[tuple[int, ...]]:
+  """`Network.chains` from already computed `Network.chain_links`."""
+  out, cur = [], [0]
+  for j, link in enumerate(links):
+    if link:
+      cur.append(j + 1)
+    else:
+      out.append(tuple(cur))
+      cur = [j + 1]
+  out.append(tuple(cur))
+  return out
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -760,5 +775,5 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
   return TorchWeights(tuple(names), [jnp.asarray(k) for k in kernels], tuple(dropped))
 
 
-__all__ = ["Layer", "Network", "TorchWeights", "from_linen", "from_nnx", "from_torch",
-           "nnx_variables"]
+__all__ = ["Layer", "Network", "TorchWeights", "chains_of", "consumers_of", "from_linen",
+           "from_nnx", "from_torch", "links_of", "nnx_variables"]

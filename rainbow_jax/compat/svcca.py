@@ -148,12 +148,12 @@ def get_cca_similarity(acts1, acts2, epsilon=0., threshold=0.98, compute_coefs=T
   if not 0.0 < threshold <= 1.0:
     raise ValueError(f"threshold must lie in (0, 1], got {threshold}.")
   with _precision(acts1, acts2):
-    return _get_cca_similarity(acts1, acts2, epsilon, threshold, compute_coefs,
+    return _get_cca_similarity(*_inputs(acts1, acts2), epsilon, threshold, compute_coefs,
                                compute_dirns)
 
 
-def _get_cca_similarity(acts1, acts2, epsilon, threshold, compute_coefs, compute_dirns):
-  x, y = _inputs(acts1, acts2)
+def _get_cca_similarity(x, y, epsilon, threshold, compute_coefs, compute_dirns):
+  """`get_cca_similarity` on checked datapoints × neurons arrays (`_inputs`)."""
   epsilon = float(epsilon)
   sxx, syy, sxy, mx, my, res = _cca(x, y, epsilon, float(threshold))
   kx, ky = np.asarray(res.x_keep), np.asarray(res.y_keep)
@@ -198,11 +198,11 @@ def compute_pwcca(acts1, acts2, epsilon=0.):
     the module docstring for the reference's construction, reproduced here.
   """
   with _precision(acts1, acts2):
-    res = _get_cca_similarity(acts1, acts2, epsilon, 0.98, True, False)
+    x, y = _inputs(acts1, acts2)
+    res = _get_cca_similarity(x, y, epsilon, 0.98, True, False)
     if "coef_x" not in res:  # every neuron of a side removed: the reference's zero dict
       raise ValueError("every neuron of one side was removed by epsilon; PWCCA is"
                        " undefined (the reference fails here too).")
-    x, y = _inputs(acts1, acts2)
     kx, ky = res["x_idxs"], res["y_idxs"]
     a1, a2 = x.T, y.T  # neurons × datapoints
     if kx.sum() <= ky.sum():
@@ -213,17 +213,18 @@ def compute_pwcca(acts1, acts2, epsilon=0.):
       # The reference builds y's directions from acts1's rows (equal widths).
       source = a1[ky] if a1.shape[0] == a2.shape[0] else a2[ky]
     mean = jnp.asarray(mean[keep], acts.dtype)
-    dirns_src = source
-    w = _pw_weights_from(jnp.asarray(coef, acts.dtype), dirns_src, acts, mean)
+    w = _pw_weights(jnp.asarray(coef, acts.dtype), source, acts, mean)
     coefs = res["cca_coef1"]
     w = np.asarray(w)
     return np.sum(w * coefs), w, coefs
 
 
 @jax.jit
-def _pw_weights_from(coef, source, acts, mean):
-  """`_pw_weights` with directions built from `source` rows, weights read
-  from `acts` rows (the same, except in the reference's y branch)."""
+def _pw_weights(coef, source, acts, mean):
+  """The reference's PWCCA weights: directions ``coef (source − μ) + μ``,
+  orthonormalised by QR, then Σ over neurons of |Pᵀ acts| (uncentred),
+  normalised. `source` and `acts` are the same rows except in the
+  reference's y branch."""
   dirns = _sim._mm(coef, (source - mean[:, None])) + mean[:, None]
   p, _ = jnp.linalg.qr(dirns.T)
   w = jnp.sum(jnp.abs(_sim._mm(p.T, acts.T)), axis=1)
