@@ -147,11 +147,16 @@ def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, w
   return cross, tphi, tpsi
 
 
-@functools.partial(jax.jit, static_argnames=("net", "upto", "batch_size"))
-def _restat(net, variables, x, upto, batch_size):
-  """BatchNorm statistics of S stacked networks re-estimated on ``x``."""
+def _restat_stack(net, variables, x, upto, batch_size):
+  """BatchNorm statistics of S stacked networks re-estimated on ``x`` (up
+  to layer `upto`'s input); unchanged without BatchNorm."""
+  if not net.norms:
+    return variables
   return lax.map(lambda v: net.estimate_batch_stats(v, x, batch_size=batch_size, upto=upto),
                  variables)
+
+
+_restat = jax.jit(_restat_stack, static_argnames=("net", "upto", "batch_size"))
 
 
 @functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size"))
@@ -159,10 +164,7 @@ def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, 
   """The generated networks' BatchNorm statistics re-estimated up to the
   input of `layer`, then `cross_moments` there: one compiled program per
   layer (compilation dominates on small data)."""
-  if gen_net.norms:
-    gen_vars = lax.map(
-        lambda v: gen_net.estimate_batch_stats(v, x, batch_size=batch_size, upto=layer),
-        gen_vars)
+  gen_vars = _restat_stack(gen_net, gen_vars, x, layer, batch_size)
   return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb)
 
 
@@ -171,9 +173,7 @@ def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_si
   """`_next_input_moments` at every layer input at once, the whole networks
   evaluated: one compiled program for all layers (for small data, where
   compiling one program per layer costs more than the extra compute)."""
-  if gen_net.norms:
-    gen_vars = lax.map(lambda v: gen_net.estimate_batch_stats(v, x, batch_size=batch_size),
-                       gen_vars)
+  gen_vars = _restat_stack(gen_net, gen_vars, x, None, batch_size)
   ins = lambda n, v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
 
   def body(carry, inp):
