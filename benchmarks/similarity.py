@@ -4,15 +4,17 @@
 
 Cases (neurons × datapoints, two layers of that width): 500 × 10 000 and
 2048 × 50 000. Peers, run in this process on the same data:
-  * ``numpy`` — the reference algorithms of google/svcca (``np.cov`` of the
-    stacked activations, pinv, eigh square roots, full SVD; PWCCA's QR over
-    datapoints) in float64, the implementation the tests check us against
-    (``tests/svcca_reference.py``), and Kornblith et al.'s feature-space
-    linear CKA in float64;
+  * ``numpy`` — google/svcca's algorithm step for step, in float64 as it runs
+    (``np.cov`` of the stacked activations, pinv, eigh square roots, full
+    SVD; PWCCA's QR over datapoints; ``tests/svcca_reference.py``, whose
+    coefficients ``tests/test_pwcca_compat.py`` checks against the real
+    reference's outputs in ``shared/fixtures``), and Kornblith et al.'s
+    feature-space linear CKA in float64;
   * ``rainbow_jax`` — the native jitted functions on ``[n, d]`` device arrays;
   * ``rainbow_jax_compat`` — `rainbow_jax.compat.svcca` called exactly as
     google/svcca is (numpy neurons × datapoints in, numpy out: transfers,
-    transposes and its dict included).
+    transposes and its dict included). float32 activations are computed in
+    float32 (float64 ones would run in float64).
 Each record carries the agreement with the numpy result (max |Δ| over the
 coefficients; |Δ| of the scalar), so a speed-up is only counted with its
 accuracy.
@@ -67,11 +69,14 @@ def main(argv=None):
   jit_cka = jax.jit(S.linear_cka)
   for d, n in cases:
     case = {"neurons": d, "datapoints": n}
-    # Two related layers with ReLU-like means and a decaying spectrum.
-    z = rng.normal(size=(n, d)).astype(np.float32) * np.logspace(0, -1, d, dtype=np.float32)
-    a1 = np.maximum(z @ rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d), 0)
-    a2 = np.maximum(z @ rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d), 0)
-    a2 += 0.5 * rng.normal(size=(n, d)).astype(np.float32)
+    # Two related float32 layers (what networks output) with ReLU-like means
+    # and a decaying spectrum.
+    f32 = lambda a: np.asarray(a, np.float32)
+    z = f32(rng.normal(size=(n, d))) * np.logspace(0, -1, d, dtype=np.float32)
+    a1 = np.maximum(z @ f32(rng.normal(size=(d, d)) / np.sqrt(d)), 0)
+    a2 = np.maximum(z @ f32(rng.normal(size=(d, d)) / np.sqrt(d)), 0)
+    a2 += f32(0.5 * rng.normal(size=(n, d)))
+    assert a1.dtype == a2.dtype == np.float32
     acts1, acts2 = np.ascontiguousarray(a1.T), np.ascontiguousarray(a2.T)  # svcca layout
     r1, r2 = acts1.astype(np.float64), acts2.astype(np.float64)
     x, y = jnp.asarray(a1), jnp.asarray(a2)
@@ -83,7 +88,7 @@ def main(argv=None):
                 acts1, acts2, compute_coefs=False)["cca_coef1"],
         },
         "pwcca": {
-            "numpy": lambda: ref.pwcca(r1, r2)[0],
+            "numpy": lambda: ref.pwcca(r1, r2, signs=False)[0],
             "rainbow_jax": lambda: jit_pwcca(x, y),
             "rainbow_jax_compat": lambda: compat.compute_pwcca(acts1, acts2)[0],
         },

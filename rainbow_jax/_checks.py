@@ -1,43 +1,107 @@
-"""Input validation shared by the public entry points.
+"""Input validation shared by the public entry points, built on chex.
 
-Every check here runs on static facts (shapes, dtypes) at trace time, or on
-host values outside of `jit`; none of them asserts on traced values.
+chex does the checking (`chex.assert_type`, `assert_rank`, `assert_shape`,
+`assert_equal_shape_prefix`, `Dimensions`); its `AssertionError` is turned
+into the `TypeError`/`ValueError` a user expects, naming the argument, its
+shape and what to do (chex's own text follows in brackets). Shape, rank
+and dtype checks run on static facts at trace time; finiteness is checked
+on concrete values only, by a reduction on their device (inside `jit` the
+caller checks before tracing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 
+def _shape(x: Any) -> tuple[int, ...]:
+  return tuple(np.shape(x))
+
+
+def _run(check: Callable[[], None], error: type[Exception], message: str) -> None:
+  """Runs a chex assertion; re-raises its failure as `error(message)`."""
+  try:
+    check()
+  except AssertionError as e:
+    raise error(f"{message} [{e}]") from None
+
+
 def check_floating(x: Any, name: str) -> None:
   """Raises `TypeError` unless `x` has a floating dtype."""
-  dtype = jnp.result_type(x)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"{name} must have a floating dtype, got {dtype} with shape"
-        f" {tuple(np.shape(x))}; convert it first, e.g. x.astype(jnp.float32)."
-    )
+  dtype = getattr(x, "dtype", jnp.result_type(x))
+  _run(lambda: chex.assert_type(x, float), TypeError,
+       f"{name} must have a floating dtype, got {dtype} with shape {_shape(x)};"
+       " convert it first, e.g. x.astype(jnp.float32).")
 
 
-def check_rank(x: Any, ranks: tuple[int, ...], name: str) -> None:
-  """Raises `ValueError` unless `x.ndim` is one of `ranks`."""
-  ndim = np.ndim(x)
-  if ndim not in ranks:
-    want = " or ".join(str(r) for r in ranks)
-    raise ValueError(
-        f"{name} must have rank {want}, got shape {tuple(np.shape(x))}."
-    )
+def check_rank(x: Any, ranks: int | Sequence[int], name: str, what: str = "") -> None:
+  """Raises `ValueError` unless `x.ndim` is one of `ranks`; `what` describes
+  the expected axes, e.g. ``"[n, d]"``."""
+  ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+  want = " or ".join(str(r) for r in ranks)
+  _run(lambda: chex.assert_rank(x, set(ranks)), ValueError,
+       f"{name} must have rank {want}{' ' + what if what else ''}, got shape {_shape(x)}.")
+
+
+def check_min_rank(x: Any, minimum: int, name: str, what: str = "") -> None:
+  """Raises `ValueError` when `x` has fewer than `minimum` axes."""
+  ranks = set(range(minimum, max(minimum, np.ndim(x)) + 1))
+  _run(lambda: chex.assert_rank(x, ranks), ValueError,
+       f"{name} must have at least {minimum} axes{' ' + what if what else ''}, got shape"
+       f" {_shape(x)}.")
+
+
+def check_shape(x: Any, shape: Sequence[int | None], name: str, hint: str = "") -> None:
+  """Raises `ValueError` unless `x` has `shape` (None: any size), e.g. from
+  `chex.Dimensions`."""
+  want = ", ".join("..." if a is Ellipsis else "any" if a is None else str(a) for a in shape)
+  _run(lambda: chex.assert_shape(x, tuple(shape)), ValueError,
+       f"{name} must have shape ({want}), got {_shape(x)}."
+       f"{' ' + hint if hint else ''}")
+
+
+def check_array(x: Any, name: str, ranks: int | Sequence[int] | None = None,
+                what: str = "", *, min_rank: int | None = None) -> None:
+  """A non-empty floating array of one of `ranks` (or at least `min_rank`
+  axes), free of NaN/Inf when concrete. NaN must never reach a LAPACK
+  decomposition: its SVD of a NaN matrix can loop forever."""
+  check_floating(x, name)
+  if ranks is not None:
+    check_rank(x, ranks, name, what)
+  if min_rank is not None:
+    check_min_rank(x, min_rank, name, what)
+  if np.size(x) == 0:
+    raise ValueError(f"{name} is empty (shape {_shape(x)}).")
+  check_finite(x, name)
+
+
+def check_same_leading(arrays: Sequence[Any], names: Sequence[str], axes: int = 1,
+                       noun: str = "datapoints") -> None:
+  """Raises `ValueError` unless the arrays agree on their first `axes` sizes."""
+  shapes = ", ".join(f"{n} {_shape(a)}" for a, n in zip(arrays, names))
+  _run(lambda: chex.assert_equal_shape_prefix(list(arrays), axes), ValueError,
+       f"{' and '.join(names)} need the same number of {noun} (the leading"
+       f" {'axis' if axes == 1 else f'{axes} axes'}); got {shapes}.")
+
+
+def check_at_least(count: int, minimum: int, name: str, noun: str) -> None:
+  """Raises `ValueError` when fewer than `minimum` `noun` are given."""
+  if count < minimum:
+    raise ValueError(f"{name}: need at least {minimum} {noun}, got {count}.")
 
 
 def check_finite(x: Any, name: str) -> None:
   """Raises `ValueError` on NaN/Inf in a concrete array; traced arrays (inside
   `jit`) pass, their caller checks before tracing."""
-  import jax
   if isinstance(x, jax.core.Tracer):
     return
+  # A reduction where the array lives (chex's tree check copies it to the host).
   with jax.ensure_compile_time_eval():  # concrete, even when closed over by a trace
     finite = bool(jnp.all(jnp.isfinite(x)))
   if not finite:
@@ -45,8 +109,15 @@ def check_finite(x: Any, name: str) -> None:
 
 
 def check_finite_host(x: Any, name: str) -> None:
-  """Raises `ValueError` if a concrete array holds NaN or Inf."""
+  """Raises `ValueError` if a concrete array holds NaN or Inf, with the count."""
   arr = np.asarray(x)
-  if not np.all(np.isfinite(arr)):
-    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-    raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf).")
+  finite = np.isfinite(arr)
+  if not np.all(finite):
+    bad = int(arr.size - np.count_nonzero(finite))
+    raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf); remove or fix"
+                     " them first.")
+
+
+def dims(**sizes: int) -> chex.Dimensions:
+  """`chex.Dimensions` of named sizes, for `check_shape(x, dims['nd'], ...)`."""
+  return chex.Dimensions(**sizes)

@@ -45,9 +45,7 @@ class Alignment(NamedTuple):
 
 
 def _check_matrix(x, name):
-  _checks.check_floating(x, name)
-  if jnp.ndim(x) < 2:
-    raise ValueError(f"{name} must be a matrix [..., m, n], got shape {jnp.shape(x)}.")
+  _checks.check_array(x, name, min_rank=2, what="(a matrix [..., m, n])")
 
 
 def procrustes(cross: Array) -> Array:
@@ -189,11 +187,8 @@ def stability(e1: Array, e2: Array, a: Array | None = None) -> Array:
   hp = lax.Precision.HIGHEST
   if a is not None:
     _check_matrix(a, "a")
-    if a.shape[-1] != e1.shape[-1] or a.shape[-2] != e2.shape[-1]:
-      raise ValueError(
-          f"a must be [d_ψ, d_φ] = [{e2.shape[-1]}, {e1.shape[-1]}], got"
-          f" {a.shape}."
-      )
+    _checks.check_shape(a, (..., e2.shape[-1], e1.shape[-1]), "a",
+                        "It maps network 1's space onto network 2's: [d_ψ, d_φ].")
     e1 = jnp.matmul(e1, jnp.swapaxes(a, -1, -2), precision=hp)
   elif e1.shape[-1] != e2.shape[-1]:
     raise ValueError(

@@ -57,18 +57,20 @@ def _act(name: str):
   raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}.")
 
 
-def _check(x, widths, num_inits, activation, chunk=None):
-  _checks.check_floating(x, "x")
-  if jnp.ndim(x) != 2:
-    raise ValueError(f"x must be [k inputs, n0 features], got shape {jnp.shape(x)}.")
+def _check_inputs(x, widths) -> list[int]:
+  """Inputs ``[k, n0]`` and hidden widths, as every entry point takes them."""
+  _checks.check_array(x, "x", 2, "[k inputs, n0 features]")
   widths = [int(w) for w in widths]
   if not widths or min(widths) < 1:
     raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}.")
+  return widths
+
+
+def _check(x, widths, num_inits, activation, chunk=None):
+  widths = _check_inputs(x, widths)
   if num_inits < 2:
     raise ValueError(f"need at least 2 initialisations for error bars, got {num_inits}.")
   _act(activation)
-  if np.any(~np.isfinite(np.asarray(x))):
-    raise ValueError("x contains NaN or Inf.")
   k = jnp.shape(x)[0]
   per = 4 * k * sum(widths) * (chunk or num_inits)
   if per > MEMORY_LIMIT_BYTES:
@@ -193,6 +195,7 @@ def _jackknife(per_init_stats, combine, blocks=20):
 
 def kernel(z: Array) -> Estimate:
   """G2 ``[k, k]`` of one layer's preactivations ``[N, k, n]``."""
+  _checks.check_array(z, "z", 3, "[inits N, inputs k, neurons n]")
   per = jnp.einsum("Nan,Nbn->Nab", z, z, precision=_HP) / z.shape[-1]
   return _jackknife(per, lambda m: m)
 
@@ -200,6 +203,7 @@ def kernel(z: Array) -> Estimate:
 def four_point(z: Array) -> tuple[Estimate, Estimate]:
   """Connected four-point functions ``[k, k, k, k]`` of one layer
   (``[N, k, n]``): (cross-neuron, same-neuron)."""
+  _checks.check_array(z, "z", 3, "[inits N, inputs k, neurons n]")
   n = z.shape[-1]
   if n < 2:
     raise ValueError(f"z: the cross-neuron four-point function needs at least 2 neurons,"
@@ -249,6 +253,7 @@ def linear_theory(x, widths: Sequence[int], *, c_w: float = 1.0,
   K^{(ℓ+1)} = C_b + C_W K^{(ℓ)},
   S^{(ℓ+1)} = C_b² + C_b C_W (K ⊗ 1 + 1 ⊗ K) + C_W² (S + (S_{αγβδ} + S_{αδβγ}) / n_ℓ).
   """
+  widths = _check_inputs(x, widths)
   x = np.asarray(x, np.float64)
   sig = c_b + c_w * x @ x.T / x.shape[1]
   k_, s4 = sig, np.einsum("ab,cd->abcd", sig, sig)
@@ -283,6 +288,7 @@ def kernel_theory(x, widths: Sequence[int], *, c_w: float = 1.0, c_b: float = 0.
   cross-neuron connected four-point function of each input with itself
   (``[k]``: V^{(ℓ)}_{αα}/n_{ℓ−1}) per layer, for any activation (2-D
   Gauss–Hermite quadrature). Exact for linear networks at leading order in 1/n."""
+  widths = _check_inputs(x, widths)
   _act(activation)
   sig = _np_act(activation)
   t, w = _gauss_hermite()

@@ -170,7 +170,7 @@ def fold(x: Array, name: str = "features") -> Array:
     ValueError: on a rank other than 2 or 4.
     TypeError: on a non-floating dtype.
   """
-  _checks.check_rank(x, (2, 4), name)
+  _checks.check_rank(x, (2, 4), name, "([samples, features] or NHWC)")
   _checks.check_floating(x, name)
   return x.reshape(-1, x.shape[-1])
 
@@ -180,10 +180,8 @@ def fold_pair(x: Array, y: Array, names: tuple[str, str] = ("x", "y"), *,
   """`fold` two maps of the same inputs; raises unless their sample counts
   agree and are positive."""
   xf, yf = fold(x, names[0]), fold(y, names[1])
-  if xf.shape[0] != yf.shape[0]:
-    raise ValueError(
-        f"{names[0]} and {names[1]} need the same number of {noun}, got shapes"
-        f" {tuple(jnp.shape(x))} and {tuple(jnp.shape(y))}.")
+  _checks.check_same_leading([xf, yf], names, noun=f"{noun} (positions count as {noun})"
+                             if max(np.ndim(x), np.ndim(y)) > 2 else noun)
   if xf.shape[0] == 0:
     raise ValueError(f"zero {noun}.")
   return xf, yf

@@ -63,7 +63,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
+from rainbow_jax import _checks
 from rainbow_jax import align as _align
 from rainbow_jax import evaluate as _evaluate
 from rainbow_jax import spectra as _spectra
@@ -76,6 +78,14 @@ def weight_factor(matrices: Sequence[Array]) -> Array:
   """F ``[R, fan_in]`` with FᵀF = the second moment of the rows of the
   stacked ``[n_k, fan_in]`` weight matrices (one reference: WᵀW/n; several
   seeds in the reference's input basis: their averaged covariance)."""
+  if not matrices:
+    raise ValueError("matrices is empty: pass at least one [n, fan_in] weight matrix.")
+  for i, m in enumerate(matrices):
+    _checks.check_array(m, f"matrices[{i}]", 2, "[n_out, fan_in]")
+  _checks.check_shape(matrices[0], (None, None), "matrices[0]")
+  for i, m in enumerate(matrices[1:], 1):
+    _checks.check_shape(m, (None, np.shape(matrices[0])[1]), f"matrices[{i}]",
+                        "Every matrix needs the same fan-in (one input basis).")
   w = jnp.concatenate([jnp.asarray(m) for m in matrices], axis=0)
   _, s, vh = jnp.linalg.svd(w, full_matrices=False)
   return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))
@@ -87,6 +97,8 @@ def neuron_matrix(kernel: Array, bias: Array | None = None) -> Array:
   w = _spectra.weight_matrix(kernel)
   if bias is None:
     return w
+  _checks.check_array(bias, "bias", 1)
+  _checks.check_shape(bias, (w.shape[0],), "bias", "One bias per output neuron.")
   return jnp.concatenate([w, jnp.asarray(bias, w.dtype)[:, None]], axis=1)
 
 
@@ -97,7 +109,11 @@ def sample_kernel(key: Array, factor: Array, shape: Sequence[int], *,
   With ``bias=True`` the factor's last column is the bias: returns
   ``(kernel, bias [n_out])``, each neuron's (weights, bias) drawn jointly.
   """
-  n_out = shape[-1]
+  _checks.check_array(factor, "factor", 2, "[R, fan_in (+1 with a bias)]")
+  n_out, fan_in = shape[-1], int(np.prod(shape[:-1]))
+  if factor.shape[1] != fan_in + int(bias):
+    raise ValueError(f"factor has {factor.shape[1]} columns; a kernel of shape {tuple(shape)}"
+                     f" needs {fan_in + int(bias)} (fan-in {fan_in}{' + bias' if bias else ''}).")
   g = jax.random.normal(key, (n_out, factor.shape[0]), factor.dtype)
   w = jnp.matmul(g, factor, precision=_HP)  # [n_out, fan_in (+1)]
   if bias:
@@ -109,6 +125,10 @@ def realign(kernel: Array, a: Array) -> Array:
   """Kernel reading the reference's input → kernel reading the generated
   network's input ψ ≈ A φ (W ← W Aᵀ; ``a`` is ``[d_gen, d_ref]``). Conv
   kernels are realigned on their input channels."""
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5))
+  _checks.check_array(a, "a", 2, "[d_gen, d_ref]")
+  _checks.check_shape(a, (None, np.shape(kernel)[-2]), "a",
+                      "Its columns index the kernel's input channels (d_ref).")
   return jnp.einsum("gr,...ro->...go", a, kernel, precision=_HP)
 
 

@@ -91,13 +91,11 @@ def _ratio(num: Array, den: Array) -> Array:
 def _check_covs(sxx, syy, sxy):
   """Dtypes and shapes of a covariance triple ``[dx, dx], [dy, dy], [dx, dy]``."""
   for c, name in ((sxx, "sxx"), (syy, "syy"), (sxy, "sxy")):
-    _checks.check_floating(c, name)
-    if jnp.ndim(c) != 2:
-      raise ValueError(f"{name} must be a matrix, got shape {jnp.shape(c)}.")
-  dx, dy = sxx.shape[0], syy.shape[0]
-  if sxx.shape != (dx, dx) or syy.shape != (dy, dy) or sxy.shape != (dx, dy):
-    raise ValueError(f"need sxx [dx, dx], syy [dy, dy], sxy [dx, dy]; got {sxx.shape},"
-                     f" {syy.shape}, {sxy.shape}.")
+    _checks.check_array(c, name, 2)
+  dim = _checks.dims(x=sxx.shape[0], y=syy.shape[0])
+  hint = "Pass Σxx [dx, dx], Σyy [dy, dy], Σxy [dx, dy]."
+  for c, name, axes in ((sxx, "sxx", "xx"), (syy, "syy", "yy"), (sxy, "sxy", "xy")):
+    _checks.check_shape(c, dim[axes], name, hint)
 
 
 def _unit_covs(sxx: Array, syy: Array, sxy: Array) -> tuple[Array, Array, Array]:
@@ -552,6 +550,7 @@ def _rms_scaled(x: Array) -> Array:
 
 def gram_linear(x: Array) -> Array:
   """``[n, n]`` linear kernel x xᵀ of ``[n, d]`` features."""
+  _checks.check_array(x, "x", 2, "[n, d]")
   return _mm(x, x.T)
 
 
@@ -566,6 +565,7 @@ def gram_rbf(x: Array, scale: float = 1.0) -> Array:
   # Centred and RMS-scaled first: ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢᵀxⱼ cancels
   # catastrophically for data far from the origin, and the kernel is
   # invariant to both transformations.
+  _checks.check_array(x, "x", 2, "[n, d]")
   x = _rms_scaled(x - jnp.mean(x, axis=0, keepdims=True))
   sq = jnp.sum(x * x, axis=1)
   d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram_linear(x), 0.0)
@@ -604,9 +604,10 @@ def cka_from_gram(k: Array, l: Array, *, debiased: bool = False) -> Array:
   unrelated data, may be slightly negative; never NaN.
   """
   for a, name in ((k, "k"), (l, "l")):
-    _checks.check_floating(a, name)
-  if k.ndim != 2 or k.shape != l.shape or k.shape[0] != k.shape[1]:
-    raise ValueError(f"need two [n, n] kernels, got {k.shape} and {l.shape}.")
+    _checks.check_array(a, name, 2, "[n, n]")
+  n = _checks.dims(n=k.shape[0])["nn"]
+  for a, name in ((k, "k"), (l, "l")):
+    _checks.check_shape(a, n, name, "Pass two [n, n] kernels of the same datapoints.")
   if debiased and k.shape[0] < 4:
     raise ValueError(f"the unbiased HSIC estimator needs n ≥ 4 datapoints, got {k.shape[0]}.")
   return _cka_from_hsic(_hsic(k, l, debiased), _hsic(k, k, debiased), _hsic(l, l, debiased))
@@ -697,11 +698,9 @@ def minibatch_cka(xs: Array, ys: Array) -> Array:
   Memory is O(b²) per batch, so any dataset size works; with `lax.scan`
   over the batches. For a host iterator, fold `minibatch_cka_update`.
   """
-  if jnp.ndim(xs) < 3 or jnp.ndim(ys) < 3 or jnp.shape(xs)[:2] != jnp.shape(ys)[:2]:
-    raise ValueError(f"need stacked batches [B, b, d]; got {jnp.shape(xs)} and"
-                     f" {jnp.shape(ys)}.")
-  _check_finite(xs, "xs")
-  _check_finite(ys, "ys")
+  for a, name in ((xs, "xs"), (ys, "ys")):
+    _checks.check_array(a, name, (3, 5), "(stacked batches [B, b, d] or [B, b, H, W, C])")
+  _checks.check_same_leading([xs, ys], ["xs", "ys"], axes=2, noun="batches and datapoints")
   return _minibatch_cka(xs, ys)
 
 

@@ -43,8 +43,7 @@ _HP = lax.Precision.HIGHEST
 def weight_matrix(kernel: Array) -> Array:
   """Canonical (Flax) kernel → ``[n_out, fan_in]`` (conv: ``[C_out, K·K·C_in]``).
   The one place where a conv's fan-in order, ``(*window, C_in)``, is fixed."""
-  _checks.check_floating(kernel, "kernel")
-  _checks.check_rank(kernel, (2, 3, 4, 5), "kernel")
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
   k = jnp.asarray(kernel)
   return k.reshape(-1, k.shape[-1]).T
 
@@ -112,6 +111,7 @@ def marchenko_pastur(n: int, d: int, variance: float) -> MarchenkoPastur:
 def learned_components(eigenvalues: Array, law: MarchenkoPastur, *,
                        margin: float = 0.0) -> Array:
   """Number of eigenvalues above the law's upper edge × (1 + margin)."""
+  _checks.check_array(eigenvalues, "eigenvalues", min_rank=1, what="[..., d]")
   return jnp.sum(jnp.asarray(eigenvalues) > law.upper * (1.0 + margin))
 
 
@@ -157,6 +157,8 @@ def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
   channels ``C_in`` (activation eigenvectors with space folded into the
   batch, projected at every position).
   """
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5))
+  _checks.check_array(basis, "basis", 2, "[m, d] (orthonormal rows)")
   kernel = jnp.asarray(kernel)
   p = projector(basis, k)
   if kernel.ndim >= 3 and basis.shape[1] == kernel.shape[-2]:
@@ -229,6 +231,7 @@ def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:
 def explained_variance(eigenvalues: Array) -> Array:
   """Cumulative fraction of the total variance in the top-k eigenvalues
   (all zeros when the total is zero: nothing to explain)."""
+  _checks.check_array(eigenvalues, "eigenvalues", 1, "[d]")
   e = jnp.clip(jnp.asarray(eigenvalues), 0.0, None)
   total = jnp.sum(e)
   return jnp.where(total > 0, jnp.cumsum(e) / jnp.where(total > 0, total, 1.0), 0.0)

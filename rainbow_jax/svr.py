@@ -92,8 +92,7 @@ def _relayout(arrays: Sequence[Any], name: str, *, native_out: bool) -> list[Arr
   order between Flax's ``position · C + c`` and native ``c · P + position``."""
   out, prev_c = [], None
   for i, a in enumerate(arrays):
-    _checks.check_floating(a, f"{name}[{i}]")
-    _checks.check_rank(a, (2, 4), f"{name}[{i}]")
+    _checks.check_array(a, f"{name}[{i}]", (2, 4))
     a = jnp.asarray(a)
     if a.ndim == 4:
       out.append(jnp.transpose(a, (3, 2, 0, 1) if native_out else (2, 3, 1, 0)))
@@ -215,8 +214,7 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
     raise ValueError(f"method must be 'svd' or 'gram', got {method!r}.")
   mats = []
   for i, w in enumerate(weights):
-    _checks.check_floating(w, f"weights[{i}]")
-    _checks.check_rank(w, (2, 4), f"weights[{i}]")
+    _checks.check_array(w, f"weights[{i}]", (2, 4))
     mats.append(flatten(jnp.asarray(w), co=co))
   out: list[Spectral | None] = [None] * len(mats)
   big = [i for i, m in enumerate(mats) if top_k is not None and min(m.shape) > top_k]
