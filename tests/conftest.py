@@ -1,11 +1,16 @@
-"""Strict test configuration: rank promotion raises, float32 by default."""
+"""Strict test configuration: rank promotion raises, float32 by default, and
+8 CPU devices (chex sets them before JAX starts) for the multi-device tests;
+everything else runs on the default device, as a user's code would."""
 
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
 
+NUM_CPU_DEVICES = 8
+chex.set_n_cpu_devices(NUM_CPU_DEVICES)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Per-dtype tolerances for comparisons against float64 numpy references.

@@ -14,9 +14,12 @@ def _x(k=2, n0=6, seed=0):
 
 
 def _within(measured, theory, sigmas=4.5, rel=0.0):
+  """Asserts |estimate − theory| within `sigmas` standard errors (+ `rel`);
+  returns the z-scores, so callers can check the errors are not inflated."""
   v, e = np.asarray(measured.value, np.float64), np.asarray(measured.error, np.float64)
   bad = np.abs(v - theory) > sigmas * e + rel * np.abs(theory) + 1e-9
   assert not np.any(bad), (v[bad], np.asarray(theory)[bad], e[bad])
+  return ((v - theory) / np.where(e > 0, e, np.inf)).ravel()
 
 
 def test_linear_theory_closed_form():
@@ -44,11 +47,25 @@ def test_linear_network_matches_exact_theory(c_b):
   widths = [12, 12, 12]
   z = E.sample(jax.random.key(0), x, widths, num_inits=6000, c_w=1.5, c_b=c_b)
   th = E.linear_theory(x, widths, c_w=1.5, c_b=c_b)
+  zs = []
   for l, zl in enumerate(z):
-    _within(E.kernel(zl), th.kernel[l])
+    zs.append(_within(E.kernel(zl), th.kernel[l]))
     cross, same = E.four_point(zl)
-    _within(cross, th.cross[l])
-    _within(same, th.same[l])
+    zs.append(_within(cross, th.cross[l]))
+    zs.append(_within(same, th.same[l]))
+  # The pass band is the jackknife's own error, so check that error
+  # independently. (1) Layer 1 is Gaussian given x: each init's estimate
+  # (1/n) Σᵢ zᵢ(a) zᵢ(b) has variance (K_aa K_bb + K_ab²)/n, so the standard
+  # error over N inits is known in closed form.
+  k1, n1 = np.asarray(th.kernel[0]), widths[0]
+  exact = np.sqrt((np.outer(np.diag(k1), np.diag(k1)) + k1**2) / (n1 * 6000))
+  ratio = np.asarray(E.kernel(z[0]).error, np.float64) / exact
+  assert np.all((ratio > 0.6) & (ratio < 1.4)), ratio  # 20 jackknife blocks: ±16 % each
+  # (2) Errors that were inflated would make every z-score small; honest
+  # ones give z² about 1 on average.
+  zs = np.concatenate(zs)
+  zs = zs[np.isfinite(zs) & (zs != 0)]
+  assert 0.2 < np.mean(zs**2) < 5.0, np.mean(zs**2)
   # Layer 1 is exactly Gaussian given x: no connected four-point function.
   np.testing.assert_allclose(th.cross[0], 0.0, atol=1e-12)
   # …while deeper layers have one, and it is resolved by the estimate.
