@@ -1,5 +1,9 @@
-"""An independent float64 numpy implementation of google/svcca's algorithms,
-written from the spec in the issue (neurons × datapoints inputs)."""
+"""Our float64 numpy reading of google/svcca's algorithms (neurons ×
+datapoints inputs): the benchmark's peer, and the reference for the
+conventions of `rainbow_jax.similarity.pwcca` (its PWCCA fixes the signs and
+reads y's own activations, unlike the real reference; `compat.svcca` is
+tested against the real reference's outputs instead). Its CCA coefficients
+are checked against those outputs in `test_pwcca_compat.py`."""
 
 import numpy as np
 

@@ -163,6 +163,20 @@ def test_compat_reproduces_google_svcca_outputs(case):
   np.testing.assert_allclose(coefs, ref_coef, atol=tol)
 
 
+@pytest.mark.parametrize("case", ["lowrank_7_decades", "relu_large_means",
+                                  "equal_width_dead_y", "epsilon_removal", "float32_tail"])
+def test_numpy_reading_of_the_reference_reproduces_its_coefficients(case):
+  """`svcca_reference` (the benchmark's peer and the reference for
+  `similarity.pwcca`'s conventions) is anchored to the real reference's
+  outputs, the leading coefficients above 1 of its pinv whitening included."""
+  f = np.load(_FIXTURES)
+  get = lambda k: f[f"{case}/{k}"]
+  _, s, _, _, _, kx, ky = ref.cca_parts(get("x"), get("y"), float(get("epsilon")))
+  np.testing.assert_array_equal(kx, get("x_idxs"))
+  np.testing.assert_array_equal(ky, get("y_idxs"))
+  np.testing.assert_allclose(s, get("cca_coef1"), atol=1e-6)
+
+
 def test_compat_errors(rng):
   x, y = _pair(rng, "random")
   with pytest.raises(ValueError, match="fewer neurons than datapoints"):

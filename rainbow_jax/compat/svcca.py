@@ -7,6 +7,13 @@ same numbers (``tests/test_pwcca_compat.py`` compares them with the real
 reference's outputs in ``shared/fixtures``, to 1e-4) — and run on JAX
 (jitted; GPU/TPU when present). Users switch by changing an import.
 
+Where the time goes. The covariances of the two layers are most of the
+work (2 × 2048 neurons × 50 000 datapoints: 4·2048²·50 000 flops). On the
+CPU backend the activations already live on the host, so the host BLAS
+forms them (one symmetric product of the centred, stacked layers) with no
+copy to the device; elsewhere the device does. The decompositions (two
+eigendecompositions and an SVD of d × d matrices) follow in JAX.
+
 Precision. float64 inputs (what numpy users pass) are computed in float64,
 inside the scoped `jax.enable_x64` context — the process-wide flag is never
 touched — so canonical correlations of directions whose variance is 10⁻⁷ of
@@ -15,7 +22,9 @@ float32: covariances then carry a relative error of ~1e-7 of their largest
 entry, so directions whose variance is below ~1e-5 of the largest lose their
 canonical correlations (on the fixture's 128 × 6000 float32 case the
 coefficients agree with the reference to ~2e-6); pass float64 when the tail
-matters. On an accelerator float64 is slow or absent; use float32 there.
+matters. PWCCA's uncentred directions are worse conditioned: its float32
+value can differ from the float64 reference by ~5e-4 (500 neurons, large
+means). On an accelerator float64 is slow or absent; use float32 there.
 
 PWCCA is the reference's own construction: the directions
 ``coef_x @ (acts − means) + means`` (the canonical directions in the
@@ -88,9 +97,9 @@ def _moments(a1: np.ndarray, a2: np.ndarray):
   On the CPU backend the inputs already live on the host, and the host BLAS
   forms the products: one symmetric rank-k product of the centred, stacked
   layers (Σxy once, each triangle once). At 2 × 2048 neurons × 50 000
-  datapoints (float32, 2-core CPU) that took 3.9 s, where copying to the
-  device (0.9 s) and XLA's three products (5.6 s) took 6.5 s. Elsewhere the
-  device computes them (`similarity`'s in-memory covariances).
+  datapoints (float32, 2-core Xeon) that took 4.3–4.7 s, where copying to
+  the device (0.9 s) and XLA's three products (5.6 s) took 6.5 s. Elsewhere
+  the device computes them (`similarity`'s in-memory covariances).
   """
   # An error δ in the means changes the covariance by δδᵀ only; BLAS sums
   # are accurate enough.
