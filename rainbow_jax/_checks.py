@@ -90,12 +90,6 @@ def check_same_leading(arrays: Sequence[Any], names: Sequence[str], axes: int = 
        f" {'axis' if axes == 1 else f'{axes} axes'}); got {shapes}.")
 
 
-def check_at_least(count: int, minimum: int, name: str, noun: str) -> None:
-  """Raises `ValueError` when fewer than `minimum` `noun` are given."""
-  if count < minimum:
-    raise ValueError(f"{name}: need at least {minimum} {noun}, got {count}.")
-
-
 def check_finite(x: Any, name: str) -> None:
   """Raises `ValueError` on NaN/Inf in a concrete array; traced arrays (inside
   `jit`) pass, their caller checks before tracing."""

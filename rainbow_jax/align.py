@@ -91,7 +91,7 @@ def align(cross: Array, trace_x: Array, trace_y: Array) -> Alignment:
     1.0
   """
   _check_matrix(cross, "cross")
-  for v, name in ((cross, "cross"), (trace_x, "trace_x"), (trace_y, "trace_y")):
+  for v, name in ((trace_x, "trace_x"), (trace_y, "trace_y")):  # cross: checked above
     _checks.check_finite(v, name)
   u, s, vh = jnp.linalg.svd(cross, full_matrices=False)
   a = jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)

@@ -82,7 +82,6 @@ def weight_factor(matrices: Sequence[Array]) -> Array:
     raise ValueError("matrices is empty: pass at least one [n, fan_in] weight matrix.")
   for i, m in enumerate(matrices):
     _checks.check_array(m, f"matrices[{i}]", 2, "[n_out, fan_in]")
-  _checks.check_shape(matrices[0], (None, None), "matrices[0]")
   for i, m in enumerate(matrices[1:], 1):
     _checks.check_shape(m, (None, np.shape(matrices[0])[1]), f"matrices[{i}]",
                         "Every matrix needs the same fan-in (one input basis).")
@@ -136,35 +135,44 @@ def _fold(x: Array) -> Array:
   return x.reshape(-1, x.shape[-1])
 
 
+def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array) -> list:
+  """One scan over batches ``xb [nb, B, ...]`` with row weights ``wb [nb, B]``:
+  for every pair of folded inputs ``ref_ins(vars, x)[i]``, ``gen_ins(vars,
+  x)[i]`` (lists), (Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖², Σ‖ψ‖² ``[S]``) over
+  the S stacked generated networks."""
+
+  def body(carry, inp):
+    x, w = inp
+    phis = ref_ins(ref_vars, x)
+    psis = jax.vmap(gen_ins, in_axes=(0, None))(gen_vars, x)
+    out = []
+    for (cross, tphi, tpsi), phi, psi in zip(carry, phis, psis):
+      wf = jnp.repeat(w, phi.shape[0] // x.shape[0])  # conv inputs: positions share a row
+      phi = phi * wf[:, None]
+      out.append((cross + jnp.einsum("snd,ne->sde", psi, phi), tphi + jnp.sum(phi * phi),
+                  tpsi + jnp.einsum("snd,n->s", psi * psi, wf)))
+    return out, None
+
+  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
+  probe = jax.eval_shape(lambda: (
+      ref_ins(ref_vars, xb[0]), gen_ins(jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
+  init = []
+  for p_ref, p_gen in zip(*probe):
+    dt = jnp.result_type(p_ref.dtype, p_gen.dtype, wb.dtype)  # float64 under x64
+    init.append((jnp.zeros((s, p_gen.shape[-1], p_ref.shape[-1]), dt), jnp.zeros((), dt),
+                 jnp.zeros((s,), dt)))
+  out, _ = lax.scan(body, init, (xb, wb))
+  return out
+
+
 @functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer"))
 def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, wb: Array):
   """One pass: Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖² and Σ‖ψ‖² ``[S]`` at the
   input of `layer`, over batches ``xb [nb, B, ...]`` with row weights
   ``wb [nb, B]`` (0 for padding). Conv inputs fold space into the batch.
   Only the layers before `layer` are evaluated."""
-  ref_in = lambda v, x: _fold(ref_net.layer_inputs(v, x, upto=layer)[layer])
-  gen_in = lambda v, x: _fold(gen_net.layer_inputs(v, x, upto=layer)[layer])
-
-  def body(carry, inp):
-    cross, tphi, tpsi = carry
-    x, w = inp
-    phi = ref_in(ref_vars, x)
-    wf = jnp.repeat(w, phi.shape[0] // x.shape[0])
-    phi = phi * wf[:, None]
-    psi = jax.vmap(gen_in, in_axes=(0, None))(gen_vars, x)
-    cross = cross + jnp.einsum("snd,ne->sde", psi, phi)
-    tphi = tphi + jnp.sum(phi * phi)
-    tpsi = tpsi + jnp.einsum("snd,n->s", psi * psi, wf)
-    return (cross, tphi, tpsi), None
-
-  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
-  probe = jax.eval_shape(lambda: (
-      ref_in(ref_vars, xb[0]), gen_in(jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
-  d_ref, d_gen = probe[0].shape[-1], probe[1].shape[-1]
-  dt = jnp.result_type(probe[0].dtype, probe[1].dtype, wb.dtype)  # float64 under x64
-  init = (jnp.zeros((s, d_gen, d_ref), dt), jnp.zeros((), dt), jnp.zeros((s,), dt))
-  (cross, tphi, tpsi), _ = lax.scan(body, init, (xb, wb))
-  return cross, tphi, tpsi
+  ins = lambda n: lambda v, x: [_fold(n.layer_inputs(v, x, upto=layer)[layer])]
+  return tuple(_pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb)[0])
 
 
 def _restat_stack(net, variables, x, upto, batch_size):
@@ -194,30 +202,8 @@ def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_si
   evaluated: one compiled program for all layers (for small data, where
   compiling one program per layer costs more than the extra compute)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, None, batch_size)
-  ins = lambda n, v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
-
-  def body(carry, inp):
-    xs, w = inp
-    phis = ins(ref_net, ref_vars, xs)
-    psis = jax.vmap(lambda v: ins(gen_net, v, xs))(gen_vars)
-    out = []
-    for (cross, tphi, tpsi), phi, psi in zip(carry, phis, psis):
-      wf = jnp.repeat(w, phi.shape[0] // xs.shape[0])
-      phi = phi * wf[:, None]
-      out.append((cross + jnp.einsum("snd,ne->sde", psi, phi), tphi + jnp.sum(phi * phi),
-                  tpsi + jnp.einsum("snd,n->s", psi * psi, wf)))
-    return out, None
-
-  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
-  probe = jax.eval_shape(lambda: (ins(ref_net, ref_vars, xb[0]), ins(
-      gen_net, jax.tree_util.tree_map(lambda a: a[0], gen_vars), xb[0])))
-  init = []
-  for p_ref, p_gen in zip(*probe):
-    dt = jnp.result_type(p_ref.dtype, p_gen.dtype, wb.dtype)
-    init.append((jnp.zeros((s, p_gen.shape[-1], p_ref.shape[-1]), dt), jnp.zeros((), dt),
-                 jnp.zeros((s,), dt)))
-  out, _ = lax.scan(body, init, (xb, wb))
-  return out
+  ins = lambda n: lambda v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
+  return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb)
 
 
 # Below this many (examples × samples), one program serves every layer's

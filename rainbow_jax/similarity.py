@@ -108,17 +108,13 @@ def _unit_covs(sxx: Array, syy: Array, sxy: Array) -> tuple[Array, Array, Array]
   return sxx / a, syy / b, sxy / jnp.sqrt(a) / jnp.sqrt(b)
 
 
-def _check_finite(x: Array, name: str) -> None:
-  _checks.check_finite(x, name)
-
-
 def _folded(x: Array, y: Array, min_n: int = 2) -> tuple[Array, Array]:
   """Both inputs as ``[n, d]`` (positions folded into datapoints), checked."""
   xf, yf = _moments.fold_pair(x, y, noun="datapoints")
   if xf.shape[0] < min_n:
     raise ValueError(f"need at least {min_n} datapoints, got {xf.shape[0]}.")
-  _check_finite(xf, "x")
-  _check_finite(yf, "y")
+  _checks.check_finite(xf, "x")
+  _checks.check_finite(yf, "y")
   return xf, yf
 
 
@@ -875,10 +871,10 @@ def pairwise(xs: Sequence[Array], ys: Sequence[Array] | None = None, *,
   if sizes.pop() < 2:
     raise ValueError("need at least 2 datapoints.")
   for i, a in enumerate(fx):
-    _check_finite(a, f"xs[{i}]")
+    _checks.check_finite(a, f"xs[{i}]")
   if ys is not xs:
     for j, a in enumerate(fy):
-      _check_finite(a, f"ys[{j}]")
+      _checks.check_finite(a, f"ys[{j}]")
   return _pairwise_jit(fx, fy, measure=measure, epsilon=epsilon, threshold=threshold,
                        keep=keep, variance=variance)
 

@@ -435,9 +435,7 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     raise ValueError("an SVR needs at least two layers.")
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
-  for i, w in enumerate(weights):
-    _checks.check_finite(w, f"weights[{i}]")
-  spec = spectra(weights, top_k=top_k, key=key, method=method)
+  spec = spectra(weights, top_k=top_k, key=key, method=method)  # checks the weights
   adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
   if fdr is not None and not with_pvalues:
     raise ValueError("fdr needs the p-values: with_pvalues=True.")

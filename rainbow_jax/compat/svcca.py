@@ -108,7 +108,7 @@ def _moments(a1: np.ndarray, a2: np.ndarray):
   if jax.default_backend() != "cpu":
     x, y = jnp.asarray(a1.T), jnp.asarray(a2.T)
     for a, name in ((x, "acts1"), (y, "acts2")):
-      _sim._check_finite(a, name)
+      _checks.check_finite(a, name)
     sxx, syy, sxy, _, _ = _sim._centred_covs(x, y)
     return sxx, syy, sxy, mu1, mu2
   d1 = a1.shape[0]
@@ -117,11 +117,12 @@ def _moments(a1: np.ndarray, a2: np.ndarray):
   np.subtract(a2, mu2[:, None], out=c[d1:])
   g = c @ c.T
   diag = np.diagonal(g)
-  if not np.all(np.isfinite(diag)):
+  finite = bool(np.all(np.isfinite(diag)))  # a NaN/Inf input poisons its diagonal entry
+  if not finite:
     for a, name in ((a1, "acts1"), (a2, "acts2")):
       _checks.check_finite_host(a, name)
   small = 1e8 * np.finfo(c.dtype).tiny
-  if not np.all(np.isfinite(diag)) or 0 < diag.max() < small:
+  if not finite or 0 < diag.max() < small:
     # Products over- or underflowed: one scale per side, then again.
     for rows in (slice(0, d1), slice(d1, None)):
       c[rows] /= max(float(np.max(np.abs(c[rows]))), float(small))
