@@ -150,6 +150,7 @@ class _Side(NamedTuple):
   white: Array   # [d, d] W with WᵀW = pinv(S_kept + εI), S rescaled by `scale`
   evals: Array   # [d] eigenvalues of the matrix W was computed from
   evecs: Array   # [d, d] its eigenvectors (columns, ascending)
+  rank: Array    # [] int, eigenvalues above the pseudo-inverse cut-off
 
 
 def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Side:
@@ -181,7 +182,8 @@ def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Sid
   # Pseudo-inverse cut-off relative to the largest eigenvalue (as pinv).
   cutoff = 10.0 * d * jnp.finfo(s.dtype).eps * jnp.max(jnp.abs(w))
   root = jnp.where(w > cutoff, lax.rsqrt(jnp.where(w > cutoff, w, 1.0)), 0.0)
-  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v)
+  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v,
+               jnp.sum(w > cutoff))
 
 
 def _whitened_cross(sx: _Side, sy: _Side, sxy: Array) -> Array:
@@ -374,6 +376,12 @@ class PWCCAResult(NamedTuple):
       past `num_coefficients` are 0.
     coefficients: ``[min(d_x, d_y)]`` canonical correlations, descending.
     num_coefficients: ``[]`` int, as in `CCAResult`.
+    num_resolved: ``[]`` int, directions weighted: `num_coefficients`, or
+      fewer where a covariance is numerically singular at its dtype (its
+      eigenvalues below pinv's cut-off, 10·d·eps·λ_max, cannot be whitened;
+      in float32 that is ~1e-3·λ_max at d = 784). Those directions get
+      weight 0 rather than a false correlation of 0 (the reference, in
+      float64, resolves them; `compat.svcca` follows it).
     x_side: ``[]`` bool, True when the directions of x were weighted (x kept
       no more neurons than y), else those of y.
   """
@@ -382,6 +390,7 @@ class PWCCAResult(NamedTuple):
   weights: Array
   coefficients: Array
   num_coefficients: Array
+  num_resolved: Array
   x_side: Array
 
 
@@ -433,11 +442,15 @@ def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
   kx, ky = jnp.sum(sx.keep), jnp.sum(sy.keep)
   k = jnp.minimum(kx, ky)
   s, _, _ = _summary(jnp.abs(s), k, 1.0)
-  wx = _projection_weights(sx, _fix_signs(u), mean_x, epsilon, k)
-  wy = _projection_weights(sy, _fix_signs(vh.T), mean_y, epsilon, k)
+  # Past the smaller numerical rank the whitened cross is 0 by the cut-off,
+  # not by measurement: those coefficients and directions are unresolved and
+  # weighing them as 0 correlations would pull the score down.
+  resolved = jnp.minimum(k, jnp.minimum(sx.rank, sy.rank))
+  wx = _projection_weights(sx, _fix_signs(u), mean_x, epsilon, resolved)
+  wy = _projection_weights(sy, _fix_signs(vh.T), mean_y, epsilon, resolved)
   x_side = kx <= ky
   w = jnp.where(x_side, wx, wy)
-  return PWCCAResult(jnp.sum(w * s), w, s, k, x_side)
+  return PWCCAResult(jnp.sum(w * s), w, s, k, resolved, x_side)
 
 
 def pwcca_from_covariance(sxx: Array, syy: Array, sxy: Array, mean_x: Array, mean_y: Array,

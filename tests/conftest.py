@@ -31,3 +31,17 @@ def rng():
 
 FASHION_DIR = os.environ.get(
     "RAINBOW_JAX_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
+HAS_FASHION = os.path.isdir(FASHION_DIR)
+
+
+@pytest.fixture(params=["digits", "fashion_mnist"])
+def fashion_or_digits_pixels(request):
+  """``[2000, d]`` float32 test-set pixels of a real dataset: scikit-learn's
+  digits always, Fashion-MNIST where Debian's package is installed."""
+  from rainbow_jax import data
+  if request.param == "fashion_mnist" and not HAS_FASHION:
+    pytest.skip("apt-get install -y dataset-fashion-mnist")
+  kw = {"data_dir": FASHION_DIR} if request.param == "fashion_mnist" else {}
+  ds = data.load(request.param, **kw)
+  x = np.concatenate([ds.x_train, ds.x_test])[-2000:]
+  return x.reshape(len(x), -1).astype(np.float32)

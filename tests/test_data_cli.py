@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from rainbow_jax import cli, data, models, train
-from conftest import FASHION_DIR
+from conftest import FASHION_DIR, HAS_FASHION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-has_fashion = os.path.isdir(FASHION_DIR)
+has_fashion = HAS_FASHION
 
 
 @pytest.mark.skipif(not has_fashion, reason="apt-get install -y dataset-fashion-mnist")

@@ -203,3 +203,16 @@ def test_measures_ignore_the_scale_and_offset_of_activations():
     assert float(S.rbf_cka(x + shift, y)) == pytest.approx(ref_rbf, abs=1e-4)
   with pytest.raises(ValueError, match="xs holds NaN"):
     S.minibatch_cka(jnp.full((2, 8, 3), jnp.nan), jnp.ones((2, 8, 3)))
+
+
+def test_pwcca_of_real_pixels_with_themselves_is_one(fashion_or_digits_pixels):
+  """Pixel covariances span many decades, so in float32 the whitening cuts
+  their tail; those unresolved directions used to be weighed as correlations
+  of 0 (PWCCA(x, x) = 0.75 on Fashion-MNIST, 0.9955 on digits)."""
+  x = fashion_or_digits_pixels
+  out = S.pwcca(x, x, epsilon=1e-6)
+  assert float(out.value) == pytest.approx(1.0, abs=1e-3)
+  assert 0 < int(out.num_resolved) <= int(out.num_coefficients)
+  assert float(jnp.sum(out.weights)) == pytest.approx(1.0, abs=1e-5)
+  # Also for a shifted, rescaled copy: an affine map of the same pixels.
+  assert float(S.pwcca(x, 3.0 * x + 1.0, epsilon=1e-6).value) == pytest.approx(1.0, abs=1e-3)
