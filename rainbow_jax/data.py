@@ -114,6 +114,14 @@ def _read_all(src) -> list:
     return [src[i] for i in range(len(src))]
 
 
+def _has_tfds() -> bool:
+  try:
+    import tensorflow_datasets  # noqa: F401  (already imported by `_load_tfds` if present)
+  except ImportError:
+    return False
+  return True
+
+
 def _load_tfds(name: str, tfds_dir: str | None):
   """Reads a prepared tfds dataset with `tfds.data_source` (no TensorFlow, no
   download: ``download=False``); None when it is not there."""
@@ -185,6 +193,8 @@ def load(
   if found is None:
     found = _load_tfds(name, tfds_dir)
   if found is None:
+    missing = ("" if _has_tfds() else " (not read: tensorflow-datasets is not installed;"
+               " pip install 'rainbow-jax[data]')")
     hint = {
         "fashion_mnist": "apt-get install -y dataset-fashion-mnist",
         "mnist": "put the four IDX files in $RAINBOW_JAX_DATA_DIR/mnist",
@@ -193,7 +203,7 @@ def load(
     raise ValueError(
         f"dataset {name!r} not found. Looked for IDX files in"
         f" {_idx_dir_candidates(name, data_dir)} and a prepared"
-        f" tensorflow-datasets copy in {tfds_dir or '~/tensorflow_datasets'}."
+        f" tensorflow-datasets copy in {tfds_dir or '~/tensorflow_datasets'}{missing}."
         f" To get it: {hint}, or with TensorFlow installed and online:"
         f" `tfds.builder({name!r}).download_and_prepare()`."
     )
