@@ -23,6 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Float
 
 from rainbow_jax import _checks
 from rainbow_jax import moments as _moments
@@ -48,7 +49,7 @@ def _check_matrix(x, name):
   _checks.check_array(x, name, min_rank=2, what="(a matrix [..., m, n])")
 
 
-def procrustes(cross: Array) -> Array:
+def procrustes(cross: Float[Array, "dx dy"]) -> Float[Array, "dx dy"]:
   """Orthogonal Procrustes map A = UVᵀ from a cross second moment.
 
   Args:
@@ -69,7 +70,8 @@ def procrustes(cross: Array) -> Array:
   return jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)
 
 
-def align(cross: Array, trace_x: Array, trace_y: Array) -> Alignment:
+def align(cross: Float[Array, "dx dy"], trace_x: Float[Array, ""],
+          trace_y: Float[Array, ""]) -> Alignment:
   """Procrustes alignment and explained variance from second moments.
 
   Args:
@@ -101,7 +103,7 @@ def align(cross: Array, trace_x: Array, trace_y: Array) -> Alignment:
   return Alignment(matrix=a, r2=r2, singular_values=s)
 
 
-def align_features(phi: Array, psi: Array) -> Alignment:
+def align_features(phi: Float[Array, "n dx"], psi: Float[Array, "n dy"]) -> Alignment:
   """Alignment of two in-memory feature maps (uncentered, as the tutorial).
 
   Args:
@@ -133,7 +135,7 @@ def align_moments(state: _moments.Moments, i: int, j: int) -> Alignment:
   )
 
 
-def eigh_descending(cov: Array) -> tuple[Array, Array]:
+def eigh_descending(cov: Float[Array, "d d"]) -> tuple[Float[Array, "d"], Float[Array, "d d"]]:
   """Eigenpairs of a symmetric matrix, largest first.
 
   Args:
@@ -198,7 +200,8 @@ def stability(e1: Array, e2: Array, a: Array | None = None) -> Array:
   return jnp.abs(jnp.matmul(e1, jnp.swapaxes(e2, -1, -2), precision=hp))
 
 
-def activation_stability(cov1: Array, cov2: Array, a: Array) -> Array:
+def activation_stability(cov1: Float[Array, "d d"], cov2: Float[Array, "d d"],
+                         a: Float[Array, "d d"]) -> Array:
   """Stability of activation eigenvectors after alignment.
 
   Args:

@@ -63,6 +63,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Bool, Float
 
 from rainbow_jax import _checks
 from rainbow_jax import moments as _moments
@@ -239,9 +240,10 @@ def _cca_pair(sx: _Side, sy: _Side, sxy: Array, threshold: float) -> CCAResult:
   return CCAResult(s, k, mean, total, sx.keep, sy.keep)
 
 
-def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 0.0,
-                        threshold: float = 0.98, x_mask: Array | None = None,
-                        y_mask: Array | None = None) -> CCAResult:
+def cca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
+                        sxy: Float[Array, "dx dy"], *, epsilon: float = 0.0,
+                        threshold: float = 0.98, x_mask: Bool[Array, "dx"] | None = None,
+                        y_mask: Bool[Array, "dy"] | None = None) -> CCAResult:
   """CCA from centred covariances (any common normalisation).
 
   Args:
@@ -263,7 +265,8 @@ def cca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, epsilon: float = 
                    sxy, threshold)
 
 
-def cca(x: Array, y: Array, *, epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
+def cca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 0.0,
+        threshold: float = 0.98) -> CCAResult:
   """CCA of two in-memory representations (svcca semantics).
 
   Args:
@@ -292,7 +295,8 @@ def cca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0
   return cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
 
 
-def cca_distance(x: Array, y: Array, *, epsilon: float = 0.0) -> Array:
+def cca_distance(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *,
+                 epsilon: float = 0.0) -> Float[Array, ""]:
   """Mean CCA distance ``1 − mean(all coefficients)``, in [0, 1].
 
   0 when y is an invertible linear map of x. Unlike svcca's thresholded
@@ -327,7 +331,8 @@ def _check_svcca(keep, variance):
     raise ValueError(f"variance must lie in (0, 1], got {variance}.")
 
 
-def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | None = None,
+def svcca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
+                          sxy: Float[Array, "dx dy"], *, keep: int | None = None,
                           variance: float = 0.99, epsilon: float = 0.0,
                           threshold: float = 0.98) -> CCAResult:
   """SVCCA: CCA between the leading principal directions of x and of y.
@@ -353,8 +358,8 @@ def svcca_from_covariance(sxx: Array, syy: Array, sxy: Array, *, keep: int | Non
                              epsilon=epsilon, threshold=threshold, x_mask=mx, y_mask=my)
 
 
-def svcca(x: Array, y: Array, *, keep: int | None = None, variance: float = 0.99,
-          epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
+def svcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, keep: int | None = None,
+          variance: float = 0.99, epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
   """SVCCA of ``[n, d_x]`` and ``[n, d_y]`` representations (see
   `svcca_from_covariance`)."""
   sxx, syy, sxy, _, _ = _centred_covs(x, y)
@@ -453,9 +458,11 @@ def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
   return PWCCAResult(jnp.sum(w * s), w, s, k, resolved, x_side)
 
 
-def pwcca_from_covariance(sxx: Array, syy: Array, sxy: Array, mean_x: Array, mean_y: Array,
-                          *, epsilon: float = 0.0, x_mask: Array | None = None,
-                          y_mask: Array | None = None) -> PWCCAResult:
+def pwcca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
+                          sxy: Float[Array, "dx dy"], mean_x: Float[Array, "dx"],
+                          mean_y: Float[Array, "dy"], *, epsilon: float = 0.0,
+                          x_mask: Bool[Array, "dx"] | None = None,
+                          y_mask: Bool[Array, "dy"] | None = None) -> PWCCAResult:
   """Projection-weighted CCA (Morcos et al. 2018) from covariances and means.
 
   google/svcca's `compute_pwcca`: CCA as in `cca_from_covariance` (with the
@@ -492,7 +499,7 @@ def pwcca_from_covariance(sxx: Array, syy: Array, sxy: Array, mean_x: Array, mea
                      sxy, mean_x, mean_y, epsilon)
 
 
-def pwcca(x: Array, y: Array, *, epsilon: float = 0.0) -> PWCCAResult:
+def pwcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 0.0) -> PWCCAResult:
   """PWCCA of ``[n, d_x]`` and ``[n, d_y]`` representations.
 
   Examples:
@@ -515,7 +522,8 @@ def pwcca_moments(state: _moments.Moments, i: int, j: int, *,
 # CKA.
 
 
-def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
+def linear_cka_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
+                               sxy: Float[Array, "dx dy"]) -> Float[Array, ""]:
   """Linear CKA ‖Σxy‖²_F / (‖Σxx‖_F ‖Σyy‖_F) from centred covariances.
 
   Equals the biased-HSIC linear CKA of Kornblith et al.; a similarity in
@@ -527,7 +535,7 @@ def linear_cka_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
   return _ratio(jnp.sum(sxy * sxy), den)
 
 
-def linear_cka(x: Array, y: Array) -> Array:
+def linear_cka(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Linear CKA of ``[n, d_x]`` and ``[n, d_y]`` representations.
 
   Examples:
@@ -557,13 +565,13 @@ def _rms_scaled(x: Array) -> Array:
   return x / _safe(_rms(x))
 
 
-def gram_linear(x: Array) -> Array:
+def gram_linear(x: Float[Array, "n d"]) -> Float[Array, "n n"]:
   """``[n, n]`` linear kernel x xᵀ of ``[n, d]`` features."""
   _checks.check_array(x, "x", 2, "[n, d]")
   return _mm(x, x.T)
 
 
-def gram_rbf(x: Array, scale: float = 1.0) -> Array:
+def gram_rbf(x: Float[Array, "n d"], scale: float = 1.0) -> Float[Array, "n n"]:
   """``[n, n]`` RBF kernel exp(−‖xᵢ − xⱼ‖² / (2σ²)) of ``[n, d]`` features.
 
   Bandwidth rule (Kornblith et al. 2019): σ² = scale² · median of the squared
@@ -606,7 +614,8 @@ def _cka_from_hsic(xy: Array, xx: Array, yy: Array) -> Array:
   return _ratio(xy, jnp.sqrt(jnp.maximum(xx, 0.0) * jnp.maximum(yy, 0.0)))
 
 
-def cka_from_gram(k: Array, l: Array, *, debiased: bool = False) -> Array:
+def cka_from_gram(k: Float[Array, "n n"], l: Float[Array, "n n"], *,
+                  debiased: bool = False) -> Float[Array, ""]:
   """CKA of two ``[n, n]`` kernel matrices on the same datapoints.
 
   Biased: a similarity in [0, 1]. Debiased: ≤ 1, centred at 0 for
@@ -622,7 +631,7 @@ def cka_from_gram(k: Array, l: Array, *, debiased: bool = False) -> Array:
   return _cka_from_hsic(_hsic(k, l, debiased), _hsic(k, k, debiased), _hsic(l, l, debiased))
 
 
-def linear_cka_debiased(x: Array, y: Array) -> Array:
+def linear_cka_debiased(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Linear CKA with the unbiased HSIC estimator (Song et al. 2012).
 
   Biased CKA of independent representations is far above 0 when datapoints
@@ -641,7 +650,8 @@ def linear_cka_debiased(x: Array, y: Array) -> Array:
                        debiased=True)
 
 
-def rbf_cka(x: Array, y: Array, *, scale: float = 1.0, debiased: bool = False) -> Array:
+def rbf_cka(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, scale: float = 1.0,
+            debiased: bool = False) -> Float[Array, ""]:
   """CKA with RBF kernels (bandwidth rule at `gram_rbf`). Memory O(n²).
 
   Args:
@@ -685,7 +695,8 @@ def minibatch_cka_init(dtype=jnp.float32) -> MinibatchCKA:
   return MinibatchCKA(z, z, z, z, z, jnp.zeros((), jnp.int32))
 
 
-def minibatch_cka_update(state: MinibatchCKA, x: Array, y: Array) -> MinibatchCKA:
+def minibatch_cka_update(state: MinibatchCKA, x: Float[Array, "n dx"],
+                         y: Float[Array, "n dy"]) -> MinibatchCKA:
   """Adds one minibatch ``x [b, d_x]``, ``y [b, d_y]`` (b ≥ 4). Jittable."""
   xf, yf = _folded(x, y, min_n=4)
   first = lambda s, a: jnp.where(s > 0, s, _safe(_rms(a))).astype(s.dtype)
@@ -701,7 +712,8 @@ def minibatch_cka_value(state: MinibatchCKA) -> Array:
   return _cka_from_hsic(state.xy, state.xx, state.yy)
 
 
-def minibatch_cka(xs: Array, ys: Array) -> Array:
+def minibatch_cka(xs: Float[Array, "batches n dx"],
+                  ys: Float[Array, "batches n dy"]) -> Float[Array, ""]:
   """Minibatch linear CKA over stacked batches ``[B, b, d_x]``, ``[B, b, d_y]``.
 
   Memory is O(b²) per batch, so any dataset size works; with `lax.scan`
@@ -724,7 +736,8 @@ def _minibatch_cka(xs: Array, ys: Array) -> Array:
 # Procrustes.
 
 
-def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> Array:
+def procrustes_distance_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
+                                        sxy: Float[Array, "dx dy"]) -> Float[Array, ""]:
   """Orthogonal Procrustes distance between centred, unit-norm representations.
 
   ``min_Q ‖X̂ − ŶQ‖²_F = 2 − 2 ‖Σxy‖_* / √(tr Σxx · tr Σyy)`` (Williams et
@@ -739,7 +752,7 @@ def procrustes_distance_from_covariance(sxx: Array, syy: Array, sxy: Array) -> A
   return jnp.clip(2.0 - 2.0 * sim, 0.0, 2.0)
 
 
-def procrustes_distance(x: Array, y: Array) -> Array:
+def procrustes_distance(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Procrustes distance of ``[n, d_x]`` and ``[n, d_y]`` representations."""
   sxx, syy, sxy, _, _ = _centred_covs(x, y)
   return procrustes_distance_from_covariance(sxx, syy, sxy)
@@ -954,8 +967,9 @@ class NullBaseline(NamedTuple):
     return (score - self.mean) / _safe(self.std)
 
 
-def null_baseline(fn: Callable[[Array, Array], Array], x: Array, y: Array, key: Array, *,
-                  num_samples: int = 100, method: str = "permutation") -> NullBaseline:
+def null_baseline(fn: Callable[[Array, Array], Array], x: Float[Array, "n dx"],
+                  y: Float[Array, "n dy"], key: Array, *, num_samples: int = 100,
+                  method: str = "permutation") -> NullBaseline:
   """Values of ``fn(x, y)`` when x and y carry no shared information.
 
   With few datapoints per neuron CCA (and biased CKA) are high by chance —

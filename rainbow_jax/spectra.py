@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jaxtyping import Float
 
 from rainbow_jax import _checks
 from rainbow_jax import align as _align
@@ -58,7 +59,7 @@ def weight_spectrum(kernel: Array) -> tuple[Array, Array]:
   return _align.weight_eigenvectors(weight_matrix(kernel))
 
 
-def activation_spectrum(cov: Array) -> tuple[Array, Array]:
+def activation_spectrum(cov: Float[Array, "d d"]) -> tuple[Array, Array]:
   """Eigenpairs of an activation second moment ``[d, d]``, largest first
   (eigenvectors in rows)."""
   return _align.eigh_descending(cov)
@@ -228,7 +229,7 @@ def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:
   return a
 
 
-def explained_variance(eigenvalues: Array) -> Array:
+def explained_variance(eigenvalues: Float[Array, "d"]) -> Float[Array, "d"]:
   """Cumulative fraction of the total variance in the top-k eigenvalues
   (all zeros when the total is zero: nothing to explain)."""
   _checks.check_array(eigenvalues, "eigenvalues", 1, "[d]")
