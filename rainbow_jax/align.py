@@ -49,7 +49,7 @@ def _check_matrix(x, name):
   _checks.check_array(x, name, min_rank=2, what="(a matrix [..., m, n])")
 
 
-def procrustes(cross: Float[Array, "dx dy"]) -> Float[Array, "dx dy"]:
+def procrustes(cross: Float[Array, "d_psi d_phi"]) -> Float[Array, "d_psi d_phi"]:
   """Orthogonal Procrustes map A = UVᵀ from a cross second moment.
 
   Args:
@@ -70,7 +70,7 @@ def procrustes(cross: Float[Array, "dx dy"]) -> Float[Array, "dx dy"]:
   return jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)
 
 
-def align(cross: Float[Array, "dx dy"], trace_x: Float[Array, ""],
+def align(cross: Float[Array, "d_psi d_phi"], trace_x: Float[Array, ""],
           trace_y: Float[Array, ""]) -> Alignment:
   """Procrustes alignment and explained variance from second moments.
 
@@ -103,7 +103,7 @@ def align(cross: Float[Array, "dx dy"], trace_x: Float[Array, ""],
   return Alignment(matrix=a, r2=r2, singular_values=s)
 
 
-def align_features(phi: Float[Array, "n dx"], psi: Float[Array, "n dy"]) -> Alignment:
+def align_features(phi: Float[Array, "n d_phi"], psi: Float[Array, "n d_psi"]) -> Alignment:
   """Alignment of two in-memory feature maps (uncentered, as the tutorial).
 
   Args:
