@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import align, consensus, data, gaussianity, models, plots, scaling, train
+from rainbow_jax import (align, consensus, data, gaussianity, models, network, plots, scaling,
+                         train)
 
 
 def _dataset():
@@ -40,15 +41,6 @@ def _dataset():
     if data.available(name):
       return data.load(name)
   raise RuntimeError("no dataset found")
-
-
-def _hidden(params, x, depth):
-  """Hidden activations after each ReLU: ``depth`` arrays ``[N, n]``."""
-  h, out = x.reshape(x.shape[0], -1), []
-  for i in range(depth):
-    h = jax.nn.relu(h @ params[f"dense_{i}"]["kernel"])
-    out.append(h)
-  return out
 
 
 def _fit(widths, values):
@@ -84,16 +76,20 @@ def main(argv=None):
     model = models.MLP((d_in, n, n, ds.num_classes))
     state, hist = train.fit(model, x_train, y_train, ds.x_test, ds.y_test,
                             seeds=list(range(k)), epochs=args.epochs, progress=False)
-    params = [train.select(state.params, s) for s in range(k)]
+    net = network.from_linen(model, train.select(state.params, 0), x_eval[:2])
+    # Every seed's hidden layers (the inputs of weight layers 1…depth) and
+    # kernels, vmapped over the K stacked seeds: [K, N, n] and [K, fan_in, n_out].
+    feats = jax.vmap(lambda p: net.layer_inputs(p, x_eval)[1:])(state.params)
+    kernels = jax.vmap(net.kernels)(state.params)
     init = train.init(model, train.sgd(), [100], x_train.shape[1:]).params
-    feats = [_hidden(pk, x_eval, depth) for pk in params]
     row = {"width": n, "test_accuracy": hist.test_accuracy[-1].tolist(), "layers": []}
     for layer in range(depth):
-      f = jnp.stack([feats[s][layer] for s in range(k)])  # [K, N, n]
-      pair_gap = [1 - float(align.align_features(f[s], f[0]).r2) for s in range(1, k)]
-      mean = consensus.align_to_mean(consensus.cross_moments(f))
-      covs = jnp.einsum("knd,kne->kde", f, f) / f.shape[1]
-      nxt = jnp.stack([pk[f"dense_{layer + 1}"]["kernel"] for pk in params])  # [K, n, out]
+      f = feats[layer]
+      pair_gap = jax.vmap(lambda a: 1 - align.align_features(a, f[0]).r2)(f[1:]).tolist()
+      cross = consensus.cross_moments(f)
+      mean = consensus.align_to_mean(cross)
+      covs = cross[jnp.arange(k), jnp.arange(k)]  # each seed's own second moment
+      nxt = kernels[layer + 1]  # the next layer's kernels, reading these features
       wcov = jnp.einsum("kio,kjo->kij", nxt, nxt) / nxt.shape[2]
       row["layers"].append({
           "one_minus_r2_to_seed0": pair_gap,
@@ -104,9 +100,9 @@ def main(argv=None):
           "next_weight_cov_distance": np.asarray(
               consensus.covariance_distances(wcov, mean.alignments)).tolist(),
       })
-    w1 = [params[s]["dense_0"]["kernel"].T for s in range(k)]  # rows: neurons [n, 784]
-    gauss = {}
-    for label, rows in (("trained", w1[0]), ("init", init["dense_0"]["kernel"][0].T)):
+    gauss = {}  # rows: the first layer's neurons [n, 784], seed 0 and an init
+    for label, rows in (("trained", kernels[0][0].T),
+                        ("init", net.kernels(train.select(init, 0))[0].T)):
       for kind in ("random", "principal"):
         g = gaussianity.layer_test(jax.random.key(n), rows, num_directions=16,
                                    num_null=99, directions=kind)

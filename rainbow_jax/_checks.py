@@ -5,8 +5,9 @@ chex does the checking (`chex.assert_type`, `assert_rank`, `assert_shape`,
 into the `TypeError`/`ValueError` a user expects, naming the argument, its
 shape and what to do (chex's own text follows in brackets). Shape, rank
 and dtype checks run on static facts at trace time; finiteness is checked
-on concrete values only, by a reduction on their device (inside `jit` the
-caller checks before tracing).
+on concrete values only (inside `jit` the caller checks before tracing):
+with numpy where the data is in CPU memory, by a reduction on the device
+elsewhere.
 """
 
 from __future__ import annotations
@@ -102,12 +103,15 @@ def check_finite(x: Any, name: str) -> None:
     with np.errstate(invalid="ignore"):
       finite = (not jnp.issubdtype(arr.dtype, jnp.inexact) or arr.size == 0
                 or bool(np.isfinite(arr.min()) & np.isfinite(arr.max())))
+    if not finite:  # the count costs a pass, only on failure
+      bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+      raise ValueError(f"{name} holds NaN or Inf ({bad} value(s)); remove or fix them first.")
   else:
     # A reduction where the array lives (chex's tree check copies it to the host).
     with jax.ensure_compile_time_eval():  # concrete, even when closed over by a trace
       finite = bool(jnp.all(jnp.isfinite(x)))
-  if not finite:
-    raise ValueError(f"{name} holds NaN or Inf; remove or fix those values first.")
+    if not finite:
+      raise ValueError(f"{name} holds NaN or Inf; remove or fix those values first.")
 
 
 def _on_host(x: Any) -> bool:
@@ -118,16 +122,6 @@ def _on_host(x: Any) -> bool:
     return all(d.platform == "cpu" for d in x.devices())
   except Exception:  # pylint: disable=broad-except  (deleted or abstract arrays)
     return False
-
-
-def check_finite_host(x: Any, name: str) -> None:
-  """Raises `ValueError` if a concrete array holds NaN or Inf, with the count."""
-  arr = np.asarray(x)
-  finite = np.isfinite(arr)
-  if not np.all(finite):
-    bad = int(arr.size - np.count_nonzero(finite))
-    raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf); remove or fix"
-                     " them first.")
 
 
 def dims(**sizes: int) -> chex.Dimensions:

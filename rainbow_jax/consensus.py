@@ -112,21 +112,16 @@ def align_to_mean(cross: Float[Array, "K K d d"], *, max_iterations: int = 100,
   return _align_to_mean(cross, int(max_iterations), float(tolerance))
 
 
-def _procrustes_all(m):
-  u, _, vh = jnp.linalg.svd(m, full_matrices=False)
-  return jnp.matmul(u, vh, precision=_HI)
-
-
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _align_to_mean(cross, max_iterations, tolerance):
-  k, _, d, _ = cross.shape
+  d = cross.shape[-1]
   eye = jnp.eye(d, dtype=cross.dtype)
   # Start from seed 0 as the mean: A_k = procrustes(C_0k).
-  a0 = _procrustes_all(cross[0])
+  a0 = _align.procrustes(cross[0])
 
   def body(carry):
     a, _, i = carry
-    new = _procrustes_all(_mean_cross(a, cross))
+    new = _align.procrustes(_mean_cross(a, cross))
     change = jnp.max(jnp.linalg.norm(new - a, axis=(1, 2))) / jnp.sqrt(d)
     return new, change, i + 1
 
@@ -140,7 +135,7 @@ def _align_to_mean(cross, max_iterations, tolerance):
   a = a.at[0].set(eye)
   mean_cross = _mean_cross(a, cross)
   mm = _mean_moment(a, cross)
-  traces = jnp.trace(cross[jnp.arange(k), jnp.arange(k)], axis1=1, axis2=2)
+  traces = jnp.trace(_diagonal_blocks(cross), axis1=1, axis2=2)
   r2 = jax.vmap(lambda c, t: _align.align(c, t, jnp.trace(mm)).r2)(mean_cross, traces)
   return MeanAlignment(a, r2, mm, iters, change)
 
@@ -153,6 +148,7 @@ def mean_covariance(cross: Float[Array, "K K d d"],
 
 
 def _diagonal_blocks(cross):
+  """``[K, d, d]`` each seed's own second moment C_kk."""
   k = cross.shape[0]
   return cross[jnp.arange(k), jnp.arange(k)]
 

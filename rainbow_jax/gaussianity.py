@@ -23,7 +23,6 @@ p-values (tested at the nominal rate).
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -33,6 +32,7 @@ from jax.scipy.special import ndtr
 from jaxtyping import Float
 
 from rainbow_jax import _checks
+from rainbow_jax import rainbow as _rainbow
 
 Array = jax.Array
 _HI = lax.Precision.HIGHEST
@@ -91,25 +91,25 @@ def _statistics(rows: Array, directions: Array) -> tuple[Array, Array]:
   return ks, kurt
 
 
-def _directions(key, rows, num, kind):
-  d = rows.shape[1]
+def _directions(key, factor, num, kind):
+  """``[d, P]`` unit directions: uniform on the sphere, or C's leading
+  eigenvectors (the rows of the factor F = S Vᵀ/√n, normalised)."""
   if kind == "random":
-    u = jax.random.normal(key, (d, num), rows.dtype)
-    return u / jnp.linalg.norm(u, axis=0, keepdims=True)
-  # C's leading eigenvectors: the right singular vectors of the rows.
-  _, _, vh = jnp.linalg.svd(rows, full_matrices=False)
-  return vh[:num].T
+    u = jax.random.normal(key, (factor.shape[1], num), factor.dtype)
+  else:
+    u = factor[:num].T
+  norm = jnp.linalg.norm(u, axis=0, keepdims=True)
+  return u / jnp.where(norm > 0, norm, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_directions", "num_null", "directions"))
 def _test(key, rows, num_directions, num_null, directions):
-  n, d = rows.shape
+  n = rows.shape[0]
   k_dir, k_null = jax.random.split(key)
-  u = _directions(k_dir, rows, num_directions, directions)
+  # N(0, C), C = WᵀW/n: draws G F with G white and FᵀF = C.
+  factor = _rainbow.weight_factor([rows])
+  u = _directions(k_dir, factor, num_directions, directions)
   ks, kurt = _statistics(rows, u)
-  # N(0, C), C = WᵀW/n = V S² Vᵀ/n: draws G (S Vᵀ/√n) with G white.
-  _, s, vh = jnp.linalg.svd(rows, full_matrices=False)
-  factor = s[:, None] * vh / math.sqrt(n)
 
   def null(k):
     g = jax.random.normal(k, (n, factor.shape[0]), rows.dtype)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Float
 
 from rainbow_jax import _checks
@@ -78,7 +79,7 @@ def power_law(x: Float[Array, "m"], y: Float[Array, "m"],
     raise ValueError(f"a power law with an error bar needs at least 3 points, got"
                      f" {jnp.shape(x)[0]}.")
   for a, name in zip(arrays, names):
-    if not bool(jnp.all(jnp.asarray(a) > 0)):
+    if not np.all(np.asarray(a) > 0):
       raise ValueError(f"{name} must be positive for a fit in log–log space.")
   return _fit(jnp.asarray(x), jnp.asarray(y), None if y_err is None else jnp.asarray(y_err))
 

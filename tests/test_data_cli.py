@@ -13,10 +13,9 @@ from rainbow_jax import cli, data, models, train
 from conftest import FASHION_DIR, HAS_FASHION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-has_fashion = HAS_FASHION
 
 
-@pytest.mark.skipif(not has_fashion, reason="apt-get install -y dataset-fashion-mnist")
+@pytest.mark.skipif(not HAS_FASHION, reason="apt-get install -y dataset-fashion-mnist")
 def test_fashion_mnist_from_debian_idx():
   ds = data.load("fashion_mnist", data_dir=FASHION_DIR)
   assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)

@@ -120,7 +120,7 @@ def _moments(a1: np.ndarray, a2: np.ndarray):
   finite = bool(np.all(np.isfinite(diag)))  # a NaN/Inf input poisons its diagonal entry
   if not finite:
     for a, name in ((a1, "acts1"), (a2, "acts2")):
-      _checks.check_finite_host(a, name)
+      _checks.check_finite(a, name)
   small = 1e8 * np.finfo(c.dtype).tiny
   if not finite or 0 < diag.max() < small:
     # Products over- or underflowed: one scale per side, then again.
