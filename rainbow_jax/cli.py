@@ -2,14 +2,15 @@
 
 Commands:
   analyze  the tutorial end to end: train K seeds (one compiled program) of
-           the MLP, CNN or ResNet-20 — or read your own model's trained seeds
+           the MLP, CNN, ResNet-20 or learned scattering network — or read your own model's trained seeds
            (--model FILE.py:FACTORY --checkpoint DIR …) —, stream every layer's
            activation covariances of two networks in one pass, spectra against
            Marchenko–Pastur, clipping curves, alignment r², eigenvector
            stability, layer × layer CKA, SVR internal dimensions, S rainbow
            networks sampled in one vmapped program; writes results.json,
            report.md, report.html and PNG figures, and says what did not apply.
-  train    train K seeds of the MLP/CNN/ResNet-20 as one compiled program.
+  train    train K seeds of the MLP/CNN/ResNet-20/scattering network as one
+           compiled program.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def analyze_report(args) -> dict:
     extra["seeds"] = seeds
     extra["epochs"] = args.epochs
     if not resnet:
-      extra["widths"] = list(model.dims[1:-1]) if args.arch == "mlp" else list(
-          model.channels[1:])
+      extra["widths"] = {"mlp": lambda: list(model.dims[1:-1]),
+                         "cnn": lambda: list(model.channels[1:]),
+                         "scattering": lambda: list(model.channels)}[args.arch]()
   results = analyze.run(
       nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
@@ -184,9 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="fashion_mnist | mnist | cifar10 | digits | auto (Fashion-MNIST"
                       " when installed, else digits)")
   c.add_argument("--data-dir", default=None, help="directory of IDX files")
-  c.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20"])
+  c.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"])
   c.add_argument("--widths", type=int, nargs="+", default=None,
-                 help="hidden widths (mlp) or conv channels (cnn)")
+                 help="hidden widths (mlp), conv channels (cnn) or learned 1×1 mixing"
+                      " widths (scattering: fixed Morlet wavelets + learned channel"
+                      " weights)")
   c.add_argument("--width", type=float, default=1.0,
                  help="resnet20 channel multiplier (16·w, 32·w, 64·w)")
   c.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
@@ -225,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
   t = sub.add_parser("train", help="train K seeds as one compiled program")
   t.add_argument("--dataset", default="auto")
   t.add_argument("--data-dir", default=None)
-  t.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20"])
+  t.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"])
   t.add_argument("--widths", type=int, nargs="+", default=None)
   t.add_argument("--width", type=float, default=1.0, help="resnet20 channel multiplier")
   t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
