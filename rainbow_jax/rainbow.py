@@ -67,6 +67,7 @@ import numpy as np
 
 from rainbow_jax import _checks
 from rainbow_jax import align as _align
+from rainbow_jax import consensus as _consensus
 from rainbow_jax import evaluate as _evaluate
 from rainbow_jax import spectra as _spectra
 
@@ -274,6 +275,48 @@ def reference_factors(kernels_per_seed: Sequence[Sequence[Array]],
   return out
 
 
+def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
+                          ) -> tuple[list[Array], list[Array]]:
+  """Weight factors of the covariances averaged over K trained seeds, in
+  the basis of seed 0 (the reference `generate` samples around).
+
+  At the input of every weight layer j ≥ 1 but the classifier's, the K
+  seeds' features on `x` are aligned to their mean network
+  (`rainbow_jax.consensus.align_to_mean`, gauge A₀ = I): A_k φ_k ≈ M, M in
+  seed 0's basis. Seed k's neurons, which read φ_k ≈ A_kᵀ M, are brought
+  into that basis (W_k ← W_k A_kᵀ as a map, `realign`) and the K seeds'
+  rows are pooled (`reference_factors`). Layer 0 reads the data, which
+  needs no alignment. The rainbow paper's "many seeds" estimate of C_ℓ.
+
+  Args:
+    net: the `rainbow_jax.network.Network` of the seeds.
+    seed_variables: K ≥ 2 variables (seed 0 first).
+    x: ``[N, ...]`` inputs for the alignments (memory: every seed's
+      features at one layer input at a time, ``[K, N, …]``).
+
+  Returns:
+    ``(factors, r2)``: L − 1 factors ``[R, fan_in (+1)]`` for `generate`'s
+    ``factors=``, and per aligned layer ``[K]`` the seeds' r² to the mean.
+  """
+  if len(seed_variables) < 2:
+    raise ValueError(f"seed_variables: need at least 2 seeds, got {len(seed_variables)}.")
+  x = jnp.asarray(x)
+  n_layers = len(net)
+  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *seed_variables)
+  kernels = [net.kernels(v) for v in seed_variables]
+  biases = [net.biases(v) for v in seed_variables]
+  k_seeds = len(seed_variables)
+  aligns = [[None] * (n_layers - 1) for _ in range(k_seeds - 1)]
+  r2 = []
+  for j in range(1, n_layers - 1):
+    feats = jax.vmap(lambda v: net.layer_inputs(v, x, upto=j)[j])(stacked)  # [K, N, …, d]
+    mean = _consensus.align_to_mean(_consensus.cross_moments(feats))
+    for k in range(1, k_seeds):
+      aligns[k - 1][j] = mean.alignments[k].T  # φ_k ≈ A_kᵀ φ₀: [d_k, d_0]
+    r2.append(mean.r2)
+  return reference_factors(kernels, aligns, biases), r2
+
+
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
              gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
              layers: Sequence[int] | None = None, batch_size: int = 1000,
@@ -401,4 +444,4 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
 
 
 __all__ = ["Generated", "cross_moments", "generate", "neuron_matrix", "realign",
-           "reference_factors", "sample_kernel", "weight_factor"]
+           "reference_factors", "sample_kernel", "seed_averaged_factors", "weight_factor"]

@@ -160,6 +160,17 @@ def test_seed_averaged_covariance_is_invariant_to_a_permuted_copy(trained):
                                atol=1e-6)
   with pytest.raises(ValueError, match="input alignment"):
     rainbow.reference_factors([k0, k1], [[None, None, None]])
+  # seed_averaged_factors finds those alignments itself (mean of the K seeds).
+  ds = trained[0]
+  v0 = {"params": train.select(state.params, 0)}
+  v1 = net.with_kernels(v0, k1)
+  found, r2 = rainbow.seed_averaged_factors(net, [v0, v1, v0], ds.x_train[:500])
+  assert len(r2) == 1 and np.allclose(np.asarray(r2[0]), 1, atol=1e-4)
+  for fa, fr in zip(found, f_ref):
+    np.testing.assert_allclose(np.asarray(fa.T @ fa), np.asarray(fr.T @ fr), rtol=1e-3,
+                               atol=1e-5)
+  with pytest.raises(ValueError, match="at least 2 seeds"):
+    rainbow.seed_averaged_factors(net, [v0], ds.x_train[:10])
 
 
 def test_rainbow_on_a_flax_mlp_with_biases_and_default_names():
