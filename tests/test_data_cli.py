@@ -195,6 +195,16 @@ def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_scattering_benchmark_quick(tmp_path):
+  res = _quick_benchmark("scattering", tmp_path)
+  recs = {(r["impl"], r["case"]): r for r in res["records"]}
+  assert {("rainbow_jax", "train_epoch_4"), ("rainbow_jax", "generate_8")} <= set(recs)
+  if res["machine"]["torch"] is not None:  # the PyTorch port computes the same network
+    ours = recs[("rainbow_jax", "generate_1")]["extra"]["reference_accuracy"]
+    assert abs(recs[("pytorch", "generate_1")]["extra"]["reference_accuracy"] - ours) < 0.5
+
+
+@pytest.mark.slow
 def test_resnet_benchmark_quick(tmp_path):
   res = _quick_benchmark("resnet", tmp_path)
   recs = res["records"]
@@ -209,7 +219,8 @@ def test_resnet_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_scripts_quick(tmp_path):
-  for script in ("svr_fashion_mnist.py", "ensembles_seed.py", "rainbow_paper.py"):
+  for script in ("svr_fashion_mnist.py", "ensembles_seed.py", "rainbow_paper.py",
+                 "rainbow_accuracy.py"):
     out = tmp_path / script
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), "--quick",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
