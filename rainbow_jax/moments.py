@@ -10,7 +10,8 @@ accuracy, and both the tutorial's uncentered second moment E[φφᵀ] and the
 centered covariance come out of the same state.
 
 The functions follow the optax pattern: `init` → `update` (jittable, drops
-into `lax.scan`) → `merge` / `psum_merge` (across shards or devices) →
+into `lax.scan`) → `merge` / `psum_merge` / `process_merge` (across
+shards, devices or hosts) →
 `covariance` / `mean`. `accumulate` drives a host iterator of batches with
 one compiled update (a ragged last batch is padded and masked, so it is
 counted exactly and compiles nothing new); `accumulate_stack` scans an
@@ -400,6 +401,30 @@ def merge(a: Moments, b: Moments) -> Moments:
       cross_comp=tuple(cross_comp),
       nonfinite=tuple(x | y for x, y in zip(a.nonfinite, b.nonfinite)),
   )
+
+
+def process_merge(state: Moments) -> Moments:
+  """Merges the statistics of every JAX process (multi-controller runtime:
+  `jax.distributed.initialize` on several hosts, each having accumulated
+  only its own shard of the data, e.g. with `accumulate`).
+
+  Every process returns the statistics of all processes' samples: the
+  states are gathered (`jax.experimental.multihost_utils.process_allgather`)
+  and folded in process order with `merge` (Chan's update, compensated), so
+  the result equals one process accumulating every shard in that order, up
+  to float rounding. One process: `state` unchanged. Collective: every
+  process must call it, with statistics of the same maps and pairs.
+  """
+  if jax.process_count() == 1:
+    return state
+  from jax.experimental import multihost_utils
+
+  gathered = multihost_utils.process_allgather(state)  # every leaf [P, ...]
+  take = lambda p: jax.tree_util.tree_map(lambda a: jnp.asarray(a[p]), gathered)
+  out = take(0)
+  for p in range(1, jax.process_count()):
+    out = merge(out, take(p))
+  return out
 
 
 def psum_merge(state: Moments, axis_name: Any) -> Moments:
@@ -856,7 +881,8 @@ def _chain(first, rest):
 
 
 __all__ = [
-    "Moments", "init", "update", "batch_moments", "merge", "psum_merge", "mean", "covariance",
+    "Moments", "init", "update", "batch_moments", "merge", "process_merge", "psum_merge",
+    "mean", "covariance",
     "second_moment_trace", "check", "fold", "fold_pair", "init_for", "accumulate",
     "accumulate_stack", "layer_moments", "layer_names", "layer_pairs",
 ]
