@@ -1,0 +1,77 @@
+"""WeightWatcher's heavy-tail measures against the weightwatcher package
+(PyPI) run side by side: its power-law fitter on the same eigenvalues, and
+its whole analysis of a PyTorch model holding the same weights."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rainbow_jax import data, models, network, spectra, train
+
+ww = pytest.importorskip("weightwatcher")
+from weightwatcher.WW_powerlaw import WWFit  # noqa: E402
+
+torch = pytest.importorskip("torch")
+logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+
+
+@pytest.mark.parametrize("n,d,df", [(500, 300, 3), (1000, 784, 5), (40, 30, 3), (15, 12, 3)])
+def test_power_law_is_weightwatchers_fit(n, d, df):
+  # Heavy-tailed entries; (15, 12) takes WeightWatcher's small-sample path.
+  w = np.random.default_rng(n).standard_t(df, size=(n, d)).astype(np.float32) / np.sqrt(d)
+  ev = np.asarray(spectra.esd(jnp.asarray(w)))
+  ours = spectra.power_law(ev)
+  theirs = WWFit(ev[ev > 1e-5])
+  np.testing.assert_allclose(float(ours.alpha), theirs.alpha, rtol=1e-4)
+  np.testing.assert_allclose(float(ours.xmin), theirs.xmin, rtol=1e-6)
+  np.testing.assert_allclose(float(ours.ks_distance), theirs.D, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(float(ours.sigma), theirs.sigma, rtol=1e-4)
+  assert int(ours.num_tail) == len(theirs.data)
+
+
+def test_layer_measures_equal_weightwatchers_analysis_of_a_trained_network():
+  ds = data.load("digits")
+  model = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[128, 64])
+  state, _ = train.fit(model, ds.x_train, ds.y_train, seeds=[0], epochs=10, progress=False)
+  params = train.select(state.params, 0)
+  kernels = network.from_linen(model, params, ds.x_train[:2]).kernels(params)
+  conv = np.random.default_rng(0).standard_t(4, size=(3, 3, 16, 48)).astype(np.float32)
+  layers = [torch.nn.Conv2d(16, 48, 3, bias=False)]
+  layers += [torch.nn.Linear(k.shape[0], k.shape[1], bias=False) for k in kernels]
+  with torch.no_grad():
+    layers[0].weight.copy_(torch.from_numpy(conv.transpose(3, 2, 0, 1).copy()))
+    for lin, k in zip(layers[1:], kernels):
+      lin.weight.copy_(torch.from_numpy(np.asarray(k).T.copy()))
+  details = ww.WeightWatcher(model=torch.nn.Sequential(*layers)).analyze(plot=False,
+                                                                         randomize=False)
+  assert len(details) == 4
+  for (_, row), kernel in zip(details.iterrows(), [jnp.asarray(conv), *kernels]):
+    fit = spectra.power_law(spectra.esd(kernel))
+    np.testing.assert_allclose(float(fit.alpha), row["alpha"], rtol=1e-3)
+    np.testing.assert_allclose(float(fit.alpha_weighted), row["alpha_weighted"], rtol=1e-3)
+    np.testing.assert_allclose(float(fit.xmin), row["xmin"], rtol=1e-4)
+    np.testing.assert_allclose(float(fit.ks_distance), row["D"], rtol=1e-3, atol=1e-5)
+
+
+def test_power_law_recovers_a_known_exponent_and_refuses_bad_input():
+  # Pareto samples with density ∝ λ^−2.5 above 1: α̂ within 3 standard errors.
+  x = (1 - np.random.default_rng(0).uniform(size=4000)) ** (-1 / 1.5)
+  fit = spectra.power_law(jnp.asarray(x, jnp.float32))
+  assert abs(float(fit.alpha) - 2.5) < 3 * float(fit.sigma)
+  with pytest.raises(ValueError, match="at least 2"):
+    spectra.power_law(jnp.zeros(10))
+  with pytest.raises(ValueError, match="eigenvalues"):
+    spectra.power_law(jnp.asarray([1.0, np.nan, 2.0]))
+
+
+def test_correlation_traps_come_from_planted_large_entries():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(400, 300)).astype(np.float32) / np.sqrt(300)
+  clean, ev, law = spectra.correlation_traps(jax.random.key(0), jnp.asarray(w))
+  assert int(clean) == 0 and ev.shape == (300,) and law.upper > 0
+  w[rng.integers(0, 400, 5), rng.integers(0, 300, 5)] = 3.0  # five huge weights
+  trapped, _, _ = spectra.correlation_traps(jax.random.key(0), jnp.asarray(w))
+  assert int(trapped) == 5
