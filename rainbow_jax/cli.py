@@ -11,6 +11,9 @@ Commands:
            report.md, report.html and PNG figures, and says what did not apply.
   train    train K seeds of the MLP/CNN/ResNet-20/scattering network as one
            compiled program.
+  spectra  per weight layer: learned components above the Marchenko–Pastur
+           edge, WeightWatcher's power-law α of the spectral density, x_min,
+           KS distance, α-weighted, correlation traps; report and figures.
 """
 
 from __future__ import annotations
@@ -176,6 +179,47 @@ def train_report(args) -> dict:
   return results
 
 
+def spectra_command(args) -> dict:
+  """Per-layer Marchenko–Pastur and power-law report of a user's trained
+  network (--model/--checkpoint) or of one seed of --arch trained here."""
+  from rainbow_jax import analyze, models, network, spectra_report, train
+
+  name = _pick_dataset(args.dataset)
+  ds = _load(name, args.data_dir)
+  x = ds.x_train
+  if args.model:
+    init = args.init or "flax"
+    try:
+      init = float(init)
+    except ValueError:
+      pass
+    nets = analyze.user_networks(args.model, args.checkpoint, x[:2], init=init, seed=args.seed)
+    net, variables, law, what = nets.net, nets.variables[0], init, nets.description
+  else:
+    if args.checkpoint:
+      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
+    model = models.make(args.arch, x.shape[1:], ds.num_classes, widths=args.widths)
+    state, hist = train.fit(model, x, ds.y_train, ds.x_test, ds.y_test, seeds=[args.seed],
+                            epochs=args.epochs)
+    variables = train.select(state.variables, 0)
+    net = network.from_linen(model, variables, x[:2])
+    law = "torch" if args.arch != "resnet20" else __import__("flax").linen.initializers.he_normal()
+    acc = f", test accuracy {hist.test_accuracy[-1][0]:.2f} %" if args.epochs else ""
+    what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}{acc}"
+  rows = spectra_report.layer_rows(net, variables, law, seed=args.seed)
+  results = spectra_report.write(rows, net, variables, args.out,
+                                 title=f"rainbow_jax spectra — {what}",
+                                 extra={"dataset": name, "networks": what})
+  for r in rows:
+    print(f"layer {r['layer']} {r['name']} {r['kernel_shape']}: learned components"
+          f" {r['learned_components']}"
+          + (f", α {r['alpha']:.2f} ± {r['alpha_sigma']:.2f} (x_min {r['xmin']:.3g},"
+             f" D {r['ks_distance']:.3f}), traps {r['correlation_traps']}" if "alpha" in r
+             else ""))
+  print(f"wrote {args.out}/report.md, results.json and {len(rows)} figure(s)")
+  return results
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="rainbow-jax", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,6 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--shard", action="store_true", help="shard seeds over all devices")
   t.add_argument("--out", default="reports/train")
   t.set_defaults(run=train_report)
+
+  sp = sub.add_parser("spectra", help="per-layer Marchenko–Pastur and power-law (WeightWatcher)"
+                                      " report of a trained network")
+  sp.add_argument("--dataset", default="auto", help="for the input shape (and training)")
+  sp.add_argument("--data-dir", default=None)
+  sp.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                  help="your own linen model; with --checkpoint")
+  sp.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                  help="its trained variables (orbax directory or .msgpack); the first"
+                       " network is reported")
+  sp.add_argument("--init", default=None,
+                  help="--model's initialiser for the Marchenko–Pastur law: flax (default) |"
+                       " torch | a variance")
+  sp.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"],
+                  help="without --model: train one seed of this architecture first")
+  sp.add_argument("--widths", type=int, nargs="+", default=None)
+  sp.add_argument("--epochs", type=int, default=5)
+  sp.add_argument("--seed", type=int, default=0)
+  sp.add_argument("--out", default="reports/spectra")
+  sp.set_defaults(run=spectra_command)
   return p
 
 

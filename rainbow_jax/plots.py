@@ -116,6 +116,30 @@ def weight_spectrum(trained, init, law, *, title: str = ""):
   return fig
 
 
+def power_law(eigenvalues, fit, *, title: str = "", ax=None):
+  """The empirical spectral density on log–log axes (log-spaced bins) with
+  the fitted power law from its x_min (`rainbow_jax.spectra.power_law`)."""
+  ax = _axes(ax)
+  ev = np.asarray(eigenvalues, np.float64)
+  ev = ev[ev > 0]
+  bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), 40)
+  dens, edges = np.histogram(ev, bins=bins, density=True)
+  mid = np.sqrt(edges[1:] * edges[:-1])
+  ax.loglog(mid[dens > 0], dens[dens > 0], "o", ms=3, label="ESD")
+  alpha, xmin = float(fit.alpha), float(fit.xmin)
+  tail = ev >= xmin
+  grid = np.logspace(np.log10(xmin), np.log10(ev.max()), 50)
+  # The tail's share of the mass times the normalised Pareto density.
+  pdf = tail.mean() * (alpha - 1) / xmin * (grid / xmin) ** (-alpha)
+  ax.loglog(grid, pdf, "r-", label=f"α = {alpha:.2f} ± {float(fit.sigma):.2f}")
+  ax.axvline(xmin, color="r", ls=":", lw=0.8, label="x_min")
+  ax.set_xlabel("eigenvalue of WᵀW")
+  ax.set_ylabel("density")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  return ax
+
+
 def save(ax_or_fig, path: str) -> str:
   """Saves the figure of an Axes (or a Figure) as PNG and closes it."""
   fig = getattr(ax_or_fig, "figure", ax_or_fig)

@@ -305,11 +305,13 @@ def _power_law(x, threshold):
     return jnp.max(jnp.where(idx >= i, jnp.abs(fit - emp), 0.0))
 
   d = lax.map(ks, idx)
+  # WeightWatcher's small-sample path fits only tails of ≥ 8 (the others
+  # keep α = 0, D = 1); both paths then take the x_min of smallest D.
+  eligible = ~small | ((n >= _SMALL_K_MIN) & (s > 1e-12))
+  alpha = jnp.where(eligible, alpha, 0.0)
+  d = jnp.where(eligible & (alpha > 1.0), d, 1.0)
   candidate = valid & (idx < n_all - 1)
-  d = jnp.where(alpha > 1.0, d, 1.0)
-  objective = jnp.where(small, d - 0.868 / jnp.sqrt(n), d)
-  candidate &= ~small | ((n >= _SMALL_K_MIN) & (s > 1e-12) & (alpha > 1.0))
-  best = jnp.argmin(jnp.where(candidate, objective, jnp.inf))
+  best = jnp.argmin(jnp.where(candidate, d, jnp.inf))
   a = alpha[best]
   return PowerLawFit(a, x[best], d[best], (a - 1.0) / jnp.sqrt(n[best]), n_all - best,
                      a * jnp.log10(x[-1]))
@@ -322,9 +324,9 @@ def power_law(eigenvalues: Float[Array, "n"], *, threshold: float = 1e-5) -> Pow
   α = 1 + n / Σ log(λ/x_min) of the n eigenvalues ≥ x_min and the KS
   distance D = max |1 − (λ/x_min)^(1−α) − (rank/n)|; the x_min of smallest D
   wins (Clauset, Shalizi & Newman 2009). With fewer than 20 eigenvalues,
-  WeightWatcher's small-sample variant: α = 1 + (n − 1)/Σ log(λ/x_min),
-  tails of at least 8, x_min minimising D − 0.868/√n. Every candidate in
-  one jitted program (O(n²) work, O(n) memory).
+  WeightWatcher's small-sample variant: α = 1 + (n − 1)/Σ log(λ/x_min) on
+  tails of at least 8 (its final choice of x_min is by D there too). Every
+  candidate in one jitted program (O(n²) work, O(n) memory).
 
   Args:
     eigenvalues: ``[n]`` a spectrum (e.g. `esd`), any order.

@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rainbow_jax import cli, data, models, train
+from rainbow_jax import cli, data, models, spectra, train
 from conftest import FASHION_DIR, HAS_FASHION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,6 +301,19 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(v0),
                   jax.tree_util.tree_leaves(train.select(state.variables, 0))):
     np.testing.assert_array_equal(a, b)
+  # `spectra` on the same checkpoint: the user's layers in call order, and
+  # each α is weightwatcher's fit of that layer's spectral density.
+  sp = tmp_path / "spectra"
+  assert cli.main(["spectra", "--dataset", "digits", "--model", f"{src}:make", "--checkpoint",
+                   str(one), "--out", str(sp)]) == 0
+  rows = json.loads((sp / "results.json").read_text())["layers"]
+  assert [r["name"] for r in rows] == ["Conv_0", "Conv_1", "Dense_1", "Dense_0"]
+  ww_fit = pytest.importorskip("weightwatcher.WW_powerlaw")
+  kernels = [v0["params"][n]["kernel"] for n in ("Conv_0", "Conv_1", "Dense_1", "Dense_0")]
+  for r, k in zip(rows, kernels):
+    ev = np.asarray(spectra.esd(jnp.asarray(k)))
+    assert r["alpha"] == pytest.approx(ww_fit.WWFit(ev[ev > 1e-5]).alpha, rel=1e-3)
+  assert "| α ± σ |" in (sp / "report.md").read_text() and (sp / "esd_layer1.png").exists()
   out1 = tmp_path / "report1"
   bad = tmp_path / "bad.msgpack"
   bad.write_bytes(flax.serialization.msgpack_serialize({"params": {"Dense_0": {}}}))

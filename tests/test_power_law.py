@@ -32,6 +32,17 @@ def test_power_law_is_weightwatchers_fit(n, d, df):
   assert int(ours.num_tail) == len(theirs.data)
 
 
+@pytest.mark.parametrize("n", [9, 10, 12, 19, 20, 25])
+def test_power_law_of_few_eigenvalues_is_weightwatchers(n):
+  # Around WeightWatcher's small-sample cut (20): its tails of ≥ 8 only.
+  ev = np.sort(np.random.default_rng(3 + n).pareto(1.5, size=n) + 0.1)
+  ours = spectra.power_law(jnp.asarray(ev, jnp.float32))
+  theirs = WWFit(ev.astype(np.float32).astype(np.float64))
+  np.testing.assert_allclose(float(ours.alpha), theirs.alpha, rtol=1e-4)
+  np.testing.assert_allclose(float(ours.xmin), theirs.xmin, rtol=1e-6)
+  np.testing.assert_allclose(float(ours.ks_distance), theirs.D, rtol=1e-4, atol=1e-6)
+
+
 def test_layer_measures_equal_weightwatchers_analysis_of_a_trained_network():
   ds = data.load("digits")
   model = models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=[128, 64])
