@@ -1,7 +1,11 @@
-"""The rainbow paper's claims on Fashion-MNIST MLPs, against the width.
+"""The rainbow paper's claims on Fashion-MNIST networks, against the width.
 
-For each width n, K seeds of the bias-free MLP [784, n, n, 10] are trained as
-one vmapped program (the tutorial's SGD). Per hidden layer:
+For each width n, K seeds are trained as one vmapped program (the tutorial's
+SGD): the bias-free MLP [784, n, n, 10] (``--arch mlp``), the tutorial's CNN
+with channels (n, 2n) (``--arch cnn``) or the learned scattering network
+with mixing widths (n, 2n, 4n) (``--arch scattering``). Per hidden layer
+(for the convolutional networks, the inputs of the convolutional / mixing
+layers, positions counted as samples):
 
 1. convergence (the slides' theorem, A_ℓ φ_ℓ → φ_ℓ^∞ polynomially in the
    widths): 1 − r² of each seed aligned to seed 0, and its power law in n
@@ -15,7 +19,7 @@ one vmapped program (the tutorial's SGD). Per hidden layer:
    (`rainbow_jax.gaussianity.layer_test`, random and principal directions),
    trained vs at initialisation (PyTorch's uniform init: light tails).
 
-    python experiments/rainbow_paper.py --out results/rainbow_paper [--quick]
+    python experiments/rainbow_paper.py --out results/rainbow_paper [--arch scattering] [--quick]
 
 Writes ``results.json`` and PNG figures. Fashion-MNIST when Debian's
 ``dataset-fashion-mnist`` is installed, else scikit-learn's digits.
@@ -33,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rainbow_jax import (align, consensus, data, gaussianity, models, network, plots, scaling,
-                         train)
+                         spectra, train)
 
 
 def _dataset():
@@ -55,33 +59,40 @@ def _fit(widths, values):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", default="results/rainbow_paper")
-  p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+  p.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "scattering"])
+  p.add_argument("--widths", type=int, nargs="+", default=None,
+                 help="n per run (default: mlp 64…1024, cnn/scattering 8…64)")
   p.add_argument("--seeds", type=int, default=4)
   p.add_argument("--epochs", type=int, default=3)
   p.add_argument("--eval", type=int, default=5000, help="test images for the alignments")
   p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
   args = p.parse_args(argv)
+  if args.widths is None:
+    args.widths = [64, 128, 256, 512, 1024] if args.arch == "mlp" else [8, 16, 32, 64]
   if args.quick:
-    args.widths, args.seeds, args.epochs, args.eval = [16, 32, 64], 3, 1, 500
+    args.widths = [16, 32, 64] if args.arch == "mlp" else [8, 12, 16]
+    args.seeds, args.epochs, args.eval = 3, 1, 500
   os.makedirs(args.out, exist_ok=True)
   ds = _dataset()
   x_train = ds.x_train[:5000] if args.quick else ds.x_train
   y_train = ds.y_train[:len(x_train)]
   x_eval = jnp.asarray(ds.x_test[:args.eval])
-  d_in = int(np.prod(ds.x_train.shape[1:]))
-  depth, k = 2, args.seeds
+  k = args.seeds
   per_width = []
   t0 = time.time()
   for n in args.widths:
-    model = models.MLP((d_in, n, n, ds.num_classes))
+    widths = {"mlp": [n, n], "cnn": [n, 2 * n], "scattering": [n, 2 * n, 4 * n]}[args.arch]
+    model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes, widths=widths)
     state, hist = train.fit(model, x_train, y_train, ds.x_test, ds.y_test,
                             seeds=list(range(k)), epochs=args.epochs, progress=False)
-    net = network.from_linen(model, train.select(state.params, 0), x_eval[:2])
-    # Every seed's hidden layers (the inputs of weight layers 1…depth) and
-    # kernels, vmapped over the K stacked seeds: [K, N, n] and [K, fan_in, n_out].
-    feats = jax.vmap(lambda p: net.layer_inputs(p, x_eval)[1:])(state.params)
-    kernels = jax.vmap(net.kernels)(state.params)
-    init = train.init(model, train.sgd(), [100], x_train.shape[1:]).params
+    variables = state.variables
+    net = network.from_linen(model, train.select(variables, 0), x_eval[:2])
+    # The hidden layers analysed: inputs of weight layers 1…depth (for conv
+    # networks, not the classifier's flattened input), vmapped over seeds.
+    depth = len(net) - 1 if args.arch == "mlp" else len(net) - 2
+    feats = jax.vmap(lambda v: net.layer_inputs(v, x_eval, upto=depth)[1:depth + 1])(variables)
+    kernels = jax.vmap(net.kernels)(variables)
+    init = train.init(model, train.sgd(), [100], x_train.shape[1:]).variables
     row = {"width": n, "test_accuracy": hist.test_accuracy[-1].tolist(), "layers": []}
     for layer in range(depth):
       f = feats[layer]
@@ -90,7 +101,8 @@ def main(argv=None):
       mean = consensus.align_to_mean(cross)
       covs = cross[jnp.arange(k), jnp.arange(k)]  # each seed's own second moment
       nxt = kernels[layer + 1]  # the next layer's kernels, reading these features
-      wcov = jnp.einsum("kio,kjo->kij", nxt, nxt) / nxt.shape[2]
+      nxt = nxt.reshape(k, -1, nxt.shape[-2], nxt.shape[-1])  # [K, window, C_in, C_out]
+      wcov = jnp.einsum("kwio,kwjo->kij", nxt, nxt) / nxt.shape[-1]
       row["layers"].append({
           "one_minus_r2_to_seed0": pair_gap,
           "r2_to_mean": np.asarray(mean.r2).tolist(),
@@ -101,16 +113,18 @@ def main(argv=None):
               consensus.covariance_distances(wcov, mean.alignments)).tolist(),
       })
     gauss = {}  # rows: the first layer's neurons [n, 784], seed 0 and an init
-    for label, rows in (("trained", kernels[0][0].T),
-                        ("init", net.kernels(train.select(init, 0))[0].T)):
+    for label, rows in (("trained", spectra.weight_matrix(kernels[0][0])),
+                        ("init", spectra.weight_matrix(net.kernels(train.select(init, 0))[0]))):
       for kind in ("random", "principal"):
-        g = gaussianity.layer_test(jax.random.key(n), rows, num_directions=16,
-                                   num_null=99, directions=kind)
+        g = gaussianity.layer_test(jax.random.key(n), rows,
+                                   num_directions=min(16, *rows.shape), num_null=99,
+                                   directions=kind)
         gauss[f"{label}_{kind}"] = {
             "ks_mean": float(g.ks_mean), "kurtosis_mean": float(g.kurtosis_mean),
             "pvalue_ks": float(g.pvalue_ks), "pvalue_kurtosis": float(g.pvalue_kurtosis),
             "z_kurtosis": float(g.zscore_kurtosis())}
     row["gaussianity_layer1"] = gauss
+    row["layer1_rows"] = list(spectra.weight_matrix(kernels[0][0]).shape)
     per_width.append(row)
     print(f"n={n}: accuracy {np.mean(row['test_accuracy']):.2f} %, 1 − r² to seed 0"
           f" {[round(float(np.mean(l['one_minus_r2_to_seed0'])), 4) for l in row['layers']]},"
@@ -118,9 +132,9 @@ def main(argv=None):
           f" ({time.time() - t0:.0f} s)", flush=True)
 
   widths = [r["width"] for r in per_width]
-  summary = {"widths": widths, "dataset": ds.name, "seeds": k, "epochs": args.epochs,
-             "per_layer": []}
-  for layer in range(depth):
+  summary = {"widths": widths, "arch": args.arch, "dataset": ds.name, "seeds": k,
+             "epochs": args.epochs, "per_layer": []}
+  for layer in range(len(per_width[0]["layers"])):
     get = lambda key: [r["layers"][layer][key] for r in per_width]
     summary["per_layer"].append({
         "layer": layer + 1,
@@ -141,7 +155,7 @@ def main(argv=None):
       s = pl[key]
       ax = plots.curve(widths, s["mean"], ax=ax, xlabel="width n", ylabel=ylabel,
                        label=f"layer {pl['layer']}: n^{s['exponent']:.2f}±{s['exponent_se']:.2f}",
-                       title=f"{ds.name}, {k} seeds")
+                       title=f"{args.arch}, {ds.name}, {k} seeds")
     ax.set_xscale("log")
     ax.set_yscale("log")
     plots.save(ax, os.path.join(args.out, f"{key}.png"))
