@@ -21,6 +21,19 @@ _NO_LLVM_OPT = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_LLVM_OPT}".strip()
 
+# Both xdist workers, notebook kernels and script subprocesses compile many
+# of the same programs (shared fixtures, the same models): a compilation
+# cache shared by all of them for this run (the first process to load this
+# file makes it; the others inherit the variable).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rainbow_jax_xla_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 NUM_CPU_DEVICES = 8
 chex.set_n_cpu_devices(NUM_CPU_DEVICES)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -71,7 +71,7 @@ SAVER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("delay", [1.5, 2.3])
+@pytest.mark.parametrize("delay", [1.5, pytest.param(2.3, marks=pytest.mark.slow)])
 def test_kill_during_save_restores_a_complete_checkpoint(tmp_path, delay):
   ckpt = str(tmp_path / "ckpt")
   with subprocess.Popen([sys.executable, "-c", SAVER, ckpt], cwd=ROOT,
