@@ -2,8 +2,9 @@
 
 Commands:
   analyze  the tutorial end to end: train K seeds (one compiled program) of
-           the MLP, CNN, ResNet-20 or learned scattering network — or read your own model's trained seeds
-           (--model FILE.py:FACTORY --checkpoint DIR …) —, stream every layer's
+           the MLP, CNN, ResNet-20 or learned scattering network — or read
+           your own model's trained seeds (--model FILE.py:FACTORY
+           --checkpoint DIR …) —, stream every layer's
            activation covariances of two networks in one pass, spectra against
            Marchenko–Pastur, clipping curves, alignment r², eigenvector
            stability, layer × layer CKA, SVR internal dimensions, S rainbow
@@ -59,6 +60,18 @@ def _tx(args):
   return optax.adam(args.lr)
 
 
+def _init_law(args):
+  """--init of a user's model for the Marchenko–Pastur law: 'flax' (default),
+  'torch' or a variance."""
+  init = args.init or "flax"
+  try:
+    return float(init)
+  except ValueError:
+    if init not in ("flax", "torch"):
+      raise ValueError(f"--init must be flax, torch or a variance, got {init!r}.") from None
+  return init
+
+
 def analyze_report(args) -> dict:
   """Trains K seeds (or reads a user's model and checkpoints), then every
   analysis that applies; writes results.json, report.md/html, figures."""
@@ -75,13 +88,8 @@ def analyze_report(args) -> dict:
   timings = {}
   extra = {"dataset": name, "source": ds.source, "samples": int(len(x))}
   if args.model:
-    init = args.init or "flax"
-    try:
-      init = float(init)
-    except ValueError:
-      if init not in ("flax", "torch"):
-        raise ValueError(f"--init must be flax, torch or a variance, got {init!r}.") from None
-    nets = analyze.user_networks(args.model, args.checkpoint, x, init=init, seed=args.seed)
+    nets = analyze.user_networks(args.model, args.checkpoint, x, init=_init_law(args),
+                                 seed=args.seed)
   else:
     if args.checkpoint:
       raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
@@ -182,19 +190,17 @@ def train_report(args) -> dict:
 def spectra_command(args) -> dict:
   """Per-layer Marchenko–Pastur and power-law report of a user's trained
   network (--model/--checkpoint) or of one seed of --arch trained here."""
+  from flax import linen as nn
+
   from rainbow_jax import analyze, models, network, spectra_report, train
 
   name = _pick_dataset(args.dataset)
   ds = _load(name, args.data_dir)
   x = ds.x_train
   if args.model:
-    init = args.init or "flax"
-    try:
-      init = float(init)
-    except ValueError:
-      pass
-    nets = analyze.user_networks(args.model, args.checkpoint, x[:2], init=init, seed=args.seed)
-    net, variables, law, what = nets.net, nets.variables[0], init, nets.description
+    law = _init_law(args)
+    nets = analyze.user_networks(args.model, args.checkpoint, x[:2], init=law, seed=args.seed)
+    net, variables, what = nets.net, nets.variables[0], nets.description
   else:
     if args.checkpoint:
       raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
@@ -203,7 +209,7 @@ def spectra_command(args) -> dict:
                             epochs=args.epochs)
     variables = train.select(state.variables, 0)
     net = network.from_linen(model, variables, x[:2])
-    law = "torch" if args.arch != "resnet20" else __import__("flax").linen.initializers.he_normal()
+    law = "torch" if args.arch != "resnet20" else nn.initializers.he_normal()
     acc = f", test accuracy {hist.test_accuracy[-1][0]:.2f} %" if args.epochs else ""
     what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}{acc}"
   rows = spectra_report.layer_rows(net, variables, law, seed=args.seed)
