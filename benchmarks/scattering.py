@@ -85,8 +85,8 @@ def load_flax(torch, tnet, variables):
     for j, mix in enumerate(tnet.mix):
       k = np.asarray(p[f"mix_{j}"]["kernel"])[0, 0]  # [C_in·F, C_out]
       mix.weight.copy_(torch.from_numpy(k.T[:, :, None, None].copy()))
-      tnet.norm[j].running_mean.copy_(torch.from_numpy(np.asarray(bs[f"norm_{j}"]["mean"])))
-      tnet.norm[j].running_var.copy_(torch.from_numpy(np.asarray(bs[f"norm_{j}"]["var"])))
+      tnet.norm[j].running_mean.copy_(torch.from_numpy(np.array(bs[f"norm_{j}"]["mean"])))
+      tnet.norm[j].running_var.copy_(torch.from_numpy(np.array(bs[f"norm_{j}"]["var"])))
     w = np.asarray(p[f"dense_{len(tnet.mix)}"]["kernel"])  # [(h, w, C), classes]
     c = tnet.mix[-1].weight.shape[0]
     s = int(round((w.shape[0] / c) ** 0.5))
