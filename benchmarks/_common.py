@@ -34,12 +34,26 @@ def torch_or_none():
   return torch
 
 
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo on Linux; platform's otherwise):
+  machines differ, so every JSON names its CPU."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
   torch = torch_or_none()
   dev = jax.devices()[0]
   return {
       "platform": platform.platform(),
       "processor": platform.processor() or platform.machine(),
+      "cpu_model": cpu_model(),
       "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
       "device_count": jax.device_count(),
       "cpu_count": os.cpu_count(),
