@@ -82,8 +82,8 @@ def layer_matrix(size: int, num_angles: int = 8) -> np.ndarray:
   row-major) → the (size/2)² subsampled positions × (1 + 2L) real outputs
   (low-pass, then the real parts of the L wavelet coefficients, then their
   imaginary parts). Exact periodic filtering (built with FFTs from
-  `filter_bank`); applying it is one large matrix product, which XLA runs
-  near the CPU's matmul peak, where batched tiny FFTs were 5× slower.
+  `filter_bank`); applying it is one large matrix product (a Fashion-MNIST
+  epoch of 2 seeds at L = 8 took 112 s this way, 155 s with batched FFTs).
 
   Returns:
     ``[size², (size/2)² · (1 + 2L)]`` float32.
