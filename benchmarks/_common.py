@@ -122,10 +122,15 @@ def gemm_peak(shapes: list[tuple[int, int, int]], repeats: int = 20) -> dict:
   return out
 
 
-def _once(fn) -> float:
+def seconds(fn) -> tuple[float, Any]:
+  """``(seconds, result)`` of one call, waiting for JAX's asynchronous work."""
   t0 = time.perf_counter()
-  block(fn())
-  return time.perf_counter() - t0
+  out = block(fn())
+  return time.perf_counter() - t0, out
+
+
+def _once(fn) -> float:
+  return seconds(fn)[0]
 
 
 def record(bench, impl, case, seconds, compile_seconds=None, **extra):

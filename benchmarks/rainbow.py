@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -127,13 +126,6 @@ def torch_clip(ref, layer_idx, basis, ranks, x_test, y_test, torch):
 # --------------------------------------------------------------------------
 
 
-def _seconds(fn):
-  t0 = time.perf_counter()
-  out = fn()
-  jax.block_until_ready(out)
-  return time.perf_counter() - t0, out
-
-
 def main(argv=None):
   p = C.parser("rainbow")
   p.set_defaults(repeats=1)
@@ -164,7 +156,7 @@ def main(argv=None):
       tx = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
       txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(xt), (0, 3, 1, 2))))
       tyt = torch.from_numpy(np.asarray(yt).astype(np.int64))
-      t_torch, acc_t = _seconds(lambda: torch_generate(tref, tx, txt, tyt, torch))
+      t_torch, acc_t = C.seconds(lambda: torch_generate(tref, tx, txt, tyt, torch))
       records.append(C.record("rainbow", "pytorch", f"{arch}_generate_1", t_torch, None,
                               accuracy=[acc_t], reference_accuracy=ref_acc,
                               batch=128, train_images=n_train))
@@ -174,8 +166,8 @@ def main(argv=None):
         g = rainbow.generate(jax.random.key(s), net, params, x, num_samples=s,
                              progress=False)
         return np.asarray(evaluate.accuracy(net, g.params, xt, yt, stacked=True))
-      first, acc = _seconds(run)
-      warm, acc = _seconds(run)
+      first, acc = C.seconds(run)
+      warm, acc = C.seconds(run)
       extra = {"accuracy": acc.tolist(), "reference_accuracy": ref_acc, "samples": s,
                "train_images": n_train}
       if torch is not None:
@@ -199,12 +191,12 @@ def main(argv=None):
                                  net.layer_inputs, params=params)
       _, basis = spectra.activation_spectrum(moments.covariance(stats, 1))
       ranks = list(range(1, basis.shape[0] + 1, 64 if a.quick else 1))
-      first, ours = _seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
-      warm, ours = _seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
+      first, ours = C.seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
+      warm, ours = C.seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
       extra = {"ranks": len(ranks), "test_images": n_test}
       if torch is not None:
         tb = torch.from_numpy(np.asarray(basis))
-        t_clip, acc_t = _seconds(lambda: torch_clip(tref, 3, tb, ranks, txt, tyt, torch))
+        t_clip, acc_t = C.seconds(lambda: torch_clip(tref, 3, tb, ranks, txt, tyt, torch))
         extra["max_abs_diff_accuracy_vs_pytorch"] = float(np.max(np.abs(np.asarray(ours)
                                                                        - np.asarray(acc_t))))
         extra["speedup_vs_pytorch"] = t_clip / warm

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -164,12 +163,6 @@ def torch_generate(torch, ref, x, x_test, y_test, batch=1000):
   return torch_accuracy(torch, gen, x_test, y_test)
 
 
-def _seconds(fn):
-  t0 = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  return time.perf_counter() - t0, out
-
-
 def main(argv=None):
   p = C.parser("scattering")
   p.set_defaults(repeats=1)
@@ -192,7 +185,7 @@ def main(argv=None):
     tnet = torch_scattering(torch, x.shape[1:], ds.num_classes, channels)
     tx_t = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
     ty_t = torch.from_numpy(y.astype(np.int64))
-    t_torch, _ = _seconds(lambda: torch_epoch(torch, tnet, tx_t, ty_t))
+    t_torch, _ = C.seconds(lambda: torch_epoch(torch, tnet, tx_t, ty_t))
     acc = torch_accuracy(torch, tnet, torch.from_numpy(np.ascontiguousarray(
         np.transpose(np.array(xt), (0, 3, 1, 2)))), torch.from_numpy(np.array(yt, np.int64)))
     records.append(C.record("scattering", "pytorch", "train_epoch_1", t_torch, None,
@@ -202,8 +195,8 @@ def main(argv=None):
   for k in (1, 4):
     state = train.init(model, tx, list(range(k)), x.shape[1:])
     run = lambda: train.train_epoch(state, xj, yj, model=model, tx=tx, batch_size=128)[0]
-    first, new_state = _seconds(run)
-    warm, new_state = _seconds(run)
+    first, new_state = C.seconds(run)
+    warm, new_state = C.seconds(run)
     acc = np.asarray(train.accuracy(new_state.variables, xt, yt, model=model))
     extra = {"test_accuracy": acc.tolist(), "images": n_train, "seeds": k}
     if torch is not None:
@@ -227,7 +220,7 @@ def main(argv=None):
     txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.array(xt), (0, 3, 1, 2))))
     tyt = torch.from_numpy(np.array(yt, np.int64))
     same = torch_accuracy(torch, tref, txt, tyt)
-    t_gen, acc_t = _seconds(lambda: torch_generate(torch, tref, txa, txt, tyt))
+    t_gen, acc_t = C.seconds(lambda: torch_generate(torch, tref, txa, txt, tyt))
     records.append(C.record("scattering", "pytorch", "generate_1", t_gen, None,
                             accuracy=[acc_t], reference_accuracy=same, align_images=n_align))
     print(f"pytorch: reference {same:.2f} % (ours {ref_acc:.2f} %), 1 rainbow sample"
@@ -237,8 +230,8 @@ def main(argv=None):
       g = rainbow.generate(jax.random.key(s), net, variables, x_align, num_samples=s,
                            progress=False)
       return evaluate.accuracy(net, g.params, xt, yt, stacked=True)
-    first, acc = _seconds(gen)
-    warm, acc = _seconds(gen)
+    first, acc = C.seconds(gen)
+    warm, acc = C.seconds(gen)
     acc = np.asarray(acc)
     extra = {"accuracy": acc.tolist(), "reference_accuracy": ref_acc, "samples": s,
              "align_images": n_align}

@@ -119,9 +119,8 @@ def analyze_report(args) -> dict:
     extra["seeds"] = seeds
     extra["epochs"] = args.epochs
     if not resnet:
-      extra["widths"] = {"mlp": lambda: list(model.dims[1:-1]),
-                         "cnn": lambda: list(model.channels[1:]),
-                         "scattering": lambda: list(model.channels)}[args.arch]()
+      extra["widths"] = list(model.dims[1:-1] if args.arch == "mlp" else
+                             model.channels[1:] if args.arch == "cnn" else model.channels)
   results = analyze.run(
       nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
@@ -212,8 +211,8 @@ def spectra_command(args) -> dict:
     law = "torch" if args.arch != "resnet20" else nn.initializers.he_normal()
     acc = f", test accuracy {hist.test_accuracy[-1][0]:.2f} %" if args.epochs else ""
     what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}{acc}"
-  rows = spectra_report.layer_rows(net, variables, law, seed=args.seed)
-  results = spectra_report.write(rows, net, variables, args.out,
+  rows, fits = spectra_report.layer_rows(net, variables, law, seed=args.seed)
+  results = spectra_report.write(rows, fits, args.out,
                                  title=f"rainbow_jax spectra — {what}",
                                  extra={"dataset": name, "networks": what})
   for r in rows:

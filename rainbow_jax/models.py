@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rainbow_jax import wavelets
+
 Array = jax.Array
 
 
@@ -265,7 +267,6 @@ class ScatteringNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
-    from rainbow_jax import wavelets
     if x.ndim != 4:
       raise ValueError(f"ScatteringNet expects images [B, H, W, C], got {x.shape}.")
     step = 2 ** len(self.channels)

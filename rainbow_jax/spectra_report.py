@@ -16,12 +16,15 @@ import numpy as np
 from rainbow_jax import spectra
 
 
-def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0) -> list[dict]:
+def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0
+               ) -> tuple[list[dict], list[tuple[Any, Any]]]:
   """One dict per weight layer of `net` (a `rainbow_jax.network.Network`)
   with its variables: shape, Marchenko–Pastur edge and learned components
   (`init` as `spectra.layer_law` takes it), power-law fit of its ESD and
-  correlation traps."""
-  rows = []
+  correlation traps; and per layer ``(esd, fit)`` (fit None when the ESD
+  has fewer than 2 eigenvalues above WeightWatcher's threshold), what
+  `write` plots."""
+  rows, fits = [], []
   for j, (name, kernel) in enumerate(zip(net.names, net.kernels(variables))):
     ev, _ = spectra.weight_spectrum(kernel)
     law = spectra.layer_law(kernel, init)
@@ -30,6 +33,7 @@ def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0) -> list[di
            "mp_upper_edge": law.upper,
            "learned_components": int(spectra.learned_components(ev, law)),
            "num_eigenvalues": int(esd.shape[0])}
+    fit = None
     if int(np.sum(np.asarray(esd) > 1e-5)) >= 2:
       fit = spectra.power_law(esd)
       traps, _, _ = spectra.correlation_traps(jax.random.fold_in(jax.random.key(seed), j),
@@ -38,19 +42,19 @@ def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0) -> list[di
                  ks_distance=float(fit.ks_distance), num_tail=int(fit.num_tail),
                  alpha_weighted=float(fit.alpha_weighted), correlation_traps=int(traps))
     rows.append(row)
-  return rows
+    fits.append((esd, fit))
+  return rows, fits
 
 
-def write(rows: list[dict], net: Any, variables: Any, out: str, *, title: str,
+def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str,
           extra: dict | None = None) -> dict:
-  """Writes ``results.json``, ``report.md`` and one PNG per layer to `out`."""
+  """Writes ``results.json``, ``report.md`` and one PNG per layer with a
+  fit to `out` (`rows` and `fits` from `layer_rows`)."""
   from rainbow_jax import plots
   os.makedirs(out, exist_ok=True)
-  for row, kernel in zip(rows, net.kernels(variables)):
-    if "alpha" in row:
-      fit = spectra.power_law(spectra.esd(kernel))
-      ax = plots.power_law(spectra.esd(kernel), fit,
-                           title=f"layer {row['layer']} ({row['name']})")
+  for row, (esd, fit) in zip(rows, fits):
+    if fit is not None:
+      ax = plots.power_law(esd, fit, title=f"layer {row['layer']} ({row['name']})")
       row["figure"] = os.path.basename(
           plots.save(ax, os.path.join(out, f"esd_layer{row['layer']}.png")))
   results = {"command": "spectra", "title": title, "layers": rows, **(extra or {})}

@@ -69,13 +69,6 @@ def filter_bank(size: int, num_angles: int = 8, scale: int = 1) -> np.ndarray:
   return np.stack(out)
 
 
-def _modulus(re: Array, im: Array) -> Array:
-  """√(re² + im²) with gradient 0 (not NaN) where both are 0."""
-  sq = re * re + im * im
-  pos = sq > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1)), 0)
-
-
 @functools.lru_cache(maxsize=16)
 def layer_matrix(size: int, num_angles: int = 8) -> np.ndarray:
   """The fixed layer's linear part as one real matrix: image (``size²``,

@@ -36,7 +36,8 @@ def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
   assert int(got["processes"]) == 2
   x = load_digits().data.astype(np.float32)
   assert int(got["count"]) == len(x) and int(got["local_count"]) == len(x) // 2 + 1
-  y = np.tanh(x @ (np.random.default_rng(0).normal(size=(64, 24)).astype(np.float32) / 8))
+  proj = np.random.default_rng(0).normal(size=(64, 24)).astype(np.float32) / 8  # the worker's
+  y = np.tanh(x @ proj)
   # Against numpy on the whole data (float64).
   np.testing.assert_allclose(got["cov_x"], np.cov(x.astype(np.float64), rowvar=False, bias=True),
                              rtol=1e-5, atol=1e-4)
@@ -45,9 +46,7 @@ def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
   np.testing.assert_allclose(got["second_y"], y.T.astype(np.float64) @ y / len(y), atol=1e-5)
   # Against one process accumulating everything.
   one = moments.accumulate([x[i:i + 100] for i in range(0, len(x), 100)],
-                           lambda b: [b, jnp.tanh(b @ jnp.asarray(
-                               np.random.default_rng(0).normal(size=(64, 24)).astype(
-                                   np.float32) / 8))], cross=[(0, 1)])
+                           lambda b: [b, jnp.tanh(b @ proj)], cross=[(0, 1)])
   np.testing.assert_allclose(got["cka"], similarity.linear_cka_moments(one, 0, 1), rtol=1e-5)
   np.testing.assert_allclose(got["cca"],
                              similarity.cca_moments(one, 0, 1, epsilon=1e-4).coefficients,
