@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -18,12 +19,30 @@ import jax
 import numpy as np
 
 
+SIZES = ("quick", "cpu", "accel")
+
+
 def parser(topic: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=f"rainbow_jax benchmark: {topic}")
-  p.add_argument("--quick", action="store_true", help="tiny cases (CI smoke)")
+  p.add_argument("--size", choices=SIZES, default=None,
+                 help="quick: tiny cases (CI smoke); cpu: a 2-core CPU's cases;"
+                      " accel: GPU/TPU cases (default: accel on an accelerator, else cpu)")
+  p.add_argument("--quick", action="store_true", help="same as --size quick")
   p.add_argument("--out", default=f"results/{topic}.json", help="JSON path")
   p.add_argument("--repeats", type=int, default=5)
   return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+  """Parses `argv`, resolving ``size`` (``--quick`` wins) and setting
+  ``quick``/``accel`` to match."""
+  args = p.parse_args(argv)
+  if args.quick:
+    args.size = "quick"
+  elif args.size is None:
+    args.size = "cpu" if jax.default_backend() == "cpu" else "accel"
+  args.quick, args.accel = args.size == "quick", args.size == "accel"
+  return args
 
 
 def torch_or_none():
@@ -32,6 +51,14 @@ def torch_or_none():
   except ImportError:
     return None
   return torch
+
+
+def torch_device(torch) -> str:
+  """Where the PyTorch peer runs: the GPU when JAX runs on one too (the same
+  device for both sides), else the CPU."""
+  if jax.default_backend() == "gpu" and torch.cuda.is_available():
+    return "cuda"
+  return "cpu"
 
 
 def cpu_model() -> str:
@@ -50,6 +77,7 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
   torch = torch_or_none()
   dev = jax.devices()[0]
+  tdev = None if torch is None else torch_device(torch)
   return {
       "platform": platform.platform(),
       "processor": platform.processor() or platform.machine(),
@@ -61,11 +89,19 @@ def machine() -> dict[str, Any]:
       "numpy": np.__version__,
       "torch": None if torch is None else torch.__version__,
       "torch_threads": None if torch is None else torch.get_num_threads(),
+      "torch_device": None if tdev is None else (
+          torch.cuda.get_device_name() if tdev == "cuda" else "cpu"),
   }
 
 
 def block(x):
-  return jax.block_until_ready(x)
+  """Waits for JAX's asynchronous work and, when PyTorch has used the GPU,
+  for its queued kernels, so a timer measures finished work on both sides."""
+  x = jax.block_until_ready(x)
+  torch = sys.modules.get("torch")
+  if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch.cuda.synchronize()
+  return x
 
 
 def time_fn(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -116,7 +152,8 @@ def gemm_peak(shapes: list[tuple[int, int, int]], repeats: int = 20) -> dict:
     best = min(_once(lambda: f(a, b)) for _ in range(repeats))
     out["xla"] = max(out["xla"], 2 * m * k * n / best / 1e9)
     if torch is not None:
-      ta, tb = torch.ones(m, k), torch.ones(k, n)
+      dev = torch_device(torch)
+      ta, tb = torch.ones(m, k, device=dev), torch.ones(k, n, device=dev)
       best = min(_once(lambda: ta @ tb) for _ in range(repeats))
       out["torch"] = max(out["torch"] or 0.0, 2 * m * k * n / best / 1e9)
   return out

@@ -33,7 +33,7 @@ def torch_accuracy(torch, arch, ds, epochs, seed):
   model.eval()
   xt = torch.from_numpy(np.ascontiguousarray(ds.x_test.transpose(0, 3, 1, 2)))
   with torch.no_grad():
-    pred = model(xt).argmax(-1).numpy()
+    pred = model(xt.to(C.torch_device(torch))).argmax(-1).cpu().numpy()
   return 100.0 * float(np.mean(pred == ds.y_test))
 
 
@@ -42,7 +42,7 @@ def main(argv=None):
   p.add_argument("--seeds", type=int, default=4)
   p.add_argument("--torch-seeds", type=int, default=2)
   p.add_argument("--epochs", type=int, default=5)
-  args = p.parse_args(argv)
+  args = C.parse_args(p, argv)
   name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
   ds = data.load(name)
   if args.quick:

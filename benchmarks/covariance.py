@@ -2,8 +2,10 @@
 
     python benchmarks/covariance.py [--quick] [--out results/covariance.json]
 
-Cases: d ∈ {256, 512, 1024, 2048}, 51 200 samples in batches of 1024. For each
-d it records
+Cases (``--size cpu``): d ∈ {256, 512, 1024, 2048}, 51 200 samples in batches
+of 1024 (``--size accel``: d ∈ {1024, 4096, 8192}, 204 800 samples in batches
+of 4096; the PyTorch loop's batches then live on the GPU). For each d it
+records
   * ``matmul_peak`` — the machine's float32 GEMM rate measured in this run
     (one ``[d, B] @ [B, d]`` product, the kernel every implementation needs);
   * ``rainbow_jax`` ``scan`` — `accumulate_stack` over an on-device stack;
@@ -37,10 +39,12 @@ from rainbow_jax import moments as M
 
 
 def main(argv=None):
-  args = C.parser("covariance").parse_args(argv)
-  dims = [64, 128] if args.quick else [256, 512, 1024, 2048]
-  batch = 256 if args.quick else 1024
-  num_batches = 8 if args.quick else 50
+  args = C.parse_args(C.parser("covariance"), argv)
+  dims, batch, num_batches = {
+      "quick": ([64, 128], 256, 8),
+      "cpu": ([256, 512, 1024, 2048], 1024, 50),
+      "accel": ([1024, 4096, 8192], 4096, 50),
+  }[args.size]
   n = batch * num_batches
   torch = C.torch_or_none()
   records, notes = [], []
@@ -69,18 +73,19 @@ def main(argv=None):
         "host": lambda: M.accumulate(host_batches).m2,
     }
     if torch is not None:
-      tb = [torch.from_numpy(b) for b in host_batches]
+      tb = [torch.from_numpy(b).to(C.torch_device(torch)) for b in host_batches]
 
       def tutorial_loop():  # compute_activation_covariances, one layer
         total, count = 0, 0
         for act in tb:
           total += act.T @ act
           count += act.shape[0]
-        return (total / count).numpy()
+        return total / count
 
       fns["pytorch"] = tutorial_loop
     timed = C.time_interleaved(fns, args.repeats)
     executed = flops * (2 / 3 if d >= 192 else 1)
+    t_torch = timed["pytorch"][1] if "pytorch" in timed else None
     for name, (first, t) in timed.items():
       ours = name != "pytorch"
       records.append(C.record(
@@ -92,6 +97,7 @@ def main(argv=None):
           samples_per_s=n / t, gflops=flops / t / 1e9,
           fraction_of_peak=(executed if ours else flops) / t / 1e9 / best_peak,
           fraction_of_xla_peak=(executed if ours else flops) / t / 1e9 / peaks["xla"],
+          speedup_vs_pytorch=t_torch / t if ours and t_torch else None,
           state_bytes=int(sum(a.nbytes for a in jax.tree_util.tree_leaves(
               M.init(d, compensated=name != "scan_uncompensated"))))
           if ours else None))

@@ -41,7 +41,7 @@ def torch_loop(x, n, depth, c_w, inits, torch):
       h = x
       for l in range(depth):
         fan_in = h.shape[1]
-        layer = torch.nn.Linear(fan_in, n)
+        layer = torch.nn.Linear(fan_in, n, device=x.device)
         torch.nn.init.normal_(layer.weight, std=(c_w / fan_in) ** 0.5)
         torch.nn.init.zeros_(layer.bias)
         h = layer(h)
@@ -57,7 +57,7 @@ def _g2_ratio(z_last, q0, c_w, depth):
 def main(argv=None):
   p = C.parser("ensembles")
   p.set_defaults(repeats=1)
-  a = p.parse_args(argv)
+  a = C.parse_args(p, argv)
   inits, n, depth, c_w, dim = (50, 200, 3, 100.0, 10) if a.quick else (1000, 1000, 3, 100.0, 10)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, dim)).astype(np.float32)
@@ -71,11 +71,10 @@ def main(argv=None):
     t_torch = None
   else:
     torch.manual_seed(0)
-    t0 = time.perf_counter()
-    zt = torch_loop(torch.from_numpy(x), n, depth, c_w, inits, torch)
-    t_torch = time.perf_counter() - t0
+    xt = torch.from_numpy(x).to(C.torch_device(torch))
+    t_torch, zt = C.seconds(lambda: torch_loop(xt, n, depth, c_w, inits, torch))
     records.append(C.record("ensembles", "pytorch_loop", case, t_torch, None,
-                            g2_over_theory=_g2_ratio(zt[-1].numpy(), q0, c_w, depth)))
+                            g2_over_theory=_g2_ratio(zt[-1].cpu().numpy(), q0, c_w, depth)))
     print(f"pytorch loop: {t_torch:.2f} s", flush=True)
   widths = [n] * depth
   runs = [(f"jax_brute_{impl}", "brute", impl) for impl in ("threefry2x32", "rbg", "unsafe_rbg")]

@@ -52,11 +52,11 @@ def torch_model(arch, native, torch):
     for w in native[:-1]:
       layers += [nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=2, bias=False), nn.ReLU()]
     layers += [nn.Flatten(), nn.Linear(native[-1].shape[1], native[-1].shape[0], bias=False)]
-  m = nn.Sequential(*layers)
+  m = nn.Sequential(*layers).to(C.torch_device(torch))
   weighted = [l for l in m if hasattr(l, "weight")]
   with torch.no_grad():
     for l, w in zip(weighted, native):
-      l.weight.copy_(torch.from_numpy(np.asarray(w)))
+      l.weight.copy_(torch.from_numpy(np.asarray(w)).to(l.weight.device))
   return m.eval()
 
 
@@ -94,7 +94,7 @@ def torch_generate(ref, x_train, x_test, y_test, torch, batch=128):
       w = ref[li].weight
       if j < len(idx) - 1:
         u, s, vt = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
-        new = (torch.randn(u.shape) @ (s[:, None] * vt)).reshape(w.shape)
+        new = (torch.randn(u.shape, device=w.device) @ (s[:, None] * vt)).reshape(w.shape)
       else:
         new = w.clone()
       if j > 0:
@@ -129,7 +129,7 @@ def torch_clip(ref, layer_idx, basis, ranks, x_test, y_test, torch):
 def main(argv=None):
   p = C.parser("rainbow")
   p.set_defaults(repeats=1)
-  a = p.parse_args(argv)
+  a = C.parse_args(p, argv)
   torch = C.torch_or_none()
   notes = []
   if torch is None:
@@ -153,9 +153,11 @@ def main(argv=None):
     if torch is not None:
       native = svr.from_flax(net.kernels(params))
       tref = torch_model(arch, native, torch)
-      tx = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
-      txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(xt), (0, 3, 1, 2))))
-      tyt = torch.from_numpy(np.asarray(yt).astype(np.int64))
+      dev = C.torch_device(torch)
+      tx = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).to(dev)
+      txt = torch.from_numpy(np.ascontiguousarray(
+          np.transpose(np.asarray(xt), (0, 3, 1, 2)))).to(dev)
+      tyt = torch.from_numpy(np.asarray(yt).astype(np.int64)).to(dev)
       t_torch, acc_t = C.seconds(lambda: torch_generate(tref, tx, txt, tyt, torch))
       records.append(C.record("rainbow", "pytorch", f"{arch}_generate_1", t_torch, None,
                               accuracy=[acc_t], reference_accuracy=ref_acc,
@@ -195,7 +197,7 @@ def main(argv=None):
       warm, ours = C.seconds(lambda: spectra.clip_sweep(net, params, 1, basis, ranks, xt, yt))
       extra = {"ranks": len(ranks), "test_images": n_test}
       if torch is not None:
-        tb = torch.from_numpy(np.asarray(basis))
+        tb = torch.from_numpy(np.asarray(basis)).to(dev)
         t_clip, acc_t = C.seconds(lambda: torch_clip(tref, 3, tb, ranks, txt, tyt, torch))
         extra["max_abs_diff_accuracy_vs_pytorch"] = float(np.max(np.abs(np.asarray(ours)
                                                                        - np.asarray(acc_t))))

@@ -74,7 +74,7 @@ def torch_scattering(torch, in_shape, classes, channels=CHANNELS, angles=ANGLES)
         x = norm(mix(self.phase(x, getattr(self, f"m{j}"))))
       return self.classifier(x.flatten(1))
 
-  return Net()
+  return Net().to(C.torch_device(torch))
 
 
 def load_flax(torch, tnet, variables):
@@ -97,7 +97,7 @@ def load_flax(torch, tnet, variables):
 def torch_epoch(torch, tnet, x, y, batch=128):
   opt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
   tnet.train()
-  perm = torch.randperm(len(x))
+  perm = torch.randperm(len(x)).to(x.device)
   for i in range(0, len(x), batch):
     idx = perm[i:i + batch]
     opt.zero_grad()
@@ -140,7 +140,8 @@ def torch_generate(torch, ref, x, x_test, y_test, batch=1000):
       w = lr.weight.reshape(lr.weight.shape[0], -1)  # [out, in]
       if j < len(layers) - 1:
         _, s, vt = torch.linalg.svd(w, full_matrices=False)
-        w = torch.randn(w.shape[0], s.shape[0]) @ (s[:, None] * vt) / w.shape[0] ** 0.5
+        w = (torch.randn(w.shape[0], s.shape[0], device=w.device) @ (s[:, None] * vt)
+             / w.shape[0] ** 0.5)
       if a is not None:
         w = w @ a.T  # reads the generated network's input
       lg.weight.copy_(w.reshape(lg.weight.shape))
@@ -166,7 +167,7 @@ def torch_generate(torch, ref, x, x_test, y_test, batch=1000):
 def main(argv=None):
   p = C.parser("scattering")
   p.set_defaults(repeats=1)
-  a = p.parse_args(argv)
+  a = C.parse_args(p, argv)
   torch = C.torch_or_none()
   notes = [] if torch is not None else ["torch is not installed: the PyTorch peer was skipped."]
   name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
@@ -183,11 +184,14 @@ def main(argv=None):
   if torch is not None:
     torch.manual_seed(0)
     tnet = torch_scattering(torch, x.shape[1:], ds.num_classes, channels)
-    tx_t = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
-    ty_t = torch.from_numpy(y.astype(np.int64))
+    dev = C.torch_device(torch)
+    tx_t = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).to(dev)
+    ty_t = torch.from_numpy(y.astype(np.int64)).to(dev)
+    txt = torch.from_numpy(np.ascontiguousarray(
+        np.transpose(np.array(xt), (0, 3, 1, 2)))).to(dev)
+    tyt = torch.from_numpy(np.array(yt, np.int64)).to(dev)
     t_torch, _ = C.seconds(lambda: torch_epoch(torch, tnet, tx_t, ty_t))
-    acc = torch_accuracy(torch, tnet, torch.from_numpy(np.ascontiguousarray(
-        np.transpose(np.array(xt), (0, 3, 1, 2)))), torch.from_numpy(np.array(yt, np.int64)))
+    acc = torch_accuracy(torch, tnet, txt, tyt)
     records.append(C.record("scattering", "pytorch", "train_epoch_1", t_torch, None,
                             test_accuracy=acc, images=n_train))
     print(f"pytorch: one epoch of one seed {t_torch:.1f} s, test accuracy {acc:.2f} %",
@@ -217,8 +221,6 @@ def main(argv=None):
     tref = load_flax(torch, torch_scattering(torch, x.shape[1:], ds.num_classes, channels),
                      variables)
     txa = tx_t[:n_align]
-    txt = torch.from_numpy(np.ascontiguousarray(np.transpose(np.array(xt), (0, 3, 1, 2))))
-    tyt = torch.from_numpy(np.array(yt, np.int64))
     same = torch_accuracy(torch, tref, txt, tyt)
     t_gen, acc_t = C.seconds(lambda: torch_generate(torch, tref, txa, txt, tyt))
     records.append(C.record("scattering", "pytorch", "generate_1", t_gen, None,

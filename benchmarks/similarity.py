@@ -60,7 +60,7 @@ def _median_seconds(fn, repeats):
 def main(argv=None):
   p = C.parser("similarity")
   p.set_defaults(repeats=3)
-  args = p.parse_args(argv)
+  args = C.parse_args(p, argv)
   cases = [(32, 600), (64, 2000)] if args.quick else [(500, 10_000), (2048, 50_000)]
   rng = np.random.default_rng(0)
   records = []

@@ -32,7 +32,7 @@ from rainbow_jax import spectra
 def main(argv=None):
   p = C.parser("spectra")
   p.set_defaults(repeats=3)
-  a = p.parse_args(argv)
+  a = C.parse_args(p, argv)
   torch = C.torch_or_none()
   try:
     import weightwatcher as ww
@@ -42,8 +42,10 @@ def main(argv=None):
   notes = []
   if ww is None or torch is None:
     notes.append("weightwatcher or torch is not installed: the peer was skipped.")
-  shapes = ([(128, 196), (3, 3, 16, 32)] if a.quick else
-            [(784, 512), (1024, 1024), (2048, 2048), (1024, 4096), (3, 3, 256, 256)])
+  shapes = {"quick": [(128, 196), (3, 3, 16, 32)],
+            "cpu": [(784, 512), (1024, 1024), (2048, 2048), (1024, 4096), (3, 3, 256, 256)],
+            "accel": [(784, 512), (2048, 2048), (1024, 4096), (4096, 4096),
+                      (3, 3, 256, 256)]}[a.size]
   rng = np.random.default_rng(0)
   records = []
   for shape in shapes:
