@@ -729,6 +729,21 @@ def accumulate(
   return check(state)
 
 
+def _default_group(state: Moments, rows: int) -> int:
+  """Batches per scan step: wide maps fold several batches into one update.
+
+  Each update costs a few elementwise passes over every ``[d, d]``
+  accumulator (Chan's correction, Kahan terms) besides its GEMM. For
+  d ≥ 2048 those passes are a fifth of the time of a 1 024-row batch on a
+  2-core CPU; grouping ≈ 2.5·d rows per update measured 2.07 → 1.69 s for
+  51 200 samples at d = 2048, while for d ≤ 1024 grouping was no faster.
+  """
+  d = max(state.dims)
+  if d < 2048 or rows <= 0:
+    return 1
+  return max(1, -(-5 * d // (2 * rows)))
+
+
 def accumulate_stack(
     batches: Any,
     fn: Callable | None = None,
@@ -738,6 +753,7 @@ def accumulate_stack(
     names: Sequence[str] | None = None,
     state: Moments | None = None,
     dtype: Any = jnp.float32,
+    group: int | None = None,
 ) -> Moments:
   """Accumulates statistics over an on-device stack of batches with `lax.scan`.
 
@@ -749,20 +765,47 @@ def accumulate_stack(
     fn: maps one batch to its feature map(s); default: identity.
     mask: optional ``[num_batches, B]`` bool of valid examples.
     cross, names, state, dtype: as in `accumulate`.
+    group: batches folded into one update (``fn`` is vmapped over them and
+      their rows concatenated); default: 1, or ≈ 2.5·d rows for maps of
+      d ≥ 2048 features (see `_default_group`). Batches that do not fill a
+      last group are folded one by one. The result is the same up to
+      float rounding.
 
   Returns:
     The statistics after all batches.
   """
   fn = _features_fn(fn)
+  leaves = jax.tree_util.tree_leaves(batches)
+  if not leaves or leaves[0].ndim < 2:
+    raise ValueError("batches must be a stack [num_batches, B, ...] (or a pytree of them).")
+  num, rows = leaves[0].shape[:2]
   if state is None:
     example = jax.tree_util.tree_map(lambda x: x[0], batches)
     state = init_for(fn, example, cross=cross, names=names, dtype=dtype)
+  group = _default_group(state, rows) if group is None else int(group)
+  if group < 1:
+    raise ValueError(f"group must be a positive number of batches, got {group}.")
+  if mask is None:
+    mask = jnp.ones((num, rows), bool)
 
   def body(s, xs):
     batch, m = xs
     return update(s, fn(batch), mask=m), None
 
-  state, _ = lax.scan(body, state, (batches, mask))
+  def grouped_body(s, xs):
+    batch, m = xs  # leaves [group, B, ...]
+    feats = _as_list(jax.vmap(fn)(batch))
+    feats = [f.reshape((-1,) + f.shape[2:]) for f in feats]
+    return update(s, feats, mask=m.reshape(-1)), None
+
+  full = (num // group) * group if group > 1 else 0
+  if full:
+    lead = lambda x: x[:full].reshape((full // group, group) + x.shape[1:])
+    state, _ = lax.scan(grouped_body, state,
+                        jax.tree_util.tree_map(lead, (batches, mask)))
+  if full < num:
+    rest = jax.tree_util.tree_map(lambda x: x[full:], (batches, mask))
+    state, _ = lax.scan(body, state, rest)
   return state
 
 

@@ -70,6 +70,27 @@ def test_scan_with_mask_equals_host_driver(rng):
                  np.cov(kept.T, bias=True)) < RTOL[np.dtype(np.float32)]
 
 
+def test_grouped_scan_equals_numpy(rng):
+  """Several batches per update (``group``), with a remainder, a mask and an
+  NHWC map from ``fn``, give numpy's statistics of the kept examples."""
+  x = rng.normal(size=(7, 5, 2, 2, 3)).astype(np.float32) + 3.0
+  mask = np.ones((7, 5), bool)
+  mask[2, 1:3] = mask[6, 4] = False
+  fn = lambda b: [b, jnp.tanh(b[:, 0, 0, :])]
+  kept = x[mask]  # [examples, 2, 2, 3]
+  want = [kept.reshape(-1, 3).astype(np.float64),
+          np.tanh(kept[:, 0, 0, :].astype(np.float64))]
+  for group in (1, 3, 7):
+    s = jax.jit(M.accumulate_stack, static_argnums=1, static_argnames="group")(
+        jnp.asarray(x), fn, mask=jnp.asarray(mask), group=group)
+    for i, w in enumerate(want):
+      assert int(s.count[i]) == len(w)
+      assert rel_err(M.covariance(s, i, centered=True), np.cov(w.T, bias=True)) < 1e-5
+      assert rel_err(M.mean(s, i), w.mean(0)) < 1e-6
+  with pytest.raises(ValueError, match="group"):
+    M.accumulate_stack(jnp.asarray(x), fn, group=0)
+
+
 def test_conv_maps_fold_space_into_batch(rng):
   a = rng.normal(size=(5, 4, 3, 7)).astype(np.float32)
   s = M.accumulate([a[:3], a[3:]])
