@@ -15,6 +15,11 @@ Cases (neurons × datapoints, two layers of that width): 500 × 10 000 and
     google/svcca is (numpy neurons × datapoints in, numpy out: transfers,
     transposes and its dict included). float32 activations are computed in
     float32 (float64 ones would run in float64).
+Then the local and RSA measures: `neighbors.mutual_knn` vs scikit-learn's
+exact cosine neighbour search (5 000 datapoints), `rsa.compare` vs rsatoolbox
+(RDMs of 3 000 conditions, corr and whitened cosine), and ours alone at
+50 000 datapoints (mutual k-NN, CKNNA, whitened-cosine RSA), which neither
+peer can hold in memory as it stores n × n matrices.
 Each record carries the agreement with the numpy result (max |Δ| over the
 coefficients; |Δ| of the scalar), so a speed-up is only counted with its
 accuracy.
@@ -91,6 +96,9 @@ def main(argv=None):
             "numpy": lambda: ref.pwcca(r1, r2, signs=False)[0],
             "rainbow_jax": lambda: jit_pwcca(x, y),
             "rainbow_jax_compat": lambda: compat.compute_pwcca(acts1, acts2)[0],
+            # The native pwcca orients canonical directions (the reference's
+            # fix_signs) before adding back the means; compat does not.
+            "reference_rainbow_jax": lambda: ref.pwcca(r1, r2, signs=True)[0],
         },
         "linear_cka": {
             "numpy": lambda: numpy_linear_cka(r1, r2),
@@ -106,12 +114,78 @@ def main(argv=None):
         if impl not in impls:
           continue
         first, t = C.time_fn(impls[impl], args.repeats)
-        got = np.asarray(impls[impl]()).ravel()[: want.size]
-        err = float(np.max(np.abs(got.astype(np.float64) - want)))
+        target = np.asarray(impls[f"reference_{impl}"]()) if f"reference_{impl}" in impls \
+            else want
+        got = np.asarray(impls[impl]()).ravel()[: target.size]
+        err = float(np.max(np.abs(got.astype(np.float64) - target)))
         records.append(C.record(bench, impl, case, t, first - t, dtype="float32",
                                 max_abs_diff_vs_numpy=err, speedup_vs_numpy=t_ref / t))
         print(bench, case, f"{impl} {t:.3f}s  x{t_ref / t:.1f}  |Δ| {err:.1e}")
+  local_and_rsa(args, rng, records)
   C.write(args.out, records)
+
+
+def local_and_rsa(args, rng, records):
+  """Mutual k-NN vs scikit-learn's exact neighbour search (what the reference
+  pipelines call), and RDM comparison vs rsatoolbox, on the same data; then
+  ours alone at n = 50 000 datapoints, where both peers would hold n × n
+  matrices (10 GB each in float32)."""
+  from rainbow_jax import neighbors, rsa
+  try:
+    import rsatoolbox
+    from sklearn.neighbors import NearestNeighbors
+  except ImportError:
+    print("rsatoolbox or scikit-learn missing: local/RSA peers skipped")
+    return
+  n, d, k = (500, 32, 10) if args.quick else (5000, 256, 10)
+  z = rng.normal(size=(n, d)).astype(np.float32)
+  a = np.maximum(z @ rng.normal(size=(d, d)).astype(np.float32), 0) + 1e-3
+  b = np.maximum(z @ rng.normal(size=(d, d)).astype(np.float32), 0) + 1e-3
+
+  def sk_mknn():
+    nn = [NearestNeighbors(n_neighbors=k, metric="cosine").fit(v).kneighbors(
+        return_distance=False) for v in (a, b)]
+    return np.mean([len(set(p) & set(q)) for p, q in zip(*nn)]) / k
+
+  mk = jax.jit(lambda x, y: neighbors.mutual_knn(x, y, k))
+  aj, bj = jnp.asarray(a), jnp.asarray(b)
+  t_ref, want = _median_seconds(sk_mknn, args.repeats)
+  first, t = C.time_fn(lambda: mk(aj, bj), args.repeats)
+  case = {"datapoints": n, "neurons": d, "k": k}
+  records.append(C.record("mutual_knn", "sklearn", case, t_ref, None))
+  records.append(C.record("mutual_knn", "rainbow_jax", case, t, first - t,
+                          abs_diff_vs_sklearn=abs(float(mk(aj, bj)) - want),
+                          speedup_vs_sklearn=t_ref / t))
+  print("mutual_knn", case, f"sklearn {t_ref:.3f}s  ours {t:.3f}s  x{t_ref / t:.1f}")
+
+  m = 300 if args.quick else 3000
+  for method in ("corr", "cosine_cov"):
+    def theirs(method=method):
+      rdms = [rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(v[:m].astype(np.float64)),
+                                      method="euclidean") for v in (a, b)]
+      return rsatoolbox.rdm.compare(*rdms, method=method)[0, 0]
+    ours = lambda method=method: rsa.compare(aj[:m], bj[:m], method=method)
+    t_ref, want = _median_seconds(theirs, args.repeats)
+    first, t = C.time_fn(ours, args.repeats)
+    case = {"conditions": m, "neurons": d, "rdm": "euclidean", "method": method}
+    records.append(C.record("rsa_compare", "rsatoolbox", case, t_ref, None))
+    records.append(C.record("rsa_compare", "rainbow_jax", case, t, first - t,
+                            abs_diff_vs_rsatoolbox=abs(float(ours()) - want),
+                            speedup_vs_rsatoolbox=t_ref / t))
+    print("rsa", case, f"rsatoolbox {t_ref:.3f}s  ours {t:.3f}s  x{t_ref / t:.1f}")
+
+  big = 2000 if args.quick else 50_000
+  zb = jnp.asarray(rng.normal(size=(big, d)).astype(np.float32))
+  xb = jnp.maximum(zb @ jnp.asarray(rng.normal(size=(d, d)), jnp.float32), 0)
+  yb = jnp.maximum(zb @ jnp.asarray(rng.normal(size=(d, d)), jnp.float32), 0)
+  for bench, fn in (("mutual_knn", lambda: neighbors.mutual_knn(xb, yb, k)),
+                    ("cknna", lambda: neighbors.cknna(xb, yb, k)),
+                    ("rsa_compare", lambda: rsa.compare(xb, yb, method="cosine_cov",
+                                                        block=512))):
+    t, value = C.seconds(fn)
+    records.append(C.record(bench, "rainbow_jax", {"datapoints": big, "neurons": d},
+                            t, None, value=float(value), peer="none (n × n matrices)"))
+    print(bench, big, f"ours {t:.1f}s value {float(value):.4f}", flush=True)
 
 
 if __name__ == "__main__":
