@@ -54,7 +54,7 @@ def main(argv=None):
   for d in dims:
     case = {"d": d, "samples": n, "batch": batch}
     flops = 2.0 * n * d * d
-    x = rng.normal(size=(num_batches, batch, d)).astype(np.float32)
+    x = rng.standard_normal(size=(num_batches, batch, d), dtype=np.float32)
 
     # Machine peak: the GEMM every implementation needs ([d, B] @ [B, d]),
     # best of XLA's and torch's kernels in this run.

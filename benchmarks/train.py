@@ -91,7 +91,7 @@ def main(argv=None):
   p = C.parser("train")
   args = C.parse_args(p, argv)
   samples, ks, repeats = {"quick": (1280, [1, 2], 1), "cpu": (12800, [1, 2, 4, 8], args.repeats),
-                           "accel": (60000, [1, 2, 8, 32], 2)}[args.size]
+                           "accel": (60000, [1, 32], 2)}[args.size]
   archs = ["mlp", "cnn"]
   torch = C.torch_or_none()
   notes = []

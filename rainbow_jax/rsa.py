@@ -176,8 +176,10 @@ def _compare(x: Array, y: Array, *, rdm1: str, rdm2: str, method: str, block: in
   # cosine_cov: ⟨H D₁ H, H D₂ H⟩ = ΣD₁∘D₂ − (2/n) r₁·r₂ + (ΣD₁)(ΣD₂)/n², D symmetric.
   r1, r2 = r1.ravel(), r2.ravel()  # row sums over the full matrix (padding is 0)
 
+  nf = float(n)  # a Python float: n² overflows int32 from n = 46 341
+
   def inner(sab, ra, rb):
-    return 2 * sab - 2 * jnp.dot(ra, rb, precision=_HP) / n + jnp.sum(ra) * jnp.sum(rb) / n**2
+    return 2 * sab - 2 * jnp.dot(ra, rb, precision=_HP) / nf + jnp.sum(ra) * jnp.sum(rb) / nf**2
 
   return inner(s12, r1, r2) / jnp.sqrt(inner(s11, r1, r1) * inner(s22, r2, r2))
 
