@@ -9,8 +9,9 @@ from rainbow_jax import rsa
 
 rsatoolbox = pytest.importorskip("rsatoolbox")
 
-# rsatoolbox 0.3.2 casts a NaN descriptor to int when it builds crossnobis RDMs.
-pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+# rsatoolbox 0.3.2 computes with NaN placeholders (np.nan * np.empty, NaN cast
+# to int) while it builds crossnobis RDMs.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
 
 @pytest.fixture(scope="module")

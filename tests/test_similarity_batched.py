@@ -103,7 +103,7 @@ def test_pairwise_equals_pair_by_pair(rng, measure):
   kw = dict(epsilon=1e-6, keep=3 if measure == "svcca" else None)
   mat = np.asarray(S.pairwise(xs, ys, measure=measure, **kw))
   assert mat.shape == (3, 2)
-  for i, j in ((0, 0), (1, 1), (2, 0)):  # every width; each pair compiles
+  for i, j in ((0, 0), (2, 1)):  # both of y's widths, two of x's; each pair compiles
     assert mat[i, j] == pytest.approx(float(DIRECT[measure](xs[i], ys[j])), abs=2e-5), (i, j)
   # Streamed: all pairs from one pass of moments.
   state = M.accumulate([tuple(a[k:k + 128] for a in xs + ys) for k in range(0, 400, 128)],
