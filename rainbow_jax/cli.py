@@ -15,6 +15,9 @@ Commands:
   spectra  per weight layer: learned components above the Marchenko–Pastur
            edge, WeightWatcher's power-law α of the spectral density, x_min,
            KS distance, α-weighted, correlation traps; report and figures.
+  compare  layer × layer similarity of two or more networks (linear CKA,
+           mutual k-NN, RSA), each with its z-score against shuffled images;
+           report and heat maps.
 """
 
 from __future__ import annotations
@@ -225,6 +228,46 @@ def spectra_command(args) -> dict:
   return results
 
 
+def compare_command(args) -> dict:
+  """Layer × layer similarity (CKA, mutual k-NN, RSA) with null z-scores of a
+  user's networks (--model/--checkpoint, two or more) or of K seeds of
+  --arch trained here."""
+  from rainbow_jax import analyze, compare_report, models, network, train
+
+  name = _pick_dataset(args.dataset)
+  ds = _load(name, args.data_dir)
+  if args.model:
+    nets = analyze.user_networks(args.model, args.checkpoint, ds.x_train[:2],
+                                 seed=args.seed)
+    net, variables, labels, what = nets.net, nets.variables, nets.labels, nets.description
+  else:
+    if args.checkpoint:
+      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
+    model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes, widths=args.widths)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    state, _ = train.fit(model, ds.x_train, ds.y_train, seeds=seeds, epochs=args.epochs)
+    variables = [train.select(state.variables, i) for i in range(len(seeds))]
+    net = network.from_linen(model, variables[0], ds.x_train[:2])
+    labels = [f"seed {s}" for s in seeds]
+    what = f"{args.arch.upper()}, seeds {seeds}, {args.epochs} epoch(s) on {name}"
+  if len(variables) < 2:
+    raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
+  x = ds.x_test[: args.samples]
+  reps = [compare_report.representations(net, v, x) for v in variables]
+  rows = compare_report.compare(reps, labels, measures=args.measures, k=args.k,
+                                null_samples=args.null, seed=args.seed)
+  layer_names = [f"in {n}" for n in net.names[1:]]
+  results = compare_report.write(rows, layer_names, args.out,
+                                 title=f"rainbow_jax compare — {what}",
+                                 extra={"dataset": name, "networks": what, "images": len(x)})
+  for r in rows:
+    diag = [f"{r['value'][i][i]:.3f} (z {r['zscore'][i][i]:.0f})"
+            for i in range(min(len(r["value"]), len(r["value"][0])))]
+    print(f"{r['measure']} {r['a']} vs {r['b']}, matched layers: {', '.join(diag)}")
+  print(f"wrote {args.out}/report.md, results.json and {len(rows)} heat map(s)")
+  return results
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="rainbow-jax", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,6 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
   sp.add_argument("--seed", type=int, default=0)
   sp.add_argument("--out", default="reports/spectra")
   sp.set_defaults(run=spectra_command)
+
+  cp = sub.add_parser("compare", help="layer × layer similarity of two or more networks"
+                      " (CKA, mutual k-NN, RSA) with z-scores against shuffled images")
+  cp.add_argument("--dataset", default="auto", help="its test images are compared on")
+  cp.add_argument("--data-dir", default=None)
+  cp.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                  help="your linen model; its networks come from --checkpoint")
+  cp.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                  help="trained variables (orbax directory or .msgpack), repeat for each"
+                       " network; a checkpoint of K stacked seeds counts K")
+  cp.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"],
+                  help="without --model: train --seeds networks of this architecture here")
+  cp.add_argument("--widths", type=int, nargs="+", default=None)
+  cp.add_argument("--seeds", type=int, default=2)
+  cp.add_argument("--epochs", type=int, default=3)
+  cp.add_argument("--seed", type=int, default=0, help="first seed (and of the shuffles)")
+  cp.add_argument("--samples", type=int, default=1000, help="test images compared on")
+  cp.add_argument("--measures", nargs="+", default=list(("linear_cka", "mutual_knn", "rsa")),
+                  choices=["linear_cka", "mutual_knn", "rsa"])
+  cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
+  cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
+  cp.add_argument("--out", default="reports/compare")
+  cp.set_defaults(run=compare_command)
   return p
 
 
