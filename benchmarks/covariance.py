@@ -8,7 +8,9 @@ of 4096; the PyTorch loop's batches then live on the GPU). For each d it
 records
   * ``matmul_peak`` — the machine's float32 GEMM rate measured in this run
     (one ``[d, B] @ [B, d]`` product, the kernel every implementation needs);
-  * ``rainbow_jax`` ``scan`` — `accumulate_stack` over an on-device stack;
+  * ``rainbow_jax`` ``scan`` — `accumulate_stack` over an on-device stack
+    (its default ``group``: one update per batch, or per ≈ 2.5·d rows for
+    d ≥ 2048);
   * the same without Kahan compensation (``compensated: false``), the cost of
     the extra accuracy;
   * ``rainbow_jax`` ``host`` — `accumulate` over a host iterator of numpy

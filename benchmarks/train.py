@@ -7,16 +7,18 @@ Fashion-MNIST-shaped data (the real images when installed), one epoch over
 ``samples`` images (12 800; 60 000 with ``--size accel``, where K also reaches
 32) in batches of 128 with SGD + momentum:
 
-* ``rainbow_jax`` ``vmapped`` — K ∈ {1, 2, 4, 8} seeds as one program
+* ``rainbow_jax`` ``vmapped`` — K ∈ {1, 2, 4, 8} seeds ({1, 32} with
+  ``--size accel``) as one program
   (`train.train_epoch`, ``seed_axis='vmap'``);
 * ``rainbow_jax`` ``mapped`` — the same program with ``seed_axis='map'``
   (`lax.map` over seeds, the CPU default of ``'auto'``);
 * ``rainbow_jax`` ``sequential`` — K single-seed epochs one after another;
 * ``pytorch`` — the tutorial's training loop (``one_epoch``: forward,
   cross-entropy, backward, SGD step per batch) for one seed, on the device
-  JAX uses (torch 2.13.0 CPU here), data already in device memory as tensors (the tutorial's DataLoader with
-  per-item transforms would be slower); measured for K = 1 and 2, and for
-  K = 4, 8 extrapolated as K × the faster measured per-seed time.
+  JAX uses (torch 2.13.0 CPU here), data already in device memory as tensors
+  (the tutorial's DataLoader with per-item transforms would be slower);
+  measured for K = 1 and 2, and for larger K extrapolated as K × the faster
+  measured per-seed time.
 * ``matmul_peak`` — the best float32 GEMM rate of this machine (XLA's and
   torch's kernels), same run.
 
