@@ -18,6 +18,9 @@ Commands:
   compare  layer × layer similarity of two or more networks (linear CKA,
            mutual k-NN, RSA), each with its z-score against shuffled images;
            report and heat maps.
+  svr      the Singular Value Representation graph of a network's weights:
+           internal dimensions, significant edges, a figure and an
+           interactive HTML graph (hover for singular values and p-values).
 """
 
 from __future__ import annotations
@@ -268,6 +271,39 @@ def compare_command(args) -> dict:
   return results
 
 
+def svr_command(args) -> dict:
+  """SVR graph of a user's network (--model/--checkpoint, the first network)
+  or of one seed of --arch trained here: report, figure, interactive HTML."""
+  from rainbow_jax import analyze, models, network, svr_report, train
+
+  name = _pick_dataset(args.dataset)
+  ds = _load(name, args.data_dir)
+  x = ds.x_train
+  if args.model:
+    nets = analyze.user_networks(args.model, args.checkpoint, x[:2], seed=args.seed)
+    net, variables, what = nets.net, nets.variables[0], nets.description
+  else:
+    if args.checkpoint:
+      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
+    model = models.make(args.arch, x.shape[1:], ds.num_classes, widths=args.widths)
+    state, _ = train.fit(model, x, ds.y_train, seeds=[args.seed], epochs=args.epochs)
+    variables = train.select(state.variables, 0)
+    net = network.from_linen(model, variables, x[:2])
+    what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}"
+  graphs = svr_report.chain_graphs(net, variables, x[:2], alpha=args.alpha, fdr=args.fdr)
+  if not graphs:
+    raise ValueError("no two consecutive weight layers form a chain: there is no SVR graph.")
+  results = svr_report.write(graphs, net.names, args.out, title=f"rainbow_jax SVR — {what}",
+                             extra={"dataset": name, "networks": what, "alpha": args.alpha,
+                                    "fdr": args.fdr})
+  for chain in results["chains"]:
+    for r in chain["edge_layers"]:
+      print(f"{r['from']} → {r['to']}: internal dims {tuple(r['internal_dims'])},"
+            f" {r['significant_edges']} significant edges of {r['edges']}")
+  print(f"wrote {args.out}/report.md, results.json and per chain a PNG and an HTML graph")
+  return results
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="rainbow-jax", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -383,6 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
   cp.add_argument("--out", default="reports/compare")
   cp.set_defaults(run=compare_command)
+
+  sv = sub.add_parser("svr", help="Singular Value Representation graph of a network's"
+                      " weights: report, figure and interactive HTML")
+  sv.add_argument("--dataset", default="auto", help="for the input shape (and training)")
+  sv.add_argument("--data-dir", default=None)
+  sv.add_argument("--model", default=None, metavar="FILE.py:FACTORY")
+  sv.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                  help="trained variables; the first network is drawn")
+  sv.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"])
+  sv.add_argument("--widths", type=int, nargs="+", default=None)
+  sv.add_argument("--epochs", type=int, default=5)
+  sv.add_argument("--seed", type=int, default=0)
+  sv.add_argument("--alpha", type=float, default=0.15,
+                  help="an edge is significant when its p-value is below this")
+  sv.add_argument("--fdr", type=float, default=None,
+                  help="Benjamini–Hochberg at this false-discovery rate instead")
+  sv.add_argument("--out", default="reports/svr")
+  sv.set_defaults(run=svr_command)
   return p
 
 

@@ -1,0 +1,136 @@
+"""`rainbow-jax svr`: the Singular Value Representation of a network's weights,
+as a report, a figure and an interactive HTML graph.
+
+The SVR (Meller & Berkouk, 2023) draws every layer's spectral neurons (its
+singular vectors) as vertices and links spectral neurons of consecutive
+layers by how strongly one reads the other; edges whose weight is unlikely
+under random weights are significant. The HTML graph is self-contained SVG:
+hovering a vertex shows its singular value, an edge its weight and p-value
+(no JavaScript, no network access).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from rainbow_jax import svr
+
+
+def chain_graphs(net: Any, variables: Any, x: Any, *, alpha: float = 0.15,
+                 fdr: float | None = None) -> list[tuple[list[int], Any]]:
+  """The SVR along each chain of consecutive weight layers of `net` (a
+  `rainbow_jax.network.Network`; a residual network has one per block):
+  ``[(layer indices, svr.SVR)]``, chains of one layer left out."""
+  kernels = net.kernels(variables)
+  out = []
+  for chain in net.chains(variables, x):
+    if len(chain) >= 2:
+      out.append((list(chain), svr.svr(svr.from_flax([kernels[j] for j in chain]),
+                                       alpha=alpha, fdr=fdr)))
+  return out
+
+
+def html_graph(result: Any, names: Sequence[str], *, title: str = "",
+               max_vertices: int = 64) -> str:
+  """A self-contained HTML page drawing `result` (an `svr.SVR`) as SVG.
+
+  Columns are layers, vertices their spectral neurons in order of singular
+  value (the largest at the top; at most `max_vertices` per layer, the rest
+  summarised), vertex area ∝ singular value, significant edges drawn with
+  opacity ∝ weight. Hover: σ of a vertex; weight and p-value of an edge.
+  """
+  esc = html.escape
+  sv = [np.asarray(sp.s, np.float64) for sp in result.spectra]
+  shown = [min(len(s), max_vertices) for s in sv]
+  dx, dy, top, left = 220, 14, 60, 80
+  width = left * 2 + dx * (len(sv) - 1)
+  height = top + dy * max(shown) + 60
+  pos = lambda i, k: (left + dx * i, top + dy * k)
+  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+           ' font-family="sans-serif" font-size="11">']
+  for i, (a, m) in enumerate(zip(result.adjacency, result.significant)):
+    a, m = np.asarray(a), np.asarray(m)
+    p = None if result.pvalues[i] is None else np.asarray(result.pvalues[i])
+    peak = max(float(a[m].max()) if m.any() else 0.0, 1e-12)
+    tgt, src = np.nonzero(m)
+    for t, s in zip(tgt, src):
+      if s >= shown[i] or t >= shown[i + 1]:
+        continue
+      (x1, y1), (x2, y2) = pos(i, s), pos(i + 1, t)
+      pv = "" if p is None else f", p = {p[t, s]:.2e}"
+      parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#333"'
+                   f' stroke-width="1.2" stroke-opacity="{0.15 + 0.85 * a[t, s] / peak:.3f}">'
+                   f'<title>{esc(names[i])} #{s} → {esc(names[i + 1])} #{t}: weight'
+                   f' {a[t, s]:.4f}{pv}</title></line>')
+  for i, s in enumerate(sv):
+    smax = max(float(s.max()), 1e-12)
+    x0, _ = pos(i, 0)
+    dims = "" if i >= len(result.internal_dims) else (
+        f" · internal dims → next: {result.internal_dims[i][1]}")
+    parts.append(f'<text x="{x0}" y="{top - 30}" text-anchor="middle" font-weight="bold">'
+                 f'{esc(names[i])}</text><text x="{x0}" y="{top - 16}" text-anchor="middle">'
+                 f'{len(s)} spectral neurons{esc(dims)}</text>')
+    for k in range(shown[i]):
+      x, y = pos(i, k)
+      r = 1.5 + 4.5 * np.sqrt(s[k] / smax)
+      parts.append(f'<circle cx="{x}" cy="{y}" r="{r:.2f}" fill="#2b6cb0">'
+                   f'<title>{esc(names[i])} spectral neuron #{k}: σ = {s[k]:.4g}</title>'
+                   '</circle>')
+    if len(s) > shown[i]:
+      x, y = pos(i, shown[i])
+      parts.append(f'<text x="{x}" y="{y + 4}" text-anchor="middle">… {len(s) - shown[i]}'
+                   ' more</text>')
+  parts.append("</svg>")
+  return (f"<!doctype html><meta charset='utf-8'><title>{esc(title)}</title>"
+          f"<h2>{esc(title)}</h2><p>Hover a vertex for its singular value, an edge for its"
+          " weight and p-value. Only significant edges are drawn.</p>" + "".join(parts))
+
+
+def write(graphs: list[tuple[list[int], Any]], names: Sequence[str], out: str, *,
+          title: str, extra: dict | None = None) -> dict:
+  """results.json, report.md, and per chain a PNG and an HTML graph in `out`."""
+  from rainbow_jax import plots
+  os.makedirs(out, exist_ok=True)
+  md = [f"# {title}", "",
+        "Per chain of consecutive weight layers: each edge layer's internal dimensions"
+        " (d_out, d_in: spectral neurons of each side with a significant edge) and its"
+        " number of significant edges. Open the HTML graph to hover vertices and edges.",
+        ""]
+  chains = []
+  for c, (layers, res) in enumerate(graphs):
+    chain_names = [names[j] for j in layers]
+    page = os.path.join(out, f"svr_chain{c}.html")
+    with open(page, "w") as f:
+      f.write(html_graph(res, chain_names, title=f"{title} — chain {c}"))
+    png = plots.save(plots.svr_graph(res, title=" → ".join(chain_names)),
+                     os.path.join(out, f"svr_chain{c}.png"))
+    edge_rows = []
+    for i in range(len(layers) - 1):
+      edge_rows.append({"from": chain_names[i], "to": chain_names[i + 1],
+                        "internal_dims": list(res.internal_dims[i]),
+                        "significant_edges": int(np.sum(np.asarray(res.significant[i]))),
+                        "edges": int(np.asarray(res.significant[i]).size)})
+    chains.append({"layers": [j + 1 for j in layers], "names": chain_names,
+                   "edge_layers": edge_rows, "html": os.path.basename(page),
+                   "figure": os.path.basename(png)})
+    md += [f"## Chain {c}: {' → '.join(chain_names)}", "",
+           "| from | to | internal dims (d_out, d_in) | significant edges |",
+           "| --- | --- | --- | --- |"]
+    md += [f"| {r['from']} | {r['to']} | {tuple(r['internal_dims'])} |"
+           f" {r['significant_edges']} of {r['edges']} |" for r in edge_rows]
+    md += ["", f"![chain {c}]({os.path.basename(png)})",
+           f"[interactive graph]({os.path.basename(page)})", ""]
+  results = {"command": "svr", "title": title, "chains": chains, **(extra or {})}
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write("\n".join(md) + "\n")
+  return results
+
+
+__all__ = ["chain_graphs", "html_graph", "write"]
