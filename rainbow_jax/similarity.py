@@ -646,6 +646,7 @@ def linear_cka_debiased(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Flo
     ``[]`` debiased linear CKA, ≤ 1, 1 for a representation against itself.
   """
   xf, yf = _folded(x, y, min_n=4)
+  xf, yf = (a - jnp.mean(a, axis=0)[None, :] for a in (xf, yf))  # exact; less cancellation
   return cka_from_gram(gram_linear(_rms_scaled(xf)), gram_linear(_rms_scaled(yf)),
                        debiased=True)
 
@@ -699,6 +700,10 @@ def minibatch_cka_update(state: MinibatchCKA, x: Float[Array, "n dx"],
                          y: Float[Array, "n dy"]) -> MinibatchCKA:
   """Adds one minibatch ``x [b, d_x]``, ``y [b, d_y]`` (b ≥ 4). Jittable."""
   xf, yf = _folded(x, y, min_n=4)
+  # The unbiased HSIC does not change when features are shifted, but its
+  # terms cancel less: uncentred logits lost 5e-4 of CKA in float32.
+  xf = xf - jnp.mean(xf, axis=0)[None, :]
+  yf = yf - jnp.mean(yf, axis=0)[None, :]
   first = lambda s, a: jnp.where(s > 0, s, _safe(_rms(a))).astype(s.dtype)
   sx, sy = first(state.scale_x, xf), first(state.scale_y, yf)
   k, l = gram_linear(xf / sx), gram_linear(yf / sy)
