@@ -19,7 +19,8 @@ Then the local and RSA measures: `neighbors.mutual_knn` vs scikit-learn's
 exact cosine neighbour search (5 000 datapoints), `rsa.compare` vs rsatoolbox
 (RDMs of 3 000 conditions, corr and whitened cosine), and ours alone at
 50 000 datapoints (mutual k-NN, CKNNA, whitened-cosine RSA), which neither
-peer can hold in memory as it stores n × n matrices.
+peer can hold in memory as it stores n × n matrices; and minibatch CKA of
+all 9 layer pairs of two MLPs vs torch-cka (`layer_pairs_cka`).
 Each record carries the agreement with the numpy result (max |Δ| over the
 coefficients; |Δ| of the scalar), so a speed-up is only counted with its
 accuracy.
@@ -124,7 +125,76 @@ def main(argv=None):
                                 max_abs_diff_vs_numpy=err, speedup_vs_numpy=t_ref / t))
         print(bench, case, f"{impl} {t:.3f}s  x{t_ref / t:.1f}  |Δ| {err:.1e}")
   local_and_rsa(args, rng, records)
+  layer_pairs_cka(args, records)
   C.write(args.out, records)
+
+
+def layer_pairs_cka(args, records):
+  """Minibatch CKA of every layer pair of two tutorial MLPs (784-512-256-10,
+  PyTorch's default init, seeds 0 and 1) over N inputs in batches of 500:
+  torch-cka's ``CKA.compare`` (hooks, forward passes and its HSIC, float32 as
+  users run it) vs ours (the same weights, forward passes and all 9 pairs'
+  `minibatch_cka_update` in one scanned program)."""
+  torch = C.torch_or_none()
+  try:
+    import torch_cka
+  except ImportError:
+    torch_cka = None
+  if torch is None or torch_cka is None:
+    print("torch or torch-cka missing: layer-pair CKA peer skipped")
+    return
+  n, b = (1000, 250) if args.quick else (10_000, 500)
+  x = np.random.default_rng(1).normal(size=(n, 784)).astype(np.float32)
+  nn = torch.nn
+  nets = []
+  for seed in (0, 1):
+    torch.manual_seed(seed)
+    nets.append(nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                              nn.Linear(256, 10)))
+  layers = ["0", "2", "4"]
+  tx = torch.from_numpy(x)
+  loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tx, tx[:, 0]),
+                                       batch_size=b)
+
+  def theirs():
+    peer = torch_cka.CKA(nets[0], nets[1], model1_name="seed0", model2_name="seed1",
+                         model1_layers=layers, model2_layers=layers, device="cpu")
+    peer.compare(loader, loader)
+    return peer.export()["CKA"].numpy()
+
+  params = [[(jnp.asarray(m[i].weight.detach().numpy()), jnp.asarray(m[i].bias.detach().numpy()))
+             for i in (0, 2, 4)] for m in nets]
+  xb = jnp.asarray(x.reshape(n // b, b, 784))
+
+  @jax.jit
+  def ours(params, xb):
+    def feats(ps, h):
+      out = []
+      for i, (w, bias) in enumerate(ps):
+        h = jnp.matmul(h, w.T, precision=jax.lax.Precision.HIGHEST) + bias[None, :]
+        out.append(h)
+        h = jnp.maximum(h, 0) if i < len(ps) - 1 else h
+      return out
+
+    def step(states, batch):
+      f1, f2 = feats(params[0], batch), feats(params[1], batch)
+      return [[S.minibatch_cka_update(states[i][j], f1[i], f2[j]) for j in range(3)]
+              for i in range(3)], None
+
+    init = [[S.minibatch_cka_init() for _ in range(3)] for _ in range(3)]
+    states, _ = jax.lax.scan(step, init, xb)
+    return jnp.array([[S.minibatch_cka_value(s) for s in row] for row in states])
+
+  t_ref, want = _median_seconds(theirs, 1 if args.quick else args.repeats)
+  first, t = C.time_fn(lambda: ours(params, xb), args.repeats)
+  got = np.asarray(ours(params, xb))
+  case = {"networks": "2 × MLP 784-512-256-10", "inputs": n, "batch": b, "pairs": 9}
+  records.append(C.record("minibatch_cka_pairs", "torch_cka", case, t_ref, None))
+  records.append(C.record("minibatch_cka_pairs", "rainbow_jax", case, t, first - t,
+                          max_abs_diff_vs_torch_cka=float(np.max(np.abs(got - want))),
+                          speedup_vs_torch_cka=t_ref / t))
+  print("minibatch CKA, 9 layer pairs", case, f"torch-cka {t_ref:.2f}s  ours {t:.2f}s"
+        f"  x{t_ref / t:.1f}  max|Δ| {np.max(np.abs(got - want)):.1e}", flush=True)
 
 
 def local_and_rsa(args, rng, records):
