@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -69,7 +70,7 @@ def _tx(args):
 def _init_law(args):
   """--init of a user's model for the Marchenko–Pastur law: 'flax' (default),
   'torch' or a variance."""
-  init = args.init or "flax"
+  init = getattr(args, "init", None) or "flax"  # commands without --init: flax
   try:
     return float(init)
   except ValueError:
@@ -192,12 +193,24 @@ def train_report(args) -> dict:
   return results
 
 
-def spectra_command(args) -> dict:
-  """Per-layer Marchenko–Pastur and power-law report of a user's trained
-  network (--model/--checkpoint) or of one seed of --arch trained here."""
+class _Loaded(NamedTuple):
+  """The networks a report reads (`_networks`)."""
+
+  dataset: str
+  data: Any
+  net: Any
+  variables: list
+  labels: list
+  what: str
+  law: Any  # the initialiser for `spectra.layer_law`
+
+
+def _networks(args, seeds: int = 1) -> _Loaded:
+  """The networks of --model/--checkpoint (every network the checkpoints
+  hold), or `seeds` seeds of --arch trained here from --seed."""
   from flax import linen as nn
 
-  from rainbow_jax import analyze, models, network, spectra_report, train
+  from rainbow_jax import analyze, models, network, train
 
   name = _pick_dataset(args.dataset)
   ds = _load(name, args.data_dir)
@@ -205,19 +218,55 @@ def spectra_command(args) -> dict:
   if args.model:
     law = _init_law(args)
     nets = analyze.user_networks(args.model, args.checkpoint, x[:2], init=law, seed=args.seed)
-    net, variables, what = nets.net, nets.variables[0], nets.description
-  else:
-    if args.checkpoint:
-      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
-    model = models.make(args.arch, x.shape[1:], ds.num_classes, widths=args.widths)
-    state, hist = train.fit(model, x, ds.y_train, ds.x_test, ds.y_test, seeds=[args.seed],
-                            epochs=args.epochs)
-    variables = train.select(state.variables, 0)
-    net = network.from_linen(model, variables, x[:2])
-    law = "torch" if args.arch != "resnet20" else nn.initializers.he_normal()
-    acc = f", test accuracy {hist.test_accuracy[-1][0]:.2f} %" if args.epochs else ""
-    what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}{acc}"
-  rows, fits = spectra_report.layer_rows(net, variables, law, seed=args.seed)
+    return _Loaded(name, ds, nets.net, nets.variables, nets.labels, nets.description, law)
+  if args.checkpoint:
+    raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
+  model = models.make(args.arch, x.shape[1:], ds.num_classes, widths=args.widths)
+  ids = list(range(args.seed, args.seed + seeds))
+  state, hist = train.fit(model, x, ds.y_train, ds.x_test, ds.y_test, seeds=ids,
+                          epochs=args.epochs)
+  variables = [train.select(state.variables, i) for i in range(len(ids))]
+  law = "torch" if args.arch != "resnet20" else nn.initializers.he_normal()
+  acc = (", test accuracy " + " / ".join(f"{a:.2f}" for a in hist.test_accuracy[-1]) + " %"
+         if args.epochs else "")
+  what = (f"{args.arch.upper()} seed{'s' if seeds > 1 else ''}"
+          f" {', '.join(map(str, ids))} trained {args.epochs} epoch(s) on {name}{acc}")
+  return _Loaded(name, ds, network.from_linen(model, variables[0], x[:2]), variables,
+                 [f"seed {i}" for i in ids], what, law)
+
+
+def _network_arguments(sub, name: str, *, help: str, dataset_help: str, checkpoint_help: str,
+                       epochs: int = 5, init: bool = False):
+  """A subcommand reading --model/--checkpoint or training --arch first."""
+  c = sub.add_parser(name, help=help)
+  c.add_argument("--dataset", default="auto", help=dataset_help)
+  c.add_argument("--data-dir", default=None)
+  c.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                 help="your own linen model; its networks come from --checkpoint")
+  c.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                 help=checkpoint_help)
+  if init:
+    c.add_argument("--init", default=None,
+                   help="--model's initialiser for the Marchenko–Pastur law: flax (default) |"
+                        " torch | a variance")
+  c.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"],
+                 help="without --model: train this architecture here first")
+  c.add_argument("--widths", type=int, nargs="+", default=None)
+  c.add_argument("--epochs", type=int, default=epochs)
+  c.add_argument("--seed", type=int, default=0, help="first seed")
+  c.add_argument("--out", default=f"reports/{name}")
+  return c
+
+
+def spectra_command(args) -> dict:
+  """Per-layer Marchenko–Pastur and power-law report of a user's trained
+  network (--model/--checkpoint, the first one) or of one seed of --arch
+  trained here."""
+  from rainbow_jax import spectra_report
+
+  nets = _networks(args)
+  net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
+  rows, fits = spectra_report.layer_rows(net, variables, nets.law, seed=args.seed)
   results = spectra_report.write(rows, fits, args.out,
                                  title=f"rainbow_jax spectra — {what}",
                                  extra={"dataset": name, "networks": what})
@@ -235,24 +284,11 @@ def compare_command(args) -> dict:
   """Layer × layer similarity (CKA, mutual k-NN, RSA) with null z-scores of a
   user's networks (--model/--checkpoint, two or more) or of K seeds of
   --arch trained here."""
-  from rainbow_jax import analyze, compare_report, models, network, train
+  from rainbow_jax import compare_report
 
-  name = _pick_dataset(args.dataset)
-  ds = _load(name, args.data_dir)
-  if args.model:
-    nets = analyze.user_networks(args.model, args.checkpoint, ds.x_train[:2],
-                                 seed=args.seed)
-    net, variables, labels, what = nets.net, nets.variables, nets.labels, nets.description
-  else:
-    if args.checkpoint:
-      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
-    model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes, widths=args.widths)
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    state, _ = train.fit(model, ds.x_train, ds.y_train, seeds=seeds, epochs=args.epochs)
-    variables = [train.select(state.variables, i) for i in range(len(seeds))]
-    net = network.from_linen(model, variables[0], ds.x_train[:2])
-    labels = [f"seed {s}" for s in seeds]
-    what = f"{args.arch.upper()}, seeds {seeds}, {args.epochs} epoch(s) on {name}"
+  nets = _networks(args, seeds=args.seeds)
+  net, variables, labels, what, name, ds = (nets.net, nets.variables, nets.labels,
+                                            nets.what, nets.dataset, nets.data)
   if len(variables) < 2:
     raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
   x = ds.x_test[: args.samples]
@@ -274,23 +310,12 @@ def compare_command(args) -> dict:
 def svr_command(args) -> dict:
   """SVR graph of a user's network (--model/--checkpoint, the first network)
   or of one seed of --arch trained here: report, figure, interactive HTML."""
-  from rainbow_jax import analyze, models, network, svr_report, train
+  from rainbow_jax import svr_report
 
-  name = _pick_dataset(args.dataset)
-  ds = _load(name, args.data_dir)
-  x = ds.x_train
-  if args.model:
-    nets = analyze.user_networks(args.model, args.checkpoint, x[:2], seed=args.seed)
-    net, variables, what = nets.net, nets.variables[0], nets.description
-  else:
-    if args.checkpoint:
-      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
-    model = models.make(args.arch, x.shape[1:], ds.num_classes, widths=args.widths)
-    state, _ = train.fit(model, x, ds.y_train, seeds=[args.seed], epochs=args.epochs)
-    variables = train.select(state.variables, 0)
-    net = network.from_linen(model, variables, x[:2])
-    what = f"{args.arch.upper()} seed {args.seed} trained {args.epochs} epoch(s) on {name}"
-  graphs = svr_report.chain_graphs(net, variables, x[:2], alpha=args.alpha, fdr=args.fdr)
+  nets = _networks(args)
+  net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
+  graphs = svr_report.chain_graphs(net, variables, nets.data.x_train[:2], alpha=args.alpha,
+                                   fdr=args.fdr)
   if not graphs:
     raise ValueError("no two consecutive weight layers form a chain: there is no SVR graph.")
   results = svr_report.write(graphs, net.names, args.out, title=f"rainbow_jax SVR — {what}",
@@ -377,65 +402,36 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--out", default="reports/train")
   t.set_defaults(run=train_report)
 
-  sp = sub.add_parser("spectra", help="per-layer Marchenko–Pastur and power-law (WeightWatcher)"
-                                      " report of a trained network")
-  sp.add_argument("--dataset", default="auto", help="for the input shape (and training)")
-  sp.add_argument("--data-dir", default=None)
-  sp.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
-                  help="your own linen model; with --checkpoint")
-  sp.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                  help="its trained variables (orbax directory or .msgpack); the first"
-                       " network is reported")
-  sp.add_argument("--init", default=None,
-                  help="--model's initialiser for the Marchenko–Pastur law: flax (default) |"
-                       " torch | a variance")
-  sp.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"],
-                  help="without --model: train one seed of this architecture first")
-  sp.add_argument("--widths", type=int, nargs="+", default=None)
-  sp.add_argument("--epochs", type=int, default=5)
-  sp.add_argument("--seed", type=int, default=0)
-  sp.add_argument("--out", default="reports/spectra")
+  sp = _network_arguments(
+      sub, "spectra", help="per-layer Marchenko–Pastur and power-law (WeightWatcher) report"
+      " of a trained network", dataset_help="for the input shape (and training)",
+      checkpoint_help="its trained variables (orbax directory or .msgpack); the first"
+                      " network is reported", init=True)
   sp.set_defaults(run=spectra_command)
 
-  cp = sub.add_parser("compare", help="layer × layer similarity of two or more networks"
-                      " (CKA, mutual k-NN, RSA) with z-scores against shuffled images")
-  cp.add_argument("--dataset", default="auto", help="its test images are compared on")
-  cp.add_argument("--data-dir", default=None)
-  cp.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
-                  help="your linen model; its networks come from --checkpoint")
-  cp.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                  help="trained variables (orbax directory or .msgpack), repeat for each"
-                       " network; a checkpoint of K stacked seeds counts K")
-  cp.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"],
-                  help="without --model: train --seeds networks of this architecture here")
-  cp.add_argument("--widths", type=int, nargs="+", default=None)
-  cp.add_argument("--seeds", type=int, default=2)
-  cp.add_argument("--epochs", type=int, default=3)
-  cp.add_argument("--seed", type=int, default=0, help="first seed (and of the shuffles)")
+  cp = _network_arguments(
+      sub, "compare", help="layer × layer similarity of two or more networks (CKA, mutual"
+      " k-NN, RSA) with z-scores against shuffled images",
+      dataset_help="its test images are compared on",
+      checkpoint_help="trained variables (orbax directory or .msgpack), repeat for each"
+                      " network; a checkpoint of K stacked seeds counts K", epochs=3)
+  cp.add_argument("--seeds", type=int, default=2, help="without --model: networks trained")
   cp.add_argument("--samples", type=int, default=1000, help="test images compared on")
   cp.add_argument("--measures", nargs="+", default=list(("linear_cka", "mutual_knn", "rsa")),
                   choices=["linear_cka", "mutual_knn", "rsa"])
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
-  cp.add_argument("--out", default="reports/compare")
   cp.set_defaults(run=compare_command)
 
-  sv = sub.add_parser("svr", help="Singular Value Representation graph of a network's"
-                      " weights: report, figure and interactive HTML")
-  sv.add_argument("--dataset", default="auto", help="for the input shape (and training)")
-  sv.add_argument("--data-dir", default=None)
-  sv.add_argument("--model", default=None, metavar="FILE.py:FACTORY")
-  sv.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                  help="trained variables; the first network is drawn")
-  sv.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"])
-  sv.add_argument("--widths", type=int, nargs="+", default=None)
-  sv.add_argument("--epochs", type=int, default=5)
-  sv.add_argument("--seed", type=int, default=0)
+  sv = _network_arguments(
+      sub, "svr", help="Singular Value Representation graph of a network's weights:"
+      " report, figure and interactive HTML", dataset_help="for the input shape (and training)",
+      checkpoint_help="trained variables (orbax directory or .msgpack); the first network"
+                      " is drawn")
   sv.add_argument("--alpha", type=float, default=0.15,
                   help="an edge is significant when its p-value is below this")
   sv.add_argument("--fdr", type=float, default=None,
                   help="Benjamini–Hochberg at this false-discovery rate instead")
-  sv.add_argument("--out", default="reports/svr")
   sv.set_defaults(run=svr_command)
   return p
 
