@@ -6,7 +6,7 @@ rainbow_jax vs a plain numpy/scipy implementation of the same computation.
 Cases (random weights, PyTorch layout):
   * ``vgg16`` — VGG16's 13 conv layers (3→64 … 512→512, 3×3) and its three
     dense layers (25088→4096→4096→1000), full untruncated SVDs;
-  * ``vgg16_gram`` — the same with ``method='gram'`` (eigh of the smaller
+  * ``vgg16_gram`` — the same with ``solver='gram'`` (eigh of the smaller
     Gram matrix; still untruncated); ``_thresholds``: significance from the
     null law's critical value without every edge's p-value;
   * ``vgg16_top256`` — randomized top-k SVD for layers whose smaller side
@@ -80,7 +80,7 @@ def numpy_svr(weights, alpha=0.15):
 
 
 def _ours(weights, top_k=None, key=None, method="svd", with_pvalues=True):
-  res = V.svr(weights, top_k=top_k, key=key, method=method, with_pvalues=with_pvalues)
+  res = V.svr(weights, top_k=top_k, key=key, solver=method, with_pvalues=with_pvalues)
   return jax.block_until_ready(res)
 
 

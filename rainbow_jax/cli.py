@@ -315,7 +315,7 @@ def svr_command(args) -> dict:
   nets = _networks(args)
   net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
   graphs = svr_report.chain_graphs(net, variables, nets.data.x_train[:2], alpha=args.alpha,
-                                   fdr=args.fdr)
+                                   fdr=args.fdr, method=args.method)
   if not graphs:
     raise ValueError("no two consecutive weight layers form a chain: there is no SVR graph.")
   results = svr_report.write(graphs, net.names, args.out, title=f"rainbow_jax SVR — {what}",
@@ -324,7 +324,9 @@ def svr_command(args) -> dict:
   for chain in results["chains"]:
     for r in chain["edge_layers"]:
       print(f"{r['from']} → {r['to']}: internal dims {tuple(r['internal_dims'])},"
-            f" {r['significant_edges']} significant edges of {r['edges']}")
+            f" {r['significant_edges']} significant edges of {r['edges']},"
+            f" entropy {r['entropy']:.3f}")
+    print(f"{' → '.join(chain['names'])}: path metric {chain['path_metric']:.4g}")
   print(f"wrote {args.out}/report.md, results.json and per chain a PNG and an HTML graph")
   return results
 
@@ -432,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                   help="an edge is significant when its p-value is below this")
   sv.add_argument("--fdr", type=float, default=None,
                   help="Benjamini–Hochberg at this false-discovery rate instead")
+  sv.add_argument("--method", choices=["svr", "cosvr"], default="svr",
+                  help="cosvr: conv layers flattened [out·K², in], the graph the gradient sees")
   sv.set_defaults(run=svr_command)
   return p
 

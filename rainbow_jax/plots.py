@@ -226,5 +226,33 @@ def adjacency(matrix, *, title: str = "", ax=None, dims=None):
   return ax
 
 
-__all__ = ["adjacency", "bars", "curve", "heatmap", "save", "spectrum", "stability",
-           "svr_graph", "weight_spectrum"]
+def effective_filters(filters, *, top: int = 8, title: str = "", ax=None):
+  """The K×K effective filters between the top `top` spectral neurons of two
+  consecutive conv layers (`rainbow_jax.svr.effective_filters`): row n is
+  the next layer's spectral neuron, column m the previous layer's; one
+  symmetric colour scale (red +, blue −)."""
+  f = np.asarray(filters, np.float64)
+  if f.ndim != 4:
+    raise ValueError(f"filters must be [M_next, M_prev, K, K], got shape {f.shape}.")
+  f = f[:top, :top]
+  n, m, k1, k2 = f.shape
+  mosaic = np.full((n * (k1 + 1) - 1, m * (k2 + 1) - 1), np.nan)
+  for i in range(n):
+    for j in range(m):
+      mosaic[i * (k1 + 1):i * (k1 + 1) + k1, j * (k2 + 1):j * (k2 + 1) + k2] = f[i, j]
+  if ax is None:
+    size = min(10.0, 2.0 + 0.9 * max(n, m))
+    _, ax = _plt().subplots(figsize=(size, size * n / max(m, 1)))
+  lim = max(float(np.nanmax(np.abs(mosaic))), 1e-12)
+  im = ax.imshow(mosaic, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+  ax.figure.colorbar(im, ax=ax, shrink=0.75)
+  ax.set_xticks([j * (k2 + 1) + (k2 - 1) / 2 for j in range(m)], [str(j) for j in range(m)])
+  ax.set_yticks([i * (k1 + 1) + (k1 - 1) / 2 for i in range(n)], [str(i) for i in range(n)])
+  ax.set_xlabel("spectral neuron, layer i")
+  ax.set_ylabel("spectral neuron, layer i+1")
+  ax.set_title(title)
+  return ax
+
+
+__all__ = ["adjacency", "bars", "curve", "effective_filters", "heatmap", "save", "spectrum",
+           "stability", "svr_graph", "weight_spectrum"]

@@ -36,6 +36,26 @@ Null laws of an edge between independent uniformly random representations
 projection of a uniform unit vector of ℝ^{cP} on a P-dimensional subspace);
 the paper's asymptotic χ²(P)/(cP) (χ²(1)/c for dense layers) is its c → ∞
 limit and is wrong in the upper tail for small c.
+
+The co-SVR (``svr(..., method='cosvr')``, the reference code's name; section
+4.4) flattens a conv layer the other way, ``[out · K², in]``: it first mixes
+the input channels, scales, then convolves. Its kernel taps sit on the
+*output* side of the previous layer, so an edge reads
+a_{n,m} = Σ_{p,q} (Σ_k u_{k,q,m} v_{k,p,n})² with q the previous layer's taps
+and p the next layer's positions (the co-SVR of a network is the SVR of the
+network reversed with every layer transposed). Where only one side carries
+positions the null law is the same Beta. Where both do (a conv → dense edge
+of the co-SVR) the law depends on u: with λ_j² the squared singular values
+of u_m seen as a ``[c, Q]`` matrix (Σ λ_j² = 1, r = min(c, Q) of them),
+a = Σ_j λ_j² X_j / (Σ_j X_j + R) exactly, X_j ~ χ²(P) and R ~ χ²((c − r)P)
+independent (a uniform unit vector is a normalised Gaussian). Its p-values
+are Monte Carlo estimates, (1 + #{draws ≥ a}) / (1 + draws), from
+`null_draws` draws per column (`SVR.sampled`).
+
+Graph summaries from the reference code: `path_metric` (all input→output
+paths, weighted by edges and singular values), `entropy` (of each adjacency),
+and `effective_filters` (the K×K filter A_{n,m} joining two spectral neurons
+of consecutive conv layers, whose squared norm is the edge weight).
 """
 
 from __future__ import annotations
@@ -195,14 +215,14 @@ def randomized_svd(m: Array, key: Array, k: int, *, oversample: int = 10,
 
 
 def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = None,
-            key: Array | None = None, method: str = "svd") -> list[Spectral]:
+            key: Array | None = None, solver: str = "svd") -> list[Spectral]:
   """Spectral neurons of every layer (native layout, see `from_flax`).
 
   Layers of the same flattened shape share one vmapped SVD. With `top_k`,
   layers whose smaller side exceeds it keep their top `top_k` spectral
   neurons from `randomized_svd` (`key` required).
 
-  ``method``: ``'svd'`` (default) is LAPACK's divide-and-conquer SVD.
+  ``solver``: ``'svd'`` (default) is LAPACK's divide-and-conquer SVD.
   ``'gram'`` takes the eigendecomposition of the smaller Gram matrix W Wᵀ
   (or WᵀW) and the other side's vectors as normalised Wᵀu: 3–5× faster on
   large layers (one GEMM + one symmetric eigensolver), and as accurate for
@@ -210,8 +230,8 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
   that the singular values and their vectors are unreliable. Still a full,
   untruncated spectrum.
   """
-  if method not in ("svd", "gram"):
-    raise ValueError(f"method must be 'svd' or 'gram', got {method!r}.")
+  if solver not in ("svd", "gram"):
+    raise ValueError(f"solver must be 'svd' or 'gram', got {solver!r}.")
   mats = []
   for i, w in enumerate(weights):
     _checks.check_array(w, f"weights[{i}]", (2, 4))
@@ -227,7 +247,7 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
     if out[i] is None:
       groups.setdefault((m.shape, m.dtype), []).append(i)
   for idx in groups.values():
-    res = (_svd_stack if method == "svd" else _gram_stack)(jnp.stack([mats[i] for i in idx]))
+    res = (_svd_stack if solver == "svd" else _gram_stack)(jnp.stack([mats[i] for i in idx]))
     for n, i in enumerate(idx):
       out[i] = Spectral(res.u[n], res.s[n], res.v[n])
   return out
@@ -237,32 +257,89 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
 # Adjacency.
 
 
-def _positions(prev: Spectral, nxt: Spectral) -> tuple[int, int]:
-  c, rows = prev.u.shape[0], nxt.v.shape[0]
+def _positions(prev: Spectral, nxt: Spectral, channels: int | None = None
+               ) -> tuple[int, int, int]:
+  """(c, Q, P): shared channels, taps of the previous layer's output
+  representations (1 but in the co-SVR), positions of the next layer's
+  input representations."""
+  out, rows = prev.u.shape[0], nxt.v.shape[0]
+  c = out if channels is None else int(channels)
+  if c < 1 or out % c:
+    raise ValueError(f"channels={c} does not divide the previous layer's {out} output rows.")
   if rows % c:
     raise ValueError(f"layer with {rows} inputs cannot follow one with {c} outputs"
                      " (need inputs = outputs · positions).")
-  return c, rows // c
+  return c, out // c, rows // c
 
 
-@jax.jit
-def _adjacency(u: Array, v: Array) -> Array:
-  c = u.shape[0]
+@functools.partial(jax.jit, static_argnames=("channels",))
+def _filters(u: Array, v: Array, channels: int | None = None) -> Array:
+  """``[M', M, P, Q]``: Σ_k v_{k,p,n} u_{k,q,m}."""
+  c = u.shape[0] if channels is None else channels
+  uu = u.reshape(c, u.shape[0] // c, u.shape[1])  # [c, Q, M]
   vv = v.reshape(c, v.shape[0] // c, v.shape[1])  # [c, P, M']
-  t = jnp.einsum("cm,cpn->pnm", u, vv, precision=_HP)
-  return jnp.sum(t * t, axis=0)
+  return jnp.einsum("cqm,cpn->nmpq", uu, vv, precision=_HP)
 
 
-def adjacency(prev: Spectral, nxt: Spectral) -> Array:
+@functools.partial(jax.jit, static_argnames=("channels",))
+def _adjacency(u: Array, v: Array, channels: int | None = None) -> Array:
+  c = u.shape[0] if channels is None else channels
+  if u.shape[0] == c:  # the SVR: taps only on the next layer's side
+    vv = v.reshape(c, v.shape[0] // c, v.shape[1])  # [c, P, M']
+    t = jnp.einsum("cm,cpn->pnm", u, vv, precision=_HP)
+    return jnp.sum(t * t, axis=0)
+  t = _filters(u, v, c)
+  return jnp.sum(t * t, axis=(2, 3))
+
+
+def adjacency(prev: Spectral, nxt: Spectral, *, channels: int | None = None) -> Array:
   """``[M_next, M_prev]`` edge weights a_{n,m} = Σ_p (Σ_k u_{k,m} V_{k,p,n})².
 
   Dense → dense: |V_nextᵀ U_prev|². Conv → conv: the squared Frobenius norm
   of the effective K×K filter between the spectral neurons. Conv → dense:
   the positions of the flattened map play the role of the kernel taps.
   Every entry lies in [0, 1]; each column of a square orthogonal case sums to 1.
+
+  ``channels``: the shared dimension c, needed only when the previous
+  layer's output representations carry taps too (co-SVR spectra of a conv
+  layer, ``u`` of ``[c · K², M]``); default ``prev.u.shape[0]``.
   """
-  _positions(prev, nxt)
-  return _adjacency(prev.u, nxt.v)
+  c, _, _ = _positions(prev, nxt, channels)
+  return _adjacency(prev.u, nxt.v, c)
+
+
+def effective_filters(prev: Spectral, nxt: Spectral, *, channels: int | None = None,
+                      kernel: Sequence[int] | None = None) -> Array:
+  """The effective filters A_{n,m} between spectral neurons (section 4.2).
+
+  With no nonlinearity, the next layer's spectral activation n is
+  z_n = Σ_m A_{n,m} ⋆ y_m: the previous layer's spectral activations y_m,
+  each convolved with A_{n,m} = Σ_k u_{k,m} V_{k,n}. Its squared Frobenius
+  norm is the edge weight (`adjacency`).
+
+  Args:
+    prev, nxt: `Spectral` of consecutive layers (both from ``spectra`` or
+      both from ``spectra(..., co=True)``).
+    channels: the shared dimension, as in `adjacency` (needed for co-SVR
+      spectra of a conv layer).
+    kernel: reshape the taps to this spatial shape, e.g. ``(K, K)``
+      (conv → conv), or ``(H, W)`` (conv → dense: the flattened map).
+
+  Returns:
+    ``[M_next, M_prev, P]`` (P taps; ``[M_next, M_prev, *kernel]`` with
+    `kernel`). The taps belong to the next layer in the SVR, to the previous
+    one in the co-SVR; where both carry taps (a co-SVR conv → dense edge) P
+    is their product, the next layer's positions major.
+  """
+  c, _, _ = _positions(prev, nxt, channels)
+  f = _filters(prev.u, nxt.v, c)
+  f = f.reshape(f.shape[0], f.shape[1], -1)
+  if kernel is None:
+    return f
+  kernel = tuple(int(k) for k in kernel)
+  if int(np.prod(kernel)) != f.shape[2]:
+    raise ValueError(f"kernel={kernel} does not hold the edge's {f.shape[2]} taps.")
+  return f.reshape(*f.shape[:2], *kernel)
 
 
 def svr_to_co_svr(prev: Spectral, nxt_co: Spectral) -> Array:
@@ -294,20 +371,52 @@ def null_law(channels: int, positions: int = 1, *, exact: bool = True):
   return scipy.stats.chi2(p, scale=1.0 / (c * p))
 
 
+def _beta_sf(a: Array, al: float, be: float) -> Array:
+  """P(Beta(α, β) > a) = 1 − I_a(α, β) = I_{1−a}(β, α); the first form is
+  accurate for small a, the second in the upper tail. One betainc call with
+  per-entry parameters evaluates whichever applies."""
+  a = jnp.clip(a, 0.0, 1.0)
+  low = a < al / (al + be)
+  r = jax.scipy.special.betainc(jnp.where(low, al, be), jnp.where(low, be, al),
+                                jnp.where(low, a, 1.0 - a))
+  return jnp.where(low, 1.0 - r, r)
+
+
 @functools.partial(jax.jit, static_argnames=("channels", "positions", "exact"))
 def pvalues(a: Array, channels: int, positions: int = 1, *, exact: bool = True) -> Array:
   """Survival function of `null_law` at each edge weight (jittable)."""
   c, p = channels, positions
-  a = jnp.clip(a, 0.0, 1.0)
-  if exact:  # P(Beta(α, β) > x) = 1 − I_x(α, β) = I_{1−x}(β, α); the first
-    # form is accurate for small x, the second in the upper tail. One
-    # betainc call with per-entry parameters evaluates whichever applies.
-    al, be = p / 2, (c - 1) * p / 2
-    low = a < al / (al + be)
-    r = jax.scipy.special.betainc(jnp.where(low, al, be), jnp.where(low, be, al),
-                                  jnp.where(low, a, 1.0 - a))
-    return jnp.where(low, 1.0 - r, r)
-  return jax.scipy.special.gammaincc(p / 2, c * p * a / 2)
+  if exact:
+    return _beta_sf(a, p / 2, (c - 1) * p / 2)
+  return jax.scipy.special.gammaincc(p / 2, c * p * jnp.clip(a, 0.0, 1.0) / 2)
+
+
+def _chi2_draws(seed: Sequence[int], channels: int, taps: int, positions: int,
+                draws: int) -> tuple[np.ndarray, np.ndarray]:
+  """``([draws, r], [draws])``: the X_j ~ χ²(P) and R ~ χ²((c − r)P) of a
+  two-sided edge's null law (module docstring), r = min(c, Q). Drawn by
+  numpy on the host (data-independent, like the Beta laws' critical values)."""
+  c, r, p = channels, min(channels, taps), positions
+  gen = np.random.default_rng(list(seed))
+  x = 2.0 * gen.standard_gamma(p / 2, (draws, r))
+  rest = 2.0 * gen.standard_gamma((c - r) * p / 2, draws) if c > r else np.zeros(draws)
+  return x.astype(np.float32), rest.astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("channels",))
+def _sampled_pvalues(a: Array, u: Array, x: Array, rest: Array, *, channels: int) -> Array:
+  """Monte Carlo p-values of a two-sided edge (module docstring): ``a``
+  ``[M', M]``, ``u`` ``[c · Q, M]``, the χ² draws of `_chi2_draws` (the
+  same draws serve every column)."""
+  c = channels
+  uu = jnp.moveaxis(u.reshape(c, u.shape[0] // c, u.shape[1]), -1, 0)  # [M, c, Q]
+  lam2 = jnp.linalg.svd(uu, compute_uv=False) ** 2  # [M, r]
+  x, rest = x.astype(a.dtype), rest.astype(a.dtype)
+  null = jnp.sort(jnp.matmul(lam2, x.T, precision=_HP)
+                  / (jnp.sum(x, axis=1) + rest)[None, :], axis=1)  # [M, draws]
+  below = jax.vmap(jnp.searchsorted, in_axes=(0, 1), out_axes=1)(null, a)  # [M', M]
+  draws = x.shape[0]
+  return (1.0 + draws - below) / (1.0 + draws)
 
 
 def benjamini_hochberg(pvals: Sequence[Array], q: float) -> list[Array]:
@@ -384,6 +493,9 @@ class SVR(NamedTuple):
     significant: L − 1 boolean masks.
     internal_dims: L − 1 pairs (d_out, d_in).
     intensity: L − 1 arrays ``[M_i]`` of vertex colour intensities.
+    method: ``'svr'`` or ``'cosvr'``.
+    sampled: L − 1 bools: True where the edge layer's null law is sampled
+      (a co-SVR conv → dense edge, taps on both sides; module docstring).
   """
 
   spectra: list
@@ -394,39 +506,57 @@ class SVR(NamedTuple):
   significant: list
   internal_dims: list
   intensity: list
+  method: str = "svr"
+  sampled: list | None = None
 
 
-@functools.partial(jax.jit, static_argnames=("exact", "with_pvalues"))
-def _edge(u: Array, v: Array, critical, *, exact: bool, with_pvalues: bool):
+@functools.partial(jax.jit, static_argnames=("channels", "exact", "with_pvalues"))
+def _edge(u: Array, v: Array, critical, draws, *, channels: int, exact: bool,
+          with_pvalues: bool):
   """Everything about one edge layer in one compiled program (one compile
   per distinct shape): adjacency, significance (a above the null law's
-  critical value), p-values if asked, internal dimensions, colour intensity."""
-  c = u.shape[0]
-  p = v.shape[0] // c
-  a = _adjacency(u, v)
-  q = pvalues(a, c, p, exact=exact) if with_pvalues else None
-  return a, q, a > critical, internal_dimensions(a, c), color_intensity(a, c)
+  critical value), p-values if asked, internal dimensions, colour intensity.
+  A two-sided edge (taps on both sides) samples its null law instead
+  (`critical` is then `alpha`, `draws` the pair of `_chi2_draws`)."""
+  c = channels
+  q_taps, p = u.shape[0] // c, v.shape[0] // c
+  a = _adjacency(u, v, c)
+  if q_taps > 1 and p > 1:
+    q = _sampled_pvalues(a, u, *draws, channels=c)
+    sig = q < critical
+    q = q if with_pvalues else None
+  else:
+    q = pvalues(a, c, p * q_taps, exact=exact) if with_pvalues else None
+    sig = a > critical
+  return a, q, sig, internal_dimensions(a, c), color_intensity(a, c)
 
 
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
         fdr: float | None = None, top_k: int | None = None,
-        key: Array | None = None, method: str = "svd", with_pvalues: bool = True) -> SVR:
+        key: Array | None = None, solver: str = "svd", method: str = "svr",
+        with_pvalues: bool = True, null_draws: int = 8192, null_seed: int = 0) -> SVR:
   """Full SVR of a network given as native-layout weights in forward order.
 
   Args:
     weights: ``[out, in]`` / ``[out, in, K, K]`` arrays (see `from_flax`,
       `from_torch`); mixed shapes are fine.
+    method: ``'svr'`` (default) or ``'cosvr'``: conv layers flattened
+      ``[out · K², in]`` (the graph seen by the gradient in back-propagation;
+      see the module docstring).
     alpha: an edge is significant when its p-value is below `alpha` (the
       paper's p: under the null only that fraction of edges is kept).
     exact: exact Beta null laws (default) or the paper's asymptotic χ².
     fdr: if given, Benjamini–Hochberg at this false-discovery rate across
       all edges instead of the per-edge `alpha`.
     top_k, key: randomized top-k SVD for layers larger than `top_k`.
-    method: ``'svd'`` or the faster ``'gram'`` (see `spectra`).
+    solver: ``'svd'`` or the faster ``'gram'`` (see `spectra`).
     with_pvalues: compute every edge's p-value (the incomplete beta
       function: the costliest step of a large network's SVR). Significance
       at `alpha` never needs them: it compares each edge with the null law's
       critical value. False leaves ``pvalues`` as None (not with `fdr`).
+    null_draws, null_seed: draws of a sampled null law and the seed of
+      numpy's generator for them (two-sided co-SVR edges only; their
+      p-values are at least 1 / (1 + null_draws)).
 
   Returns:
     `SVR`.
@@ -435,21 +565,57 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     raise ValueError("an SVR needs at least two layers.")
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
-  spec = spectra(weights, top_k=top_k, key=key, method=method)  # checks the weights
-  adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
+  if method not in ("svr", "cosvr"):
+    raise ValueError(f"method must be 'svr' or 'cosvr', got {method!r}.")
+  if int(null_draws) < 100:
+    raise ValueError(f"null_draws must be at least 100, got {null_draws}.")
+  spec = spectra(weights, co=method == "cosvr", top_k=top_k, key=key,
+                 solver=solver)  # checks the weights
+  adj, cs, ps, pv, sig, dims, inten, sampled = [], [], [], [], [], [], [], []
   if fdr is not None and not with_pvalues:
     raise ValueError("fdr needs the p-values: with_pvalues=True.")
   for i in range(len(spec) - 1):
-    c, p = _positions(spec[i], spec[i + 1])
-    crit = float(null_law(c, p, exact=exact).isf(alpha))
-    a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, crit, exact=exact,
+    c, q_taps, p = _positions(spec[i], spec[i + 1], jnp.shape(weights[i])[0])
+    two_sided = q_taps > 1 and p > 1
+    if two_sided:
+      crit, draws = alpha, _chi2_draws((null_seed, i), c, q_taps, p, int(null_draws))
+    else:
+      crit, draws = float(null_law(c, p * q_taps, exact=exact).isf(alpha)), None
+    a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, crit, draws, channels=c, exact=exact,
                            with_pvalues=with_pvalues)
-    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten), (a, c, p, q, m, d, ci)):
+    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten, sampled),
+                        (a, c, p * q_taps, q, m, d, ci, two_sided)):
       lst.append(val)
   if fdr is not None:
     sig = benjamini_hochberg(pv, fdr)
   dims = [tuple(int(v) for v in d) for d in jax.device_get(dims)]
-  return SVR(spec, adj, cs, ps, pv, sig, dims, inten)
+  return SVR(spec, adj, cs, ps, pv, sig, dims, inten, method, sampled)
+
+
+def path_metric(result: SVR, *, scale: bool = True, threshold: float = 0.0) -> Array:
+  """Weighted sum over every path from the first layer's spectral neurons to
+  the last's (the reference code's ``pathmetric``).
+
+  A path through spectral neurons (m₀, …, m_{L−1}) weighs
+  Π_l s_{l,m_l} · Π_l a_{l}[m_{l+1}, m_l]: x ← a_l (s_l ∘ x) from x = 1,
+  summed after the last layer's s. ``scale=False`` sets every singular
+  value to 1 (only the adjacency counts); spectral neurons with s ≤
+  `threshold` are removed (their paths count 0). A scalar.
+  """
+  x = None
+  for l, sp in enumerate(result.spectra):
+    w = jnp.where(sp.s > threshold, sp.s if scale else 1.0, 0.0)
+    x = w if x is None else w * jnp.matmul(jnp.abs(result.adjacency[l - 1]), x, precision=_HP)
+  return jnp.sum(x)
+
+
+def entropy(result: SVR) -> Array:
+  """``[L − 1]`` −Σ a log a over each adjacency matrix's entries (the
+  reference code's ``entropy``; 0 log 0 = 0, where the reference gives NaN).
+  Low when each spectral neuron reads few of the previous layer's; the
+  weights are not normalised, so compare layers of the same shape."""
+  return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(jnp.abs(a), jnp.abs(a)))
+                    for a in result.adjacency])
 
 
 def keep_ranks(result: SVR) -> list[int]:
@@ -516,7 +682,8 @@ def to_networkx(result: SVR):
   return g
 
 
-__all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensity", "edges",
-           "flatten", "from_flax", "from_torch", "internal_dimensions", "keep_ranks",
-           "low_rank", "noisy_block_orthogonal", "null_law", "pvalues", "randomized_svd",
-           "spectra", "svr", "svr_to_co_svr", "to_flax", "to_networkx"]
+__all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensity",
+           "edges", "effective_filters", "entropy", "flatten", "from_flax", "from_torch",
+           "internal_dimensions", "keep_ranks", "low_rank", "noisy_block_orthogonal",
+           "null_law", "path_metric", "pvalues", "randomized_svd", "spectra", "svr",
+           "svr_to_co_svr", "to_flax", "to_networkx"]

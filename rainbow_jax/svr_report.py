@@ -6,7 +6,11 @@ singular vectors) as vertices and links spectral neurons of consecutive
 layers by how strongly one reads the other; edges whose weight is unlikely
 under random weights are significant. The HTML graph is self-contained SVG:
 hovering a vertex shows its singular value, an edge its weight and p-value
-(no JavaScript, no network access).
+(no JavaScript, no network access). Per chain the report also gives the
+graph's path metric and each adjacency's entropy (the reference code's
+summaries), and for each pair of conv layers a figure of the effective K×K
+filters joining their top spectral neurons. ``method='cosvr'`` draws the
+co-SVR instead (`rainbow_jax.svr`).
 """
 
 from __future__ import annotations
@@ -14,24 +18,46 @@ from __future__ import annotations
 import html
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from rainbow_jax import svr
 
 
+class Chain(NamedTuple):
+  """One chain's SVR: `layers` (indices into the network's layers),
+  `result` (`svr.SVR`), `shapes` (native weight shapes, for the filters)."""
+
+  layers: list
+  result: Any
+  shapes: list
+
+
 def chain_graphs(net: Any, variables: Any, x: Any, *, alpha: float = 0.15,
-                 fdr: float | None = None) -> list[tuple[list[int], Any]]:
-  """The SVR along each chain of consecutive weight layers of `net` (a
-  `rainbow_jax.network.Network`; a residual network has one per block):
-  ``[(layer indices, svr.SVR)]``, chains of one layer left out."""
+                 fdr: float | None = None, method: str = "svr") -> list[Chain]:
+  """The SVR (or co-SVR) along each chain of consecutive weight layers of
+  `net` (a `rainbow_jax.network.Network`; a residual network has one per
+  block), chains of one layer left out."""
   kernels = net.kernels(variables)
   out = []
   for chain in net.chains(variables, x):
     if len(chain) >= 2:
-      out.append((list(chain), svr.svr(svr.from_flax([kernels[j] for j in chain]),
-                                       alpha=alpha, fdr=fdr)))
+      ws = svr.from_flax([kernels[j] for j in chain])
+      out.append(Chain(list(chain), svr.svr(ws, alpha=alpha, fdr=fdr, method=method),
+                       [tuple(w.shape) for w in ws]))
+  return out
+
+
+def _filter_edges(chain: Chain) -> list[tuple[int, Any]]:
+  """``[(edge index, [M', M, K, K] filters)]`` for every conv → conv edge."""
+  res, out = chain.result, []
+  for i in range(len(chain.shapes) - 1):
+    a, b = chain.shapes[i], chain.shapes[i + 1]
+    if len(a) == 4 and len(b) == 4:
+      kernel = a[2:] if res.method == "cosvr" else b[2:]
+      out.append((i, svr.effective_filters(res.spectra[i], res.spectra[i + 1],
+                                           channels=a[0], kernel=kernel)))
   return out
 
 
@@ -91,40 +117,61 @@ def html_graph(result: Any, names: Sequence[str], *, title: str = "",
           " weight and p-value. Only significant edges are drawn.</p>" + "".join(parts))
 
 
-def write(graphs: list[tuple[list[int], Any]], names: Sequence[str], out: str, *,
+def write(graphs: list[Chain], names: Sequence[str], out: str, *,
           title: str, extra: dict | None = None) -> dict:
-  """results.json, report.md, and per chain a PNG and an HTML graph in `out`."""
+  """results.json, report.md, and per chain a PNG, an HTML graph and the
+  effective filters of its conv → conv edges, in `out`."""
   from rainbow_jax import plots
   os.makedirs(out, exist_ok=True)
   md = [f"# {title}", "",
         "Per chain of consecutive weight layers: each edge layer's internal dimensions"
-        " (d_out, d_in: spectral neurons of each side with a significant edge) and its"
-        " number of significant edges. Open the HTML graph to hover vertices and edges.",
-        ""]
+        " (d_out, d_in: spectral neurons of each side with a significant edge), its"
+        " number of significant edges and the entropy −Σ a log a of its adjacency; the"
+        " chain's path metric sums every input → output path through spectral neurons,"
+        " weighted by edges and singular values (unscaled: edges only). Open the HTML"
+        " graph to hover vertices and edges.", ""]
   chains = []
-  for c, (layers, res) in enumerate(graphs):
+  for c, chain in enumerate(graphs):
+    layers, res = chain.layers, chain.result
     chain_names = [names[j] for j in layers]
     page = os.path.join(out, f"svr_chain{c}.html")
     with open(page, "w") as f:
       f.write(html_graph(res, chain_names, title=f"{title} — chain {c}"))
     png = plots.save(plots.svr_graph(res, title=" → ".join(chain_names)),
                      os.path.join(out, f"svr_chain{c}.png"))
+    entropy = np.asarray(svr.entropy(res), np.float64)
     edge_rows = []
     for i in range(len(layers) - 1):
       edge_rows.append({"from": chain_names[i], "to": chain_names[i + 1],
                         "internal_dims": list(res.internal_dims[i]),
                         "significant_edges": int(np.sum(np.asarray(res.significant[i]))),
-                        "edges": int(np.asarray(res.significant[i]).size)})
+                        "edges": int(np.asarray(res.significant[i]).size),
+                        "entropy": float(entropy[i]),
+                        "sampled_null": bool(res.sampled[i])})
+    filters = []
+    for i, f in _filter_edges(chain):
+      fig = plots.effective_filters(
+          f, title=f"effective filters {chain_names[i]} → {chain_names[i + 1]}")
+      filters.append(os.path.basename(plots.save(
+          fig, os.path.join(out, f"svr_chain{c}_filters{i}.png"))))
+    path = {"path_metric": float(svr.path_metric(res)),
+            "path_metric_unscaled": float(svr.path_metric(res, scale=False))}
     chains.append({"layers": [j + 1 for j in layers], "names": chain_names,
-                   "edge_layers": edge_rows, "html": os.path.basename(page),
-                   "figure": os.path.basename(png)})
+                   "method": res.method, "edge_layers": edge_rows, **path,
+                   "html": os.path.basename(page), "figure": os.path.basename(png),
+                   "filters": filters})
     md += [f"## Chain {c}: {' → '.join(chain_names)}", "",
-           "| from | to | internal dims (d_out, d_in) | significant edges |",
-           "| --- | --- | --- | --- |"]
+           f"{'co-SVR' if res.method == 'cosvr' else 'SVR'}; path metric"
+           f" {path['path_metric']:.4g} (unscaled {path['path_metric_unscaled']:.4g}).", "",
+           "| from | to | internal dims (d_out, d_in) | significant edges | entropy |",
+           "| --- | --- | --- | --- | --- |"]
     md += [f"| {r['from']} | {r['to']} | {tuple(r['internal_dims'])} |"
-           f" {r['significant_edges']} of {r['edges']} |" for r in edge_rows]
+           f" {r['significant_edges']} of {r['edges']}"
+           f"{' (sampled null)' if r['sampled_null'] else ''} | {r['entropy']:.3f} |"
+           for r in edge_rows]
     md += ["", f"![chain {c}]({os.path.basename(png)})",
            f"[interactive graph]({os.path.basename(page)})", ""]
+    md += [f"![effective filters]({f})" for f in filters] + ([""] if filters else [])
   results = {"command": "svr", "title": title, "chains": chains, **(extra or {})}
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
@@ -133,4 +180,4 @@ def write(graphs: list[tuple[list[int], Any]], names: Sequence[str], out: str, *
   return results
 
 
-__all__ = ["chain_graphs", "html_graph", "write"]
+__all__ = ["Chain", "chain_graphs", "html_graph", "write"]

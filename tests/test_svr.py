@@ -241,11 +241,11 @@ def test_keep_ranks_reads_the_blocks():
 
 def test_gram_method_agrees_with_svd(rng):
   ws = _net(rng) + [rng.normal(size=(300, 4)).astype(np.float32)]  # a tall layer too
-  a, b = V.svr(ws), V.svr(ws, method="gram")
+  a, b = V.svr(ws), V.svr(ws, solver="gram")
   for x, y in zip(a.spectra, b.spectra):
     np.testing.assert_allclose(np.asarray(y.s), np.asarray(x.s), rtol=1e-4, atol=1e-5)
   for x, y in zip(a.adjacency, b.adjacency):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-4)
   assert a.internal_dims == b.internal_dims
-  with pytest.raises(ValueError, match="method"):
-    V.spectra(ws, method="qr")
+  with pytest.raises(ValueError, match="solver"):
+    V.spectra(ws, solver="qr")

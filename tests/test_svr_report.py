@@ -35,3 +35,49 @@ def test_svr_command_html_shows_the_weights_singular_values(tmp_path):
   assert page.count("<line") == len(edges["layer"]) > 0
   assert ", p = " in page
   assert "internal dims" in (out / "report.md").read_text()
+
+
+def test_cosvr_report_of_a_flax_cnn_with_default_names(tmp_path):
+  """A Flax CNN we did not write (default layer names Conv_0, Conv_1,
+  Dense_0): the co-SVR report's singular values are numpy's of each kernel
+  flattened [out · K², in], and each conv → conv edge gets its filters."""
+  import flax.linen as nn
+  import jax
+
+  from rainbow_jax import network, svr_report
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Conv(6, (3, 3), use_bias=False)(x))
+      x = nn.relu(nn.Conv(5, (3, 3), use_bias=False)(x))
+      return nn.Dense(4, use_bias=False)(x.reshape(x.shape[0], -1))
+
+  model, x = Net(), np.zeros((2, 4, 4, 3), np.float32)
+  variables = model.init(jax.random.key(0), x)
+  net = network.from_linen(model, variables, x)
+  graphs = svr_report.chain_graphs(net, variables, x, method="cosvr")
+  res = svr_report.write(graphs, net.names, str(tmp_path), title="co-SVR")
+  (chain,) = res["chains"]
+  assert chain["names"] == ["Conv_0", "Conv_1", "Dense_0"] and chain["method"] == "cosvr"
+  assert [r["sampled_null"] for r in chain["edge_layers"]] == [False, True]
+  assert chain["filters"] == ["svr_chain0_filters0.png"]
+  assert (tmp_path / chain["filters"][0]).exists()
+  page = (tmp_path / chain["html"]).read_text()
+  for name in ("Conv_0", "Conv_1"):
+    k = np.asarray(variables["params"][name]["kernel"], np.float64)  # [K, K, in, out]
+    co = np.transpose(k, (3, 0, 1, 2)).reshape(-1, k.shape[2])  # [out · K², in]
+    shown = [float(v) for v in re.findall(rf"{name} spectral neuron #\d+: σ = ([0-9.e+-]+)",
+                                          page)]
+    np.testing.assert_allclose(shown, np.linalg.svd(co, compute_uv=False), rtol=2e-3)
+  report = (tmp_path / "report.md").read_text()
+  assert "co-SVR; path metric" in report and "(sampled null)" in report
+
+
+def test_svr_command_cosvr_on_a_cnn(tmp_path):
+  out = tmp_path / "svr"
+  assert cli.main(["svr", "--dataset", "digits", "--arch", "cnn", "--widths", "8",
+                   "--epochs", "1", "--method", "cosvr", "--out", str(out)]) == 0
+  (chain,) = json.loads((out / "results.json").read_text())["chains"]
+  assert chain["method"] == "cosvr" and chain["path_metric"] > 0
+  assert chain["edge_layers"][0]["sampled_null"]
