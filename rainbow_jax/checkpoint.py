@@ -46,8 +46,10 @@ def _to_saveable(tree: Any) -> Any:
 def _step_of(tree: Any, step: int | None) -> int:
   if step is not None:
     return int(step)
-  if hasattr(tree, "epoch"):
-    return int(np.asarray(tree.epoch).reshape(-1)[0])
+  if hasattr(tree, "epoch"):  # every seed's; this process's first shard holds one
+    e = tree.epoch
+    e = e.addressable_shards[0].data if isinstance(e, jax.Array) else e
+    return int(np.asarray(e).reshape(-1)[0])
   raise ValueError("step: needed for a tree without an `epoch` field.")
 
 

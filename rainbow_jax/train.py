@@ -290,6 +290,12 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   if devices is not None:
     state = shard_seeds(state, devices)
     seed_axis = "vmap"
+    # The data, replicated over the same mesh (over several processes, jit
+    # needs every argument global).
+    everywhere = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
+    x_train, y_train = _place((x_train, y_train), everywhere)
+    if x_test is not None:
+      x_test, y_test = _place((x_test, y_test), everywhere)
   rec = {"loss": [], "train": [], "test": [], "sec": []}
   if checkpoint_dir is not None:
     from rainbow_jax import checkpoint  # orbax, imported on demand (it never imports train)
@@ -300,7 +306,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         raise ValueError(f"checkpoint in {checkpoint_dir} is of seeds {saved['seeds']},"
                          f" not {list(seeds)}; use another directory.")
       rec = {k: [np.asarray(v) for v in saved.get(k, [])] for k in rec}
-  done = int(np.asarray(state.epoch)[0])
+  done = int(to_host(state.epoch)[0])
   bar = None
   if progress:
     from tqdm.auto import tqdm
@@ -308,24 +314,25 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
                desc=f"training {len(seeds)} seed(s)", unit="epoch")
   for _ in range(max(epochs - done, 0)):
     t0 = time.perf_counter()
-    epoch = int(state.epoch[0]) + 1
+    epoch = done + 1
     new_state, m = train_epoch(state, x_train, y_train, model=model, tx=tx,
                                batch_size=batch_size, shared_order=shared_order,
                                seed_axis=seed_axis)
-    loss = np.asarray(m.loss)
+    loss, train_acc = to_host((m.loss, m.accuracy))
     if not np.all(np.isfinite(loss)):
       bad = [int(s) for s, l in zip(seeds, loss) if not np.isfinite(l)]
       raise ValueError(f"non-finite training loss at epoch {epoch} for seed(s) {bad};"
                        " lower the learning rate or check the data.")
-    state = new_state
+    state, done = new_state, epoch
     rec["loss"].append(loss)
-    rec["train"].append(np.asarray(m.accuracy))
+    rec["train"].append(train_acc)
     if x_test is not None:
-      rec["test"].append(np.asarray(accuracy(state.variables, x_test, y_test, model=model)))
+      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model)))
     rec["sec"].append(time.perf_counter() - t0)
     if checkpoint_dir is not None:
       history = {k: np.asarray(v).tolist() for k, v in rec.items()}
-      checkpoint.save(checkpoint_dir, state, dict(history, seeds=[int(v) for v in seeds]))
+      checkpoint.save(checkpoint_dir, state, dict(history, seeds=[int(v) for v in seeds]),
+                      step=epoch)
     if callback is not None:
       callback(epoch, state, m)
     if bar is not None:
@@ -342,19 +349,53 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
                         np.asarray(rec["sec"]))
 
 
+def _place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """`jax.device_put` of a pytree that every process holds whole, also onto
+  devices of other processes (a multi-process mesh): each process then
+  supplies its own devices' slices (typed PRNG keys via their key data)."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+
+  def one(a):
+    if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(a)),
+                                      impl=jax.random.key_impl(a))
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+  return jax.tree_util.tree_map(one, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """A pytree of arrays as numpy, whole on every process: arrays sharded over
+  several processes' devices are all-gathered (every process must call)."""
+  from jax.experimental import multihost_utils
+
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+  return jax.tree_util.tree_map(one, tree)
+
+
+def _mesh(devices: Sequence[Any]) -> jax.sharding.Mesh:
+  return jax.sharding.Mesh(np.asarray(list(devices)), ("seeds",))
+
+
 def shard_seeds(tree: Any, devices: Sequence[Any]) -> Any:
   """Places a K-seed pytree with its leading seed axis sharded over `devices`.
 
   Jitted training and evaluation then run each device's seeds locally
   (GSPMD partitions the vmapped program); the results equal one device's.
+  `devices` may span several processes (``jax.devices()`` after
+  `jax.distributed.initialize`): every process passes the same whole tree
+  (`init` is deterministic in the seeds) and keeps its own seeds' slices.
   """
   devices = list(devices)
   k = jax.tree_util.tree_leaves(tree)[0].shape[0]
   if k % len(devices):
     raise ValueError(f"{k} seeds cannot be split evenly over {len(devices)} devices.")
-  mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
-  return jax.device_put(tree, spec)
+  return _place(tree, jax.sharding.NamedSharding(_mesh(devices),
+                                                 jax.sharding.PartitionSpec("seeds")))
 
 
 def select(state_or_params: Any, k: int) -> Any:
@@ -363,4 +404,5 @@ def select(state_or_params: Any, k: int) -> Any:
 
 
 __all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init", "eval_batches",
-           "resolve_seed_axis", "train_epoch", "accuracy", "fit", "select", "shard_seeds"]
+           "resolve_seed_axis", "train_epoch", "accuracy", "fit", "select", "shard_seeds",
+           "to_host"]

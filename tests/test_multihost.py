@@ -1,6 +1,8 @@
 """Two JAX processes on localhost (jax.distributed, CPU collectives over
-gloo), each reading only its shard of the data: the merged statistics equal
-one process's, and numpy's on the whole data."""
+gloo): each reading only its shard of the data, the merged statistics equal
+one process's and numpy's on the whole data; K seeds trained sharded over
+both processes' devices equal one process's training, and their orbax
+checkpoint restores and resumes in one process."""
 
 import os
 import socket
@@ -22,16 +24,20 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
-  out, port, nproc = tmp_path / "merged.npz", _free_port(), 2
-  env = dict(os.environ)
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"),
-                             str(p), str(nproc), str(port), str(out)], env=env,
+def _run_processes(script, *args, nproc=2):
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, script), str(p), str(nproc),
+                             str(port), *map(str, args)], env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for p in range(nproc)]
-  logs = [p.communicate(timeout=120)[0] for p in procs]
+  logs = [p.communicate(timeout=180)[0] for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+
+
+def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
+  out = tmp_path / "merged.npz"
+  _run_processes("multihost_worker.py", out)
   got = np.load(out)
   assert int(got["processes"]) == 2
   x = load_digits().data.astype(np.float32)
@@ -51,3 +57,42 @@ def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
   np.testing.assert_allclose(got["cca"],
                              similarity.cca_moments(one, 0, 1, epsilon=1e-4).coefficients,
                              atol=1e-4)
+
+
+def test_seeds_sharded_over_two_processes_train_and_restore_in_one(tmp_path):
+  import jax
+
+  from multihost_setup import digits_mlp
+  from rainbow_jax import checkpoint, train
+
+  ckpt, out = tmp_path / "ckpt", tmp_path / "trained.npz"
+  _run_processes("multihost_train_worker.py", ckpt, out)
+  got = dict(np.load(out))
+  assert int(got["processes"]) == 2 and int(got["local_seed_slots"]) == 2
+  model, (x, y, xt, yt), seeds, epochs = digits_mlp()
+  # One process, the same 4 seeds on 4 of its devices, from scratch.
+  one, hist = train.fit(model, x, y, xt, yt, seeds=seeds, epochs=epochs,
+                        devices=jax.devices()[:4], progress=False)
+  np.testing.assert_allclose(got["test_accuracy"], hist.test_accuracy, atol=1e-4)
+  np.testing.assert_allclose(got["loss"], hist.loss, rtol=1e-5)
+  flat = lambda t: {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+                    for path, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+  want = flat(one.params)
+  assert set(want) == {k for k in got if "/" in k}
+  for k, v in want.items():
+    np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+  # The 2-process checkpoint restores in this one process, onto 2 devices.
+  like = train.shard_seeds(train.init(model, train.sgd(), seeds, x.shape[1:]),
+                           jax.devices()[:2])
+  restored, saved = checkpoint.restore(str(ckpt), like)
+  assert saved["seeds"] == list(seeds) and int(np.asarray(restored.epoch)[0]) == epochs
+  for k, v in flat(restored.params).items():
+    np.testing.assert_array_equal(v, got[k], err_msg=k)
+  assert restored.params["dense_0"]["kernel"].sharding.mesh.size == 2
+  # ... and resumes: one more epoch here equals 3 epochs in one process.
+  more, _ = train.fit(model, x, y, xt, yt, seeds=seeds, epochs=epochs + 1,
+                      devices=jax.devices()[:2], checkpoint_dir=str(ckpt), progress=False)
+  three, _ = train.fit(model, x, y, seeds=seeds, epochs=epochs + 1, state=one, progress=False,
+                       devices=jax.devices()[:4])
+  for k, v in flat(three.params).items():
+    np.testing.assert_allclose(flat(more.params)[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
