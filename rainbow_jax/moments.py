@@ -633,6 +633,9 @@ def _jit_step(fn, params, state, batch, mask):
   return update(state, fn(params, batch), mask=mask)
 
 
+_IN_FLIGHT = 8  # batches `accumulate` lets run ahead of the device
+
+
 def accumulate(
     batches: Iterable[Any],
     fn: Callable | None = None,
@@ -701,7 +704,7 @@ def accumulate(
     from tqdm.auto import tqdm
     desc = progress if isinstance(progress, str) else "moments"
     bar = tqdm(total=total, desc=desc, unit="batch")
-  batch = first
+  batch, done = first, 0
   while True:
     n = _leading(batch)
     rows += n * rows_per_example
@@ -718,6 +721,11 @@ def accumulate(
       batch = jax.device_put(batch, sharding)
       mask = jax.device_put(mask, sharding)
     state = _jit_step(step_fn, params, state, batch, mask)
+    done += 1
+    if done % _IN_FLIGHT == 0:
+      # Steps are dispatched asynchronously, each holding its batch until it
+      # runs: without a wait, a fast reader queues the whole dataset.
+      jax.block_until_ready(state.count)
     if bar is not None:
       bar.update(1)
     try:

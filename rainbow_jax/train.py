@@ -112,18 +112,15 @@ def _check_data(model, x, y, num_classes=None):
   lo, hi = int(np.min(y)), int(np.max(y))
   if lo < 0 or hi >= classes:
     raise ValueError(f"labels must lie in [0, {classes}), got range [{lo}, {hi}].")
+  return classes
 
 
-def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
-  """One epoch of one seed; `order_key` fixes this epoch's data order."""
-  n = x.shape[0]
-  num_batches = -(-n // batch_size)
-  perm = jax.random.permutation(order_key, n)
-  pad = num_batches * batch_size - n
-  idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(num_batches, batch_size)
-  valid = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
+def _sgd_step(model, tx, carry, xb, yb, mb):
+  """One optimiser step of one seed on a batch with valid-example mask `mb`:
+  ``carry = (params, opt_state, batch_stats)`` → (new carry, (Σ loss, #correct))."""
+  params, opt_state, batch_stats = carry
 
-  def loss_fn(params, batch_stats, xb, yb, mb):
+  def loss_fn(params, batch_stats):
     if batch_stats is None:
       logits = model.apply({"params": params}, xb)
     else:  # BatchNorm: batch statistics, running averages updated (Flax's convention)
@@ -136,14 +133,25 @@ def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
     correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mbf)
     return loss, (jnp.sum(ce * mbf), correct, batch_stats)
 
+  (_, (loss_sum, correct, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(params, batch_stats)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return (params, opt_state, batch_stats), (loss_sum, correct)
+
+
+def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
+  """One epoch of one seed; `order_key` fixes this epoch's data order."""
+  n = x.shape[0]
+  num_batches = -(-n // batch_size)
+  perm = jax.random.permutation(order_key, n)
+  pad = num_batches * batch_size - n
+  idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(num_batches, batch_size)
+  valid = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
+
   def step(carry, batch):
-    params, opt_state, batch_stats = carry
     ib, mb = batch
-    (_, (loss_sum, correct, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(params, batch_stats, x[ib], y[ib], mb)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (params, opt_state, batch_stats), (loss_sum, correct)
+    return _sgd_step(model, tx, carry, x[ib], y[ib], mb)
 
   (params, opt_state, batch_stats), (losses, corrects) = jax.lax.scan(
       step, (state.params, state.opt_state, state.batch_stats), (idx, valid))
@@ -349,6 +357,102 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
                         np.asarray(rec["sec"]))
 
 
+@functools.partial(jax.jit, static_argnames=("model", "tx", "classes"), donate_argnums=(0,))
+def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: nn.Module,
+                 tx: optax.GradientTransformation, classes: int):
+  """One step of K seeds (vmapped) on one shared batch; also counts the
+  batch's labels outside [0, classes)."""
+  def one(params, opt_state, batch_stats):
+    return _sgd_step(model, tx, (params, opt_state, batch_stats), xb, yb, mb)
+  (params, opt_state, batch_stats), sums = jax.vmap(one)(
+      state.params, state.opt_state, state.batch_stats)
+  bad = jnp.sum(((yb < 0) | (yb >= classes)) & mb)
+  return state._replace(params=params, opt_state=opt_state, batch_stats=batch_stats), sums, bad
+
+
+def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (0,),
+               epochs: int = 1, x_test=None, y_test=None, learning_rate: float = 0.01,
+               momentum: float = 0.9, state: TrainState | None = None,
+               tx: optax.GradientTransformation | None = None, progress: bool = True
+               ) -> tuple[TrainState, History]:
+  """Trains K seeds on data streamed from the host (larger than memory).
+
+  Every seed sees the same batches, in the stream's order (`fit`'s
+  ``shared_order=True``); one compiled step (the K seeds vmapped) per batch,
+  a ragged last batch padded and masked so it reuses that step. Memory is
+  the stream's few batches in flight, whatever the dataset's size.
+
+  Args:
+    model: Flax module.
+    epoch_batches: ``epoch_batches(epoch)`` → an iterable of ``(images
+      [B, ...], labels [B])`` for that epoch (0-based), e.g.
+      ``lambda e: streaming.batches(source, 128, shuffle_seed=e)``.
+    seeds, epochs, learning_rate, momentum, tx, state: as in `fit`.
+    x_test, y_test: optional in-memory test set, evaluated after each epoch.
+    progress: a progress bar over each epoch's batches.
+
+  Returns:
+    The final `TrainState` and the `History`.
+
+  Raises:
+    ValueError: an empty epoch, a batch larger than the first, labels out of
+      range, or a non-finite loss.
+  """
+  tx = sgd(learning_rate, momentum) if tx is None else tx
+  rec = {"loss": [], "train": [], "test": [], "sec": []}
+  if x_test is not None:
+    x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+  done = 0 if state is None else int(to_host(state.epoch)[0])
+  for epoch in range(done, epochs):
+    t0 = time.perf_counter()
+    loss_sum = correct = bad = 0
+    n, size, steps = 0, None, 0
+    it = epoch_batches(epoch)
+    if progress:
+      from tqdm.auto import tqdm
+      it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+    for xb, yb in it:
+      b = int(xb.shape[0])
+      if size is None:
+        size = b
+        if state is None:
+          state = init(model, tx, seeds, xb.shape[1:])
+        classes = _check_data(model, jnp.asarray(xb[:1]), jnp.asarray(yb[:1]))
+      if b > size:
+        raise ValueError(f"batch of {b} after a first batch of {size}: only the last"
+                         " batch may differ (be smaller).")
+      if not b:
+        continue
+      mb = np.arange(size) < b
+      if b < size:  # ragged last batch: pad, mask, same compiled step
+        pad = [(0, size - b)] + [(0, 0)] * (xb.ndim - 1)
+        xb, yb = jnp.pad(jnp.asarray(xb), pad), jnp.pad(jnp.asarray(yb), [(0, size - b)])
+      state, (ls, cs), nb = _stream_step(state, xb, yb, jnp.asarray(mb), model=model, tx=tx,
+                                         classes=classes)
+      loss_sum, correct, bad, n = loss_sum + ls, correct + cs, bad + nb, n + b
+      steps += 1
+      if steps % 8 == 0:  # bound the batches queued ahead of the device
+        jax.block_until_ready(loss_sum)
+    if size is None:
+      raise ValueError(f"epoch {epoch}'s stream is empty.")
+    state = state._replace(epoch=state.epoch + 1)
+    loss, acc, bad = to_host((loss_sum / n, 100.0 * correct / n, bad))
+    if bad:
+      raise ValueError(f"{int(bad)} label(s) of epoch {epoch + 1} lie outside [0, {classes}).")
+    if not np.all(np.isfinite(loss)):
+      bad = [int(s) for s, l in zip(seeds, loss) if not np.isfinite(l)]
+      raise ValueError(f"non-finite training loss at epoch {epoch + 1} for seed(s) {bad};"
+                       " lower the learning rate or check the data.")
+    rec["loss"].append(loss)
+    rec["train"].append(acc)
+    if x_test is not None:
+      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model)))
+    rec["sec"].append(time.perf_counter() - t0)
+  stack = lambda v: np.stack(v) if v else np.zeros((0, len(seeds)))
+  return state, History(stack(rec["loss"]), stack(rec["train"]), stack(rec["test"]),
+                        np.asarray(rec["sec"]))
+
+
 def _place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """`jax.device_put` of a pytree that every process holds whole, also onto
   devices of other processes (a multi-process mesh): each process then
@@ -404,5 +508,5 @@ def select(state_or_params: Any, k: int) -> Any:
 
 
 __all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init", "eval_batches",
-           "resolve_seed_axis", "train_epoch", "accuracy", "fit", "select", "shard_seeds",
-           "to_host"]
+           "resolve_seed_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
+           "shard_seeds", "to_host"]

@@ -185,6 +185,16 @@ def test_svr_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_streaming_benchmark_quick(tmp_path):
+  res = _quick_benchmark("streaming", tmp_path)
+  by = {r["case"]: r["extra"] for r in res["records"]}
+  assert set(by) == {"stream_R1", "in_memory_R1", "stream_R2", "in_memory_R2"}
+  assert by["stream_R2"]["images"] == 2 * by["stream_R1"]["images"]
+  # Same statistics either way.
+  assert abs(by["stream_R2"]["covariance_trace"] - by["in_memory_R2"]["covariance_trace"]) < 1e-3
+
+
+@pytest.mark.slow
 def test_rainbow_and_ensembles_benchmarks_quick(tmp_path):
   res = _quick_benchmark("rainbow", tmp_path)
   cases = {(r["impl"], r["case"]) for r in res["records"]}
