@@ -5,6 +5,7 @@ both processes' devices equal one process's training, and their orbax
 checkpoint restores and resumes in one process."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,20 +25,24 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run_processes(script, *args, nproc=2):
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, script), str(p), str(nproc),
-                             str(port), *map(str, args)], env=dict(os.environ),
+def test_two_processes_merge_statistics_and_train_sharded_seeds_like_one(tmp_path):
+  """One run of tests/multihost_worker.py in 2 processes (starting them is
+  most of the cost), checked twice."""
+  out, port, nproc = tmp_path / "run", _free_port(), 2
+  out.mkdir()
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"),
+                             str(p), str(nproc), str(port), str(out)], env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for p in range(nproc)]
   logs = [p.communicate(timeout=180)[0] for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+  _merged_statistics_equal_one_process(out)
+  _sharded_training_equals_one_process_and_restores(out, tmp_path)
 
 
-def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
-  out = tmp_path / "merged.npz"
-  _run_processes("multihost_worker.py", out)
+def _merged_statistics_equal_one_process(two_processes):
+  out = two_processes / "merged.npz"
   got = np.load(out)
   assert int(got["processes"]) == 2
   x = load_digits().data.astype(np.float32)
@@ -59,15 +64,15 @@ def test_two_processes_merge_to_the_single_process_statistics(tmp_path):
                              atol=1e-4)
 
 
-def test_seeds_sharded_over_two_processes_train_and_restore_in_one(tmp_path):
+def _sharded_training_equals_one_process_and_restores(two_processes, tmp_path):
   import jax
 
   from multihost_setup import digits_mlp
   from rainbow_jax import checkpoint, train
 
-  ckpt, out = tmp_path / "ckpt", tmp_path / "trained.npz"
-  _run_processes("multihost_train_worker.py", ckpt, out)
-  got = dict(np.load(out))
+  ckpt = tmp_path / "ckpt"  # a copy: resuming below writes to it
+  shutil.copytree(two_processes / "ckpt", ckpt)
+  got = dict(np.load(two_processes / "trained.npz"))
   assert int(got["processes"]) == 2 and int(got["local_seed_slots"]) == 2
   model, (x, y, xt, yt), seeds, epochs = digits_mlp()
   # One process, the same 4 seeds on 4 of its devices, from scratch.

@@ -70,11 +70,18 @@ def test_moments_over_a_stream_equal_numpy(records):
                              np.cov(flat, rowvar=False, bias=True), atol=2e-6)
 
 
-def test_training_on_a_stream_equals_training_in_memory(records):
+@pytest.fixture(scope="module")
+def digits_records(tmp_path_factory):
+  x, y = _digits_uint8()
+  path = tmp_path_factory.mktemp("digits") / "train.array_record"
+  return x, y, streaming.write_array_record(str(path), x, y)
+
+
+def test_training_on_a_stream_equals_training_in_memory(digits_records):
   """One epoch of 2 seeds streamed from the ArrayRecord file, in the order
   `fit` draws with shared_order, gives `fit`'s parameters; a few epochs
   learn the data."""
-  x, y, path = records
+  x, y, path = digits_records
   xf = x.astype(np.float32) / 255
   model = models.make("mlp", x.shape[1:], 10, widths=[32])
   state0 = train.init(model, train.sgd(), (0, 1), x.shape[1:])

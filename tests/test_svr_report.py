@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from rainbow_jax import cli, svr
 
@@ -74,6 +75,7 @@ def test_cosvr_report_of_a_flax_cnn_with_default_names(tmp_path):
   assert "co-SVR; path metric" in report and "(sampled null)" in report
 
 
+@pytest.mark.slow  # the report's co-SVR path runs above; this is the CLI flag on a trained CNN
 def test_svr_command_cosvr_on_a_cnn(tmp_path):
   out = tmp_path / "svr"
   assert cli.main(["svr", "--dataset", "digits", "--arch", "cnn", "--widths", "8",
