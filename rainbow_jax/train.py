@@ -403,6 +403,8 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
   if x_test is not None:
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
   done = 0 if state is None else int(to_host(state.epoch)[0])
+  if state is not None:  # the steps donate their state: keep the caller's intact
+    state = jax.tree_util.tree_map(jnp.copy, state)
   for epoch in range(done, epochs):
     t0 = time.perf_counter()
     loss_sum = correct = bad = 0
