@@ -223,6 +223,7 @@ def test_rainbow_on_a_flax_mlp_with_biases_and_default_names():
                                                stacked=True), ref, atol=0.3)
 
 
+@pytest.mark.slow  # 36 s; the default suite's user-model analyze covers BatchNorm + residual
 def test_rainbow_on_a_resnet_with_batchnorm():
   """Residual blocks and BatchNorm: stream writers are refused by name, the
   block convs are sampled, statistics re-estimated beat stale ones."""
