@@ -531,6 +531,13 @@ def _edge(u: Array, v: Array, critical, draws, *, channels: int, exact: bool,
   return a, q, sig, internal_dimensions(a, c), color_intensity(a, c)
 
 
+def _check_graph_args(weights: Sequence[Any], alpha: float) -> None:
+  if len(weights) < 2:
+    raise ValueError("an SVR needs at least two layers.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+
+
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
         fdr: float | None = None, top_k: int | None = None,
         key: Array | None = None, solver: str = "svd", method: str = "svr",
@@ -561,10 +568,7 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
   Returns:
     `SVR`.
   """
-  if len(weights) < 2:
-    raise ValueError("an SVR needs at least two layers.")
-  if not 0 < alpha < 1:
-    raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+  _check_graph_args(weights, alpha)
   if method not in ("svr", "cosvr"):
     raise ValueError(f"method must be 'svr' or 'cosvr', got {method!r}.")
   if int(null_draws) < 100:
@@ -616,6 +620,60 @@ def entropy(result: SVR) -> Array:
   weights are not normalised, so compare layers of the same shape."""
   return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(jnp.abs(a), jnp.abs(a)))
                     for a in result.adjacency])
+
+
+def svr_stack(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
+              solver: str = "svd", with_pvalues: bool = True) -> SVR:
+  """The SVR of N networks of the same architecture at once (N seeds, N
+  checkpoints): one vmapped SVD per layer and one vmapped program per edge
+  layer, instead of N calls of `svr`.
+
+  Args:
+    weights: per layer, the N networks' native weights stacked, ``[N, out,
+      in]`` / ``[N, out, in, K, K]``.
+    alpha, exact, solver, with_pvalues: as in `svr` (the SVR, per-edge
+      significance).
+
+  Returns:
+    An `SVR` whose arrays have a leading ``[N]`` axis (spectra, adjacency,
+    pvalues, significant, intensity) and whose ``internal_dims`` are
+    ``[N, 2]`` int arrays; network i equals ``svr([w[i] for w in weights])``.
+  """
+  _check_graph_args(weights, alpha)
+  if solver not in ("svd", "gram"):
+    raise ValueError(f"solver must be 'svd' or 'gram', got {solver!r}.")
+  ws = []
+  for i, w in enumerate(weights):
+    _checks.check_array(w, f"weights[{i}]", (3, 5))
+    ws.append(jnp.asarray(w))
+  n = ws[0].shape[0]
+  if any(w.shape[0] != n for w in ws):
+    raise ValueError(f"every layer needs the same number of networks (leading axis), got"
+                     f" {[w.shape[0] for w in ws]}.")
+  stack = _svd_stack if solver == "svd" else _gram_stack
+  spec = [stack(jax.vmap(flatten)(w)) for w in ws]
+  adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
+  for i in range(len(spec) - 1):
+    one = lambda sp: Spectral(sp.u[0], sp.s[0], sp.v[0])
+    c, q_taps, p = _positions(one(spec[i]), one(spec[i + 1]), ws[i].shape[1])
+    crit = float(null_law(c, p * q_taps, exact=exact).isf(alpha))
+    edge = functools.partial(_edge, channels=c, exact=exact, with_pvalues=with_pvalues)
+    a, q, m, d, ci = jax.vmap(lambda u, v: edge(u, v, crit, None))(spec[i].u, spec[i + 1].v)
+    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten), (a, c, p * q_taps, q, m, d, ci)):
+      lst.append(val)
+  dims = [np.stack([np.asarray(d0), np.asarray(d1)], axis=1) for d0, d1 in dims]
+  return SVR(spec, adj, cs, ps, pv, sig, dims, inten, "svr", [False] * len(adj))
+
+
+def take(result: SVR, i: int) -> SVR:
+  """Network ``i`` of an `svr_stack` result, as `svr` would give it."""
+  pick = lambda a: None if a is None else a[i]
+  return result._replace(
+      spectra=[Spectral(sp.u[i], sp.s[i], sp.v[i]) for sp in result.spectra],
+      adjacency=[a[i] for a in result.adjacency], pvalues=[pick(q) for q in result.pvalues],
+      significant=[m[i] for m in result.significant],
+      internal_dims=[tuple(int(v) for v in d[i]) for d in result.internal_dims],
+      intensity=[c[i] for c in result.intensity])
 
 
 def keep_ranks(result: SVR) -> list[int]:
@@ -686,4 +744,4 @@ __all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensit
            "edges", "effective_filters", "entropy", "flatten", "from_flax", "from_torch",
            "internal_dimensions", "keep_ranks", "low_rank", "noisy_block_orthogonal",
            "null_law", "path_metric", "pvalues", "randomized_svd", "spectra", "svr",
-           "svr_to_co_svr", "to_flax", "to_networkx"]
+           "svr_stack", "svr_to_co_svr", "take", "to_flax", "to_networkx"]

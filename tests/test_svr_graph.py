@@ -162,3 +162,23 @@ def test_entropy_of_exact_zeros_and_bad_method(rng):
   np.testing.assert_allclose(float(V.entropy(res)[0]), -np.sum(nz * np.log(nz)), rtol=1e-5)
   with pytest.raises(ValueError, match="cosvr"):
     V.svr([w1, w1], method="co")
+
+
+def test_svr_stack_equals_one_network_at_a_time(rng):
+  """N networks in one program give each network's `svr`."""
+  shapes = [(6, 3, 3, 3), (8, 6, 3, 3), (10, 8 * 4 * 4), (5, 10)]
+  nets = [[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(3)]
+  stacked = V.svr_stack([np.stack([net[l] for net in nets]) for l in range(len(shapes))])
+  assert stacked.internal_dims[0].shape == (3, 2)
+  for i, net in enumerate(nets):
+    one, got = V.svr(net), V.take(stacked, i)
+    for a, b in zip(got.spectra, one.spectra):
+      np.testing.assert_allclose(np.asarray(a.s), np.asarray(b.s), rtol=1e-5)
+    for a, b in zip(got.adjacency, one.adjacency):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    for a, b in zip(got.pvalues, one.pvalues):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
+    assert got.internal_dims == one.internal_dims
+    assert float(V.path_metric(got)) == pytest.approx(float(V.path_metric(one)), rel=1e-5)
+  with pytest.raises(ValueError, match="same number of networks"):
+    V.svr_stack([np.zeros((3, 4, 5), np.float32) + 1, np.ones((2, 6, 4), np.float32)])
