@@ -177,7 +177,10 @@ def test_tutorial_normalisation_then_grayscale(tmp_path, monkeypatch):
 def test_svr_benchmark_quick(tmp_path):
   res = _quick_benchmark("svr", tmp_path)
   ours = [r for r in res["records"] if r["impl"] == "rainbow_jax"]
-  assert {"numpy", "rainbow_jax"} == {r["impl"] for r in res["records"]}
+  assert {"numpy", "rainbow_jax", "rainbow_jax_stack"} == {r["impl"] for r in res["records"]}
+  for r in res["records"]:  # svr_stack: the same graphs as numpy's
+    if r["impl"] == "rainbow_jax_stack":
+      assert r["extra"]["max_abs_diff_adjacency"] < 1e-3
   for r in ours:  # the same graph as the numpy implementation
     if r["extra"].get("top_k") is None and r["extra"].get("method", "svd") == "svd":
       assert r["extra"]["max_abs_diff_adjacency"] < 1e-3
