@@ -34,17 +34,12 @@ import numpy as np
 
 
 def _images():
-  from rainbow_jax.data import DEBIAN_DIRS, read_idx
-  d = DEBIAN_DIRS["fashion_mnist"]
-  if os.path.isdir(d):
-    x = np.concatenate([read_idx(os.path.join(d, f)) for f in
-                        ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")])
-    y = np.concatenate([read_idx(os.path.join(d, f)) for f in
-                        ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")])
-    return "fashion_mnist", x[..., None], y
-  from sklearn.datasets import load_digits
-  dg = load_digits()
-  return "digits", np.round(dg.images / 16.0 * 255).astype(np.uint8)[..., None], dg.target
+  """uint8 images and labels: Fashion-MNIST's 70 000 where installed, else digits."""
+  from rainbow_jax import data
+  name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
+  ds = data.load(name, normalize=False)  # pixels / 255, exactly
+  x = np.round(np.concatenate([ds.x_train, ds.x_test]) * 255).astype(np.uint8)
+  return name, x, np.concatenate([ds.y_train, ds.y_test])
 
 
 def _pass(mode: str, path: str, batch: int) -> dict:

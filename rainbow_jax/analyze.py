@@ -38,7 +38,7 @@ from rainbow_jax import (
   rainbow,
   similarity,
   spectra,
-  svr,
+  svr_report,
 )
 
 
@@ -368,14 +368,9 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
                             " space)"),
         out("cka.png")))
 
-  svr_chains = []
-  for chain in chains:
-    if len(chain) < 2:
-      continue
-    res = svr.svr(svr.from_flax([kernels[0][j] for j in chain]), with_pvalues=False)
-    svr_chains.append({"layers": [j + 1 for j in chain],
-                       "names": [net.names[j] for j in chain],
-                       "internal_dims": [list(d) for d in res.internal_dims]})
+  svr_chains = [{"layers": [j + 1 for j in g.layers], "names": [net.names[j] for j in g.layers],
+                 "internal_dims": [list(d) for d in g.result.internal_dims]}
+                for g in svr_report.chain_svrs(kernels[0], chains, with_pvalues=False)]
   if not svr_chains:
     notes.append("SVR: no two consecutive weight layers where the second alone reads the"
                  " first's output, so there is no chain for an SVR graph.")

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rainbow_jax import data
+
 _FORMAT = "rainbow_jax-images-v1"
 
 
@@ -177,11 +179,7 @@ class TfdsSource:
     return len(self._src)
 
   def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = [int(i) for i in indices]
-    try:
-      records = list(self._src.__getitems__(idx))
-    except (AttributeError, TypeError):  # no batched read (tfds' mock sources)
-      records = [self._src[i] for i in idx]
+    records = data.read_records(self._src, indices)
     return (np.stack([np.asarray(r[self.image_key]) for r in records]),
             np.asarray([r[self.label_key] for r in records]))
 

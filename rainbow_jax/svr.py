@@ -283,12 +283,7 @@ def _filters(u: Array, v: Array, channels: int | None = None) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("channels",))
 def _adjacency(u: Array, v: Array, channels: int | None = None) -> Array:
-  c = u.shape[0] if channels is None else channels
-  if u.shape[0] == c:  # the SVR: taps only on the next layer's side
-    vv = v.reshape(c, v.shape[0] // c, v.shape[1])  # [c, P, M']
-    t = jnp.einsum("cm,cpn->pnm", u, vv, precision=_HP)
-    return jnp.sum(t * t, axis=0)
-  t = _filters(u, v, c)
+  t = _filters(u, v, channels)
   return jnp.sum(t * t, axis=(2, 3))
 
 
@@ -531,11 +526,25 @@ def _edge(u: Array, v: Array, critical, draws, *, channels: int, exact: bool,
   return a, q, sig, internal_dimensions(a, c), color_intensity(a, c)
 
 
-def _check_graph_args(weights: Sequence[Any], alpha: float) -> None:
+def _check_graph_args(weights: Sequence[Any], alpha: float, method: str,
+                      null_draws: int) -> None:
   if len(weights) < 2:
     raise ValueError("an SVR needs at least two layers.")
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+  if method not in ("svr", "cosvr"):
+    raise ValueError(f"method must be 'svr' or 'cosvr', got {method!r}.")
+  if int(null_draws) < 100:
+    raise ValueError(f"null_draws must be at least 100, got {null_draws}.")
+
+
+def _edge_law(i: int, c: int, q_taps: int, p: int, *, alpha: float, exact: bool,
+              null_draws: int, null_seed: int):
+  """``(critical, draws, sampled)`` of edge layer `i` for `_edge`: the null
+  law's critical value, or for a two-sided edge `alpha` and its χ² draws."""
+  if q_taps > 1 and p > 1:
+    return alpha, _chi2_draws((null_seed, i), c, q_taps, p, int(null_draws)), True
+  return float(null_law(c, p * q_taps, exact=exact).isf(alpha)), None, False
 
 
 def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
@@ -568,11 +577,7 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
   Returns:
     `SVR`.
   """
-  _check_graph_args(weights, alpha)
-  if method not in ("svr", "cosvr"):
-    raise ValueError(f"method must be 'svr' or 'cosvr', got {method!r}.")
-  if int(null_draws) < 100:
-    raise ValueError(f"null_draws must be at least 100, got {null_draws}.")
+  _check_graph_args(weights, alpha, method, null_draws)
   spec = spectra(weights, co=method == "cosvr", top_k=top_k, key=key,
                  solver=solver)  # checks the weights
   adj, cs, ps, pv, sig, dims, inten, sampled = [], [], [], [], [], [], [], []
@@ -580,11 +585,8 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
     raise ValueError("fdr needs the p-values: with_pvalues=True.")
   for i in range(len(spec) - 1):
     c, q_taps, p = _positions(spec[i], spec[i + 1], jnp.shape(weights[i])[0])
-    two_sided = q_taps > 1 and p > 1
-    if two_sided:
-      crit, draws = alpha, _chi2_draws((null_seed, i), c, q_taps, p, int(null_draws))
-    else:
-      crit, draws = float(null_law(c, p * q_taps, exact=exact).isf(alpha)), None
+    crit, draws, two_sided = _edge_law(i, c, q_taps, p, alpha=alpha, exact=exact,
+                                       null_draws=null_draws, null_seed=null_seed)
     a, q, m, d, ci = _edge(spec[i].u, spec[i + 1].v, crit, draws, channels=c, exact=exact,
                            with_pvalues=with_pvalues)
     for lst, val in zip((adj, cs, ps, pv, sig, dims, inten, sampled),
@@ -609,7 +611,7 @@ def path_metric(result: SVR, *, scale: bool = True, threshold: float = 0.0) -> A
   x = None
   for l, sp in enumerate(result.spectra):
     w = jnp.where(sp.s > threshold, sp.s if scale else 1.0, 0.0)
-    x = w if x is None else w * jnp.matmul(jnp.abs(result.adjacency[l - 1]), x, precision=_HP)
+    x = w if x is None else w * jnp.matmul(result.adjacency[l - 1], x, precision=_HP)
   return jnp.sum(x)
 
 
@@ -618,12 +620,12 @@ def entropy(result: SVR) -> Array:
   reference code's ``entropy``; 0 log 0 = 0, where the reference gives NaN).
   Low when each spectral neuron reads few of the previous layer's; the
   weights are not normalised, so compare layers of the same shape."""
-  return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(jnp.abs(a), jnp.abs(a)))
-                    for a in result.adjacency])
+  return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(a, a)) for a in result.adjacency])
 
 
 def svr_stack(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
-              solver: str = "svd", with_pvalues: bool = True) -> SVR:
+              solver: str = "svd", method: str = "svr", with_pvalues: bool = True,
+              null_draws: int = 8192, null_seed: int = 0) -> SVR:
   """The SVR of N networks of the same architecture at once (N seeds, N
   checkpoints): one vmapped SVD per layer and one vmapped program per edge
   layer, instead of N calls of `svr`.
@@ -631,15 +633,15 @@ def svr_stack(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = Tr
   Args:
     weights: per layer, the N networks' native weights stacked, ``[N, out,
       in]`` / ``[N, out, in, K, K]``.
-    alpha, exact, solver, with_pvalues: as in `svr` (the SVR, per-edge
-      significance).
+    alpha, exact, solver, method, with_pvalues, null_draws, null_seed: as
+      in `svr` (per-edge significance).
 
   Returns:
     An `SVR` whose arrays have a leading ``[N]`` axis (spectra, adjacency,
     pvalues, significant, intensity) and whose ``internal_dims`` are
     ``[N, 2]`` int arrays; network i equals ``svr([w[i] for w in weights])``.
   """
-  _check_graph_args(weights, alpha)
+  _check_graph_args(weights, alpha, method, null_draws)
   if solver not in ("svd", "gram"):
     raise ValueError(f"solver must be 'svd' or 'gram', got {solver!r}.")
   ws = []
@@ -651,18 +653,21 @@ def svr_stack(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = Tr
     raise ValueError(f"every layer needs the same number of networks (leading axis), got"
                      f" {[w.shape[0] for w in ws]}.")
   stack = _svd_stack if solver == "svd" else _gram_stack
-  spec = [stack(jax.vmap(flatten)(w)) for w in ws]
-  adj, cs, ps, pv, sig, dims, inten = [], [], [], [], [], [], []
+  co = functools.partial(flatten, co=method == "cosvr")
+  spec = [stack(jax.vmap(co)(w)) for w in ws]
+  adj, cs, ps, pv, sig, dims, inten, sampled = [], [], [], [], [], [], [], []
   for i in range(len(spec) - 1):
     one = lambda sp: Spectral(sp.u[0], sp.s[0], sp.v[0])
     c, q_taps, p = _positions(one(spec[i]), one(spec[i + 1]), ws[i].shape[1])
-    crit = float(null_law(c, p * q_taps, exact=exact).isf(alpha))
+    crit, draws, two_sided = _edge_law(i, c, q_taps, p, alpha=alpha, exact=exact,
+                                       null_draws=null_draws, null_seed=null_seed)
     edge = functools.partial(_edge, channels=c, exact=exact, with_pvalues=with_pvalues)
-    a, q, m, d, ci = jax.vmap(lambda u, v: edge(u, v, crit, None))(spec[i].u, spec[i + 1].v)
-    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten), (a, c, p * q_taps, q, m, d, ci)):
+    a, q, m, d, ci = jax.vmap(lambda u, v: edge(u, v, crit, draws))(spec[i].u, spec[i + 1].v)
+    for lst, val in zip((adj, cs, ps, pv, sig, dims, inten, sampled),
+                        (a, c, p * q_taps, q, m, d, ci, two_sided)):
       lst.append(val)
   dims = [np.stack([np.asarray(d0), np.asarray(d1)], axis=1) for d0, d1 in dims]
-  return SVR(spec, adj, cs, ps, pv, sig, dims, inten, "svr", [False] * len(adj))
+  return SVR(spec, adj, cs, ps, pv, sig, dims, inten, method, sampled)
 
 
 def take(result: SVR, i: int) -> SVR:

@@ -34,19 +34,25 @@ class Chain(NamedTuple):
   shapes: list
 
 
+def chain_svrs(kernels: Sequence[Any], chains: Sequence[Sequence[int]],
+               **svr_kwargs) -> list[Chain]:
+  """`svr.svr` (keywords passed on) of the Flax `kernels` along each chain of
+  layer indices, chains of one layer left out."""
+  out = []
+  for chain in chains:
+    if len(chain) >= 2:
+      ws = svr.from_flax([kernels[j] for j in chain])
+      out.append(Chain(list(chain), svr.svr(ws, **svr_kwargs), [tuple(w.shape) for w in ws]))
+  return out
+
+
 def chain_graphs(net: Any, variables: Any, x: Any, *, alpha: float = 0.15,
                  fdr: float | None = None, method: str = "svr") -> list[Chain]:
   """The SVR (or co-SVR) along each chain of consecutive weight layers of
   `net` (a `rainbow_jax.network.Network`; a residual network has one per
   block), chains of one layer left out."""
-  kernels = net.kernels(variables)
-  out = []
-  for chain in net.chains(variables, x):
-    if len(chain) >= 2:
-      ws = svr.from_flax([kernels[j] for j in chain])
-      out.append(Chain(list(chain), svr.svr(ws, alpha=alpha, fdr=fdr, method=method),
-                       [tuple(w.shape) for w in ws]))
-  return out
+  return chain_svrs(net.kernels(variables), net.chains(variables, x), alpha=alpha, fdr=fdr,
+                    method=method)
 
 
 def _filter_edges(chain: Chain) -> list[tuple[int, Any]]:
@@ -180,4 +186,4 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
   return results
 
 
-__all__ = ["Chain", "chain_graphs", "html_graph", "write"]
+__all__ = ["Chain", "chain_graphs", "chain_svrs", "html_graph", "write"]

@@ -244,6 +244,20 @@ class History(NamedTuple):
   seconds: np.ndarray
 
 
+def _check_finite_loss(loss: np.ndarray, seeds: Sequence[int], epoch: int) -> None:
+  if not np.all(np.isfinite(loss)):
+    bad = [int(s) for s, l in zip(seeds, loss) if not np.isfinite(l)]
+    raise ValueError(f"non-finite training loss at epoch {epoch} for seed(s) {bad};"
+                     " lower the learning rate or check the data.")
+
+
+def _history(rec: dict, num_seeds: int) -> History:
+  """`History` of the per-epoch records ``loss``/``train``/``test``/``sec``."""
+  stack = lambda v: np.stack(v) if v else np.zeros((0, num_seeds))
+  return History(stack(rec["loss"]), stack(rec["train"]), stack(rec["test"]),
+                 np.asarray(rec["sec"]))
+
+
 def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         seeds: Sequence[int] = (0,), epochs: int = 5, batch_size: int = 128,
         learning_rate: float = 0.01, momentum: float = 0.9,
@@ -327,10 +341,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
                                batch_size=batch_size, shared_order=shared_order,
                                seed_axis=seed_axis)
     loss, train_acc = to_host((m.loss, m.accuracy))
-    if not np.all(np.isfinite(loss)):
-      bad = [int(s) for s, l in zip(seeds, loss) if not np.isfinite(l)]
-      raise ValueError(f"non-finite training loss at epoch {epoch} for seed(s) {bad};"
-                       " lower the learning rate or check the data.")
+    _check_finite_loss(loss, seeds, epoch)
     state, done = new_state, epoch
     rec["loss"].append(loss)
     rec["train"].append(train_acc)
@@ -352,9 +363,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
       bar.update(1)
   if bar is not None:
     bar.close()
-  stack = lambda v: np.stack(v) if v else np.zeros((0, len(seeds)))
-  return state, History(stack(rec["loss"]), stack(rec["train"]), stack(rec["test"]),
-                        np.asarray(rec["sec"]))
+  return state, _history(rec, len(seeds))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "classes"), donate_argnums=(0,))
@@ -441,18 +450,13 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
     loss, acc, bad = to_host((loss_sum / n, 100.0 * correct / n, bad))
     if bad:
       raise ValueError(f"{int(bad)} label(s) of epoch {epoch + 1} lie outside [0, {classes}).")
-    if not np.all(np.isfinite(loss)):
-      bad = [int(s) for s, l in zip(seeds, loss) if not np.isfinite(l)]
-      raise ValueError(f"non-finite training loss at epoch {epoch + 1} for seed(s) {bad};"
-                       " lower the learning rate or check the data.")
+    _check_finite_loss(loss, seeds, epoch + 1)
     rec["loss"].append(loss)
     rec["train"].append(acc)
     if x_test is not None:
       rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model)))
     rec["sec"].append(time.perf_counter() - t0)
-  stack = lambda v: np.stack(v) if v else np.zeros((0, len(seeds)))
-  return state, History(stack(rec["loss"]), stack(rec["train"]), stack(rec["test"]),
-                        np.asarray(rec["sec"]))
+  return state, _history(rec, len(seeds))
 
 
 def _place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
