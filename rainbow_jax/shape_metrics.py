@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from rainbow_jax import _checks
+from rainbow_jax import _checks, align
 
 _HP = lax.Precision.HIGHEST
 _EIG_TOL = 1e-7
@@ -65,9 +65,9 @@ def _apply(w: Whitening, x: Array) -> Array:
   return jnp.matmul(x - w.mean[None, :], w.matrix, precision=_HP)
 
 
-def _rotations(xw: Array, yw: Array) -> tuple[Array, Array]:
-  u, _, vt = jnp.linalg.svd(jnp.matmul(xw.T, yw, precision=_HP), full_matrices=False)
-  return u, vt.T
+def _rotation(xw: Array, yw: Array) -> Array:
+  """``[p, p]`` orthogonal R minimising ‖xw R − yw‖ (`align.procrustes`)."""
+  return align.procrustes(jnp.matmul(yw.T, xw, precision=_HP)).T
 
 
 def _score(a: Array, b: Array, score: str) -> Array:
@@ -103,9 +103,8 @@ def _check(alpha: float, score: str) -> None:
 @functools.partial(jax.jit, static_argnames=("score",))
 def _distance(x, y, xt, yt, alpha, *, score):
   wx, wy = _whitening(x, alpha), _whitening(y, alpha)
-  u, v = _rotations(_apply(wx, x), _apply(wy, y))
-  return _score(jnp.matmul(_apply(wx, xt), u, precision=_HP),
-                jnp.matmul(_apply(wy, yt), v, precision=_HP), score)
+  r = _rotation(_apply(wx, x), _apply(wy, y))
+  return _score(jnp.matmul(_apply(wx, xt), r, precision=_HP), _apply(wy, yt), score)
 
 
 def distance(x: Float[Array, "n px"], y: Float[Array, "n py"], *, alpha: float = 1.0,
@@ -146,9 +145,8 @@ def _pairwise(train, test, alpha, *, score):
   i, j = jnp.triu_indices(k, 1)
 
   def one(a, b):
-    u, v = _rotations(fit[a], fit[b])
-    return _score(jnp.matmul(held[a], u, precision=_HP),
-                  jnp.matmul(held[b], v, precision=_HP), score)
+    return _score(jnp.matmul(held[a], _rotation(fit[a], fit[b]), precision=_HP), held[b],
+                  score)
 
   d = lax.map(lambda ab: one(*ab), (i, j))  # one pair at a time: O(n·p) memory
   out = jnp.zeros((k, k), d.dtype).at[i, j].set(d)
@@ -197,8 +195,7 @@ def _frechet(stack, alpha, *, iterations):
 
   def step(mean, _):
     def onto(x):
-      u, v = _rotations(x, mean)
-      return jnp.matmul(jnp.matmul(x, u, precision=_HP), v.T, precision=_HP)
+      return jnp.matmul(x, _rotation(x, mean), precision=_HP)
     aligned = jax.vmap(onto)(xs)
     new = jnp.mean(aligned, axis=0)
     return new, jnp.sum((aligned - new[None]) ** 2)

@@ -414,6 +414,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
   done = 0 if state is None else int(to_host(state.epoch)[0])
   if state is not None:  # the steps donate their state: keep the caller's intact
     state = jax.tree_util.tree_map(jnp.copy, state)
+  classes = None
   for epoch in range(done, epochs):
     t0 = time.perf_counter()
     loss_sum = correct = bad = 0
@@ -428,7 +429,8 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
         size = b
         if state is None:
           state = init(model, tx, seeds, xb.shape[1:])
-        classes = _check_data(model, jnp.asarray(xb[:1]), jnp.asarray(yb[:1]))
+        if classes is None:  # shapes and dtypes, once (labels: counted in every step)
+          classes = _check_data(model, jnp.asarray(xb[:1]), jnp.asarray(yb[:1]))
       if b > size:
         raise ValueError(f"batch of {b} after a first batch of {size}: only the last"
                          " batch may differ (be smaller).")
