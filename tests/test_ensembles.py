@@ -73,6 +73,17 @@ def test_linear_network_matches_exact_theory(c_b):
   assert float(cross3.value[0, 0, 0, 0]) > 5 * float(cross3.error[0, 0, 0, 0])
 
 
+def test_brute_force_draws_do_not_depend_on_the_chunk():
+  # Each init has its own key, so how the inits are grouped (the CPU default
+  # sizes chunks to the cache) changes the speed, never the draws.
+  x = _x(n0=5)
+  runs = [E.sample(jax.random.key(3), x, [40, 30], num_inits=12, method="brute", chunk=c)
+          for c in (None, 1, 4)]
+  for other in runs[1:]:
+    for a, b in zip(runs[0], other):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_gram_sampler_equals_brute_force_in_distribution():
   x = _x(n0=5)
   widths = [16, 16, 16]
