@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rainbow_jax import _axis
+
 Array = jax.Array
 
 
@@ -29,13 +31,15 @@ def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
   return xp, yp
 
 
-@functools.partial(jax.jit, static_argnames=("net", "batch_size", "stacked"))
+@functools.partial(jax.jit, static_argnames=("net", "batch_size", "stacked", "stack_axis"))
 def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 1000,
-             stacked: bool = False) -> Array:
+             stacked: bool = False, stack_axis: str = "auto") -> Array:
   """Accuracy (%) of a `Network` on ``x [N, ...]``, ``y [N]``.
 
   With ``stacked=True``, `variables` has a leading axis (K seeds, S rainbow
-  samples) and the result is ``[K]``; the networks are vmapped.
+  samples) and the result is ``[K]``; the networks are vmapped
+  (``stack_axis='vmap'``) or run in turn (``'map'``); ``'auto'``: in turn on
+  CPU, where stacked convolutions are slow, vmapped on GPU/TPU.
   """
   xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
 
@@ -45,7 +49,10 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
       return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
     return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
 
-  counts = jax.vmap(count)(variables) if stacked else count(variables)
+  if stacked:
+    counts = _axis.over_stack(count, variables, _axis.resolve(stack_axis, "stack_axis"))
+  else:
+    counts = count(variables)
   return 100.0 * counts / x.shape[0]
 
 

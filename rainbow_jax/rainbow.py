@@ -65,7 +65,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from rainbow_jax import _checks
+from rainbow_jax import _axis, _checks
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
 from rainbow_jax import evaluate as _evaluate
@@ -136,22 +136,36 @@ def _fold(x: Array) -> Array:
   return x.reshape(-1, x.shape[-1])
 
 
-def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array) -> list:
+def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array,
+                  axis: str) -> list:
   """One scan over batches ``xb [nb, B, ...]`` with row weights ``wb [nb, B]``:
   for every pair of folded inputs ``ref_ins(vars, x)[i]``, ``gen_ins(vars,
   x)[i]`` (lists), (Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖², Σ‖ψ‖² ``[S]``) over
-  the S stacked generated networks."""
+  the S stacked generated networks, run in turn or vmapped (`axis`, resolved)."""
 
   def body(carry, inp):
     x, w = inp
-    phis = ref_ins(ref_vars, x)
-    psis = jax.vmap(gen_ins, in_axes=(0, None))(gen_vars, x)
-    out = []
-    for (cross, tphi, tpsi), phi, psi in zip(carry, phis, psis):
+    phis = []
+    for phi in ref_ins(ref_vars, x):
       wf = jnp.repeat(w, phi.shape[0] // x.shape[0])  # conv inputs: positions share a row
-      phi = phi * wf[:, None]
-      out.append((cross + jnp.einsum("snd,ne->sde", psi, phi), tphi + jnp.sum(phi * phi),
-                  tpsi + jnp.einsum("snd,n->s", psi * psi, wf)))
+      phis.append((phi * wf[:, None], wf))
+    if axis == "map":
+      # One 2-D product ψᵀ φ per sample.
+      def one(v):
+        return [(jnp.matmul(psi.T, phi, precision=_HP), jnp.sum(psi * psi * wf[:, None]))
+                for psi, (phi, wf) in zip(gen_ins(v, x), phis)]
+      moments = lax.map(one, gen_vars)
+    else:
+      # Samples on axis 1, so that the S products are one 2-D matmul over
+      # [n, S·d_gen]: XLA:CPU ran the batched 'snd,ne->sde' 1.6-2.1× slower.
+      psis = jax.vmap(gen_ins, in_axes=(0, None), out_axes=1)(gen_vars, x)
+      moments = []
+      for psi, (phi, wf) in zip(psis, phis):
+        n, s, d = psi.shape
+        prod = jnp.matmul(psi.reshape(n, s * d).T, phi, precision=_HP).reshape(s, d, -1)
+        moments.append((prod, jnp.einsum("nsd,n->s", psi * psi, wf)))
+    out = [(cross + c, tphi + jnp.sum(phi * phi), tpsi + t)
+           for (cross, tphi, tpsi), (phi, _), (c, t) in zip(carry, phis, moments)]
     return out, None
 
   s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
@@ -166,14 +180,18 @@ def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array) ->
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer"))
-def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, wb: Array):
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "sample_axis"))
+def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, wb: Array,
+                  sample_axis: str = "auto"):
   """One pass: Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖² and Σ‖ψ‖² ``[S]`` at the
   input of `layer`, over batches ``xb [nb, B, ...]`` with row weights
   ``wb [nb, B]`` (0 for padding). Conv inputs fold space into the batch.
-  Only the layers before `layer` are evaluated."""
+  Only the layers before `layer` are evaluated. `sample_axis`: the S
+  generated networks run in turn (``'map'``) or vmapped (``'vmap'``);
+  ``'auto'``: in turn on CPU, vmapped on GPU/TPU (same numbers)."""
   ins = lambda n: lambda v, x: [_fold(n.layer_inputs(v, x, upto=layer)[layer])]
-  return tuple(_pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb)[0])
+  return tuple(_pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb,
+                             _axis.resolve(sample_axis, "sample_axis"))[0])
 
 
 def _restat_stack(net, variables, x, upto, batch_size):
@@ -188,23 +206,25 @@ def _restat_stack(net, variables, x, upto, batch_size):
 _restat = jax.jit(_restat_stack, static_argnames=("net", "upto", "batch_size"))
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size"))
-def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, batch_size):
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size",
+                                             "sample_axis"))
+def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, batch_size,
+                        sample_axis):
   """The generated networks' BatchNorm statistics re-estimated up to the
   input of `layer`, then `cross_moments` there: one compiled program per
   layer (compilation dominates on small data)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, layer, batch_size)
-  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb)
+  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb, sample_axis)
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size"))
-def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size):
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size", "sample_axis"))
+def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size, sample_axis):
   """`_next_input_moments` at every layer input at once, the whole networks
   evaluated: one compiled program for all layers (for small data, where
   compiling one program per layer costs more than the extra compute)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, None, batch_size)
   ins = lambda n: lambda v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
-  return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb)
+  return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb, sample_axis)
 
 
 # Below this many (examples × samples), one program serves every layer's
@@ -320,7 +340,7 @@ def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
              gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
              layers: Sequence[int] | None = None, batch_size: int = 1000,
-             progress: bool = True) -> Generated:
+             sample_axis: str = "auto", progress: bool = True) -> Generated:
   """Samples `num_samples` rainbow networks from a trained reference.
 
   Args:
@@ -340,6 +360,11 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       module docstring on residual networks). Others keep the reference
       weights, realigned.
     batch_size: batch of the alignment passes (memory only).
+    sample_axis: the S networks in each alignment pass run in turn
+      (``'map'``) or vmapped (``'vmap'``); ``'auto'`` (default): in turn on
+      CPU, where stacked convolutions are slow (the tutorial's CNN at
+      S = 8: alignment passes 1.4× faster in turn; its MLP: within 5 %),
+      vmapped on GPU/TPU. Same numbers either way.
     progress: a progress bar over layers.
 
   Returns:
@@ -372,6 +397,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
           f" unrelated channels. Layers that can be sampled: {free}.")
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
+  axis = _axis.resolve(sample_axis, "sample_axis")
   if factors is None:
     factors = {j: weight_factor([neuron_matrix(ref_k[j], ref_b[j])]) for j in layers}
   elif not isinstance(factors, dict):
@@ -424,10 +450,11 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if j < n_layers - 1:
       if x.shape[0] * s <= _ONE_PROGRAM_LIMIT:
         cross, tphi, tpsi = _all_input_moments(net, gen_net, variables, build(gen_k, gen_b),
-                                               x, xb, wb, batch_size)[j]
+                                               x, xb, wb, batch_size, axis)[j]
       else:
         cross, tphi, tpsi = _next_input_moments(net, gen_net, j + 1, variables,
-                                                build(gen_k, gen_b), x, xb, wb, batch_size)
+                                                build(gen_k, gen_b), x, xb, wb, batch_size,
+                                                axis)
       al = _align_all(cross, tphi, tpsi)
       a = al.matrix
       alignments.append(a)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rainbow_jax import _axis
 from rainbow_jax.evaluate import eval_batches
 
 Array = jax.Array
@@ -162,11 +163,7 @@ def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
 
 def resolve_seed_axis(seed_axis: str) -> str:
   """``'auto'`` → ``'vmap'`` on GPU/TPU, ``'map'`` on CPU."""
-  if seed_axis == "auto":
-    return "map" if jax.default_backend() == "cpu" else "vmap"
-  if seed_axis not in ("vmap", "map"):
-    raise ValueError(f"seed_axis must be 'auto', 'vmap' or 'map', got {seed_axis!r}.")
-  return seed_axis
+  return _axis.resolve(seed_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "shared_order",
@@ -199,14 +196,13 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
   if shared_order:
     order = jnp.broadcast_to(order[0], order.shape)
   run = functools.partial(_epoch_one_seed, model, tx, batch_size)
-  if resolve_seed_axis(seed_axis) == "vmap":
-    return jax.vmap(run, in_axes=(0, None, None, 0))(state, x, y, order)
-  return jax.lax.map(lambda a: run(a[0], x, y, a[1]), (state, order))
+  return _axis.over_stack(lambda a: run(a[0], x, y, a[1]), (state, order),
+                          resolve_seed_axis(seed_axis))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "seed_axis"))
 def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
-             batch_size: int = 1000) -> Array:
+             batch_size: int = 1000, seed_axis: str = "auto") -> Array:
   """Test accuracy (%) of K models at once (BatchNorm in inference mode).
 
   Args:
@@ -215,6 +211,7 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
     x: ``[N, ...]`` images; y: ``[N]`` labels.
     model: the Flax module (static).
     batch_size: evaluation batch (memory only; results do not depend on it).
+    seed_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
 
   Returns:
     ``[K]`` accuracies in percent.
@@ -231,7 +228,7 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
       return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
     return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
 
-  return 100.0 * jax.vmap(count)(variables) / n
+  return 100.0 * _axis.over_stack(count, variables, resolve_seed_axis(seed_axis)) / n
 
 
 class History(NamedTuple):
