@@ -53,6 +53,13 @@ def _svr_of(model, params, k):
   return svr.svr(svr.from_flax(_kernels(model, train.select(params, k))))
 
 
+def _stack_dims(model, params):
+  """Internal dimensions of every seed at once (`svr.svr_stack`): per edge
+  an ``[K, 2]`` array of (d_out, d_in)."""
+  native = jax.vmap(lambda p: svr.from_flax(_kernels(model, p)))(params)
+  return [np.asarray(d) for d in svr.svr_stack(native).internal_dims]
+
+
 def _deviation(result):
   """Per edge, max_{i,j} B_ij − ij/n (B the 2-D cumulative adjacency): the
   mass the internal-dimension block holds beyond the random baseline."""
@@ -78,15 +85,15 @@ def widths_experiment(ds, widths, seeds, epochs, out):
     init_params = train.init(model, train.sgd(), seeds, ds.x_train.shape[1:]).params
     state, hist = train.fit(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                             seeds=seeds, epochs=epochs)
-    trained = [_svr_of(model, state.params, k).internal_dims for k in range(len(seeds))]
-    at_init = [_svr_of(model, init_params, k).internal_dims for k in range(len(seeds))]
+    trained = _stack_dims(model, state.params)
+    at_init = _stack_dims(model, init_params)
     row = {"width": n, "test_accuracy": _spread(hist.test_accuracy[-1]),
            "test_accuracy_per_seed": hist.test_accuracy[-1].tolist(),
            "train_seconds": float(hist.seconds.sum())}
     for e in range(2):
       for j, side in enumerate(("d_out", "d_in")):
-        row[f"edge{e}_{side}"] = _spread([d[e][j] for d in trained])
-        row[f"edge{e}_{side}_init"] = _spread([d[e][j] for d in at_init])
+        row[f"edge{e}_{side}"] = _spread(trained[e][:, j])
+        row[f"edge{e}_{side}_init"] = _spread(at_init[e][:, j])
     rows.append(row)
     print(f"n={n:4d}  acc {row['test_accuracy']['mean']:.1f}±{row['test_accuracy']['std']:.1f}"
           f"  edge0 (d_out, d_in) = ({row['edge0_d_out']['mean']:.1f}, "
