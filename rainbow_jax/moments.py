@@ -633,7 +633,9 @@ def _jit_step(fn, params, state, batch, mask):
   return update(state, fn(params, batch), mask=mask)
 
 
-_IN_FLIGHT = 8  # batches `accumulate` lets run ahead of the device
+# Batches a host-driven loop lets run ahead of the device before it waits
+# (`accumulate`, `train.fit_stream`): each queued step holds its batch.
+IN_FLIGHT = 8
 
 
 def accumulate(
@@ -722,7 +724,7 @@ def accumulate(
       mask = jax.device_put(mask, sharding)
     state = _jit_step(step_fn, params, state, batch, mask)
     done += 1
-    if done % _IN_FLIGHT == 0:
+    if done % IN_FLIGHT == 0:
       # Steps are dispatched asynchronously, each holding its batch until it
       # runs: without a wait, a fast reader queues the whole dataset.
       jax.block_until_ready(state.count)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rainbow_jax import _axis
+from rainbow_jax import _axis, moments
 from rainbow_jax.evaluate import eval_batches
 
 Array = jax.Array
@@ -441,7 +441,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
                                          classes=classes)
       loss_sum, correct, bad, n = loss_sum + ls, correct + cs, bad + nb, n + b
       steps += 1
-      if steps % 8 == 0:  # bound the batches queued ahead of the device
+      if steps % moments.IN_FLIGHT == 0:  # bound the batches queued ahead of the device
         jax.block_until_ready(loss_sum)
     if size is None:
       raise ValueError(f"epoch {epoch}'s stream is empty.")
