@@ -343,7 +343,8 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     rec["loss"].append(loss)
     rec["train"].append(train_acc)
     if x_test is not None:
-      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model)))
+      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model,
+                                          seed_axis=seed_axis)))
     rec["sec"].append(time.perf_counter() - t0)
     if checkpoint_dir is not None:
       history = {k: np.asarray(v).tolist() for k, v in rec.items()}

@@ -159,22 +159,17 @@ def test_rainbow_samples_run_in_turn_or_vmapped_give_the_same_networks():
   x = ds.x_train[:300]
   v = Net().init(jax.random.key(0), x[:2])
   net = network.from_linen(Net(), v, x[:2])
-  # The moments of every alignment pass are the same either way (what the
-  # SVDs then make of them is compared loosely: an untrained network's
-  # cross-covariances have near-equal singular values).
-  runs = {ax: rainbow.generate(jax.random.key(2), net, v, x, num_samples=3, sample_axis=ax,
-                               progress=False) for ax in ("map", "vmap")}
-  np.testing.assert_allclose(runs["map"].r2, runs["vmap"].r2, atol=1e-3)
+  # The moments of an alignment pass (here at the second conv's input, its
+  # positions folded into rows) are the same either way; so are accuracies.
+  gen = rainbow.generate(jax.random.key(2), net, v, x, num_samples=3, progress=False).params
   xb = jnp.asarray(x).reshape(3, 100, *x.shape[1:])
   wb = jnp.ones((3, 100)).at[:, ::7].set(0.0)  # padding rows weigh nothing
-  for layer in (1, 2):
-    one, many = (rainbow.cross_moments(net, net, layer, v, runs["map"].params, xb, wb, ax)
-                 for ax in ("map", "vmap"))
-    for a, b in zip(one, many):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                                 atol=1e-5 * float(np.abs(b).max()))
-  acc = {ax: np.asarray(evaluate.accuracy(net, runs["map"].params, ds.x_test, ds.y_test,
-                                          stacked=True, stack_axis=ax)) for ax in ("map", "vmap")}
+  one, many = (rainbow.cross_moments(net, net, 1, v, gen, xb, wb, ax) for ax in ("map", "vmap"))
+  for a, b in zip(one, many):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                               atol=1e-5 * float(np.abs(b).max()))
+  acc = {ax: np.asarray(evaluate.accuracy(net, gen, ds.x_test, ds.y_test, stacked=True,
+                                          stack_axis=ax)) for ax in ("map", "vmap")}
   np.testing.assert_array_equal(acc["map"], acc["vmap"])
   with pytest.raises(ValueError, match="sample_axis"):
     rainbow.generate(jax.random.key(2), net, v, x, sample_axis="pmap", progress=False)
