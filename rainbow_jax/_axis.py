@@ -18,8 +18,6 @@ from typing import Any, Callable
 import jax
 from jax import lax
 
-AXES = ("auto", "vmap", "map")
-
 
 def resolve(axis: str, name: str = "seed_axis") -> str:
   """``'auto'`` → ``'map'`` on CPU, ``'vmap'`` on GPU/TPU; checks the name."""

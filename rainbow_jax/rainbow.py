@@ -154,18 +154,18 @@ def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array,
       def one(v):
         return [(jnp.matmul(psi.T, phi, precision=_HP), jnp.sum(psi * psi * wf[:, None]))
                 for psi, (phi, wf) in zip(gen_ins(v, x), phis)]
-      moments = lax.map(one, gen_vars)
+      sums = lax.map(one, gen_vars)
     else:
       # Samples on axis 1, so that the S products are one 2-D matmul over
       # [n, S·d_gen]: XLA:CPU ran the batched 'snd,ne->sde' 1.6-2.1× slower.
       psis = jax.vmap(gen_ins, in_axes=(0, None), out_axes=1)(gen_vars, x)
-      moments = []
+      sums = []
       for psi, (phi, wf) in zip(psis, phis):
         n, s, d = psi.shape
         prod = jnp.matmul(psi.reshape(n, s * d).T, phi, precision=_HP).reshape(s, d, -1)
-        moments.append((prod, jnp.einsum("nsd,n->s", psi * psi, wf)))
+        sums.append((prod, jnp.einsum("nsd,n->s", psi * psi, wf)))
     out = [(cross + c, tphi + jnp.sum(phi * phi), tpsi + t)
-           for (cross, tphi, tpsi), (phi, _), (c, t) in zip(carry, phis, moments)]
+           for (cross, tphi, tpsi), (phi, _), (c, t) in zip(carry, phis, sums)]
     return out, None
 
   s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
