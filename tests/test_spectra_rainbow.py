@@ -161,7 +161,10 @@ def test_rainbow_samples_run_in_turn_or_vmapped_give_the_same_networks():
   net = network.from_linen(Net(), v, x[:2])
   # The moments of an alignment pass (here at the second conv's input, its
   # positions folded into rows) are the same either way; so are accuracies.
-  gen = rainbow.generate(jax.random.key(2), net, v, x, num_samples=3, progress=False).params
+  leaves, tree = jax.tree_util.tree_flatten(v)  # 3 perturbed copies stand for the samples
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  gen = tree.unflatten([a[None] + 0.1 * jax.random.normal(k, (3, *a.shape))
+                       for a, k in zip(leaves, keys)])
   xb = jnp.asarray(x).reshape(3, 100, *x.shape[1:])
   wb = jnp.ones((3, 100)).at[:, ::7].set(0.0)  # padding rows weigh nothing
   one, many = (rainbow.cross_moments(net, net, 1, v, gen, xb, wb, ax) for ax in ("map", "vmap"))
@@ -173,6 +176,8 @@ def test_rainbow_samples_run_in_turn_or_vmapped_give_the_same_networks():
   np.testing.assert_array_equal(acc["map"], acc["vmap"])
   with pytest.raises(ValueError, match="sample_axis"):
     rainbow.generate(jax.random.key(2), net, v, x, sample_axis="pmap", progress=False)
+  with pytest.raises(ValueError, match="stack_axis"):
+    evaluate.accuracy(net, gen, ds.x_test, ds.y_test, stacked=True, stack_axis="pmap")
 
 
 def test_seed_averaged_covariance_is_invariant_to_a_permuted_copy(trained):
