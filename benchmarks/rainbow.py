@@ -8,8 +8,8 @@ Cases (Fashion-MNIST, the tutorial's MLP [784, 512, 256, 10] and CNN
 implementations):
   * ``generate_S`` — S ∈ {1, 8, 32} rainbow networks, each aligned with one
     pass over the 60 000 training images, plus their test accuracy.
-    rainbow_jax: `rainbow_jax.rainbow.generate` (S samples in one vmapped
-    program). PyTorch: the tutorial's ``generate_network`` procedure (SVD,
+    rainbow_jax: `rainbow_jax.rainbow.generate` (S samples in one compiled
+    program per pass; in turn on CPU, vmapped on GPU/TPU). PyTorch: the tutorial's ``generate_network`` procedure (SVD,
     Gaussian sample, realign, cross-covariance of hooked activations over a
     batch-128 loader, SVD alignment; then evaluation), once per sample: we time
     one sample and report S × that for S > 1 (``extrapolated``).
