@@ -364,15 +364,15 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   return state, _history(rec, len(seeds))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "classes"), donate_argnums=(0,))
+@functools.partial(jax.jit, static_argnames=("model", "tx", "classes", "seed_axis"),
+                   donate_argnums=(0,))
 def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: nn.Module,
-                 tx: optax.GradientTransformation, classes: int):
-  """One step of K seeds (vmapped) on one shared batch; also counts the
-  batch's labels outside [0, classes)."""
-  def one(params, opt_state, batch_stats):
-    return _sgd_step(model, tx, (params, opt_state, batch_stats), xb, yb, mb)
-  (params, opt_state, batch_stats), sums = jax.vmap(one)(
-      state.params, state.opt_state, state.batch_stats)
+                 tx: optax.GradientTransformation, classes: int, seed_axis: str):
+  """One step of K seeds (lifted by `seed_axis`) on one shared batch; also
+  counts the batch's labels outside [0, classes)."""
+  (params, opt_state, batch_stats), sums = _axis.over_stack(
+      lambda carry: _sgd_step(model, tx, carry, xb, yb, mb),
+      (state.params, state.opt_state, state.batch_stats), resolve_seed_axis(seed_axis))
   bad = jnp.sum(((yb < 0) | (yb >= classes)) & mb)
   return state._replace(params=params, opt_state=opt_state, batch_stats=batch_stats), sums, bad
 
@@ -380,12 +380,12 @@ def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: n
 def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (0,),
                epochs: int = 1, x_test=None, y_test=None, learning_rate: float = 0.01,
                momentum: float = 0.9, state: TrainState | None = None,
-               tx: optax.GradientTransformation | None = None, progress: bool = True
-               ) -> tuple[TrainState, History]:
+               tx: optax.GradientTransformation | None = None, seed_axis: str = "auto",
+               progress: bool = True) -> tuple[TrainState, History]:
   """Trains K seeds on data streamed from the host (larger than memory).
 
   Every seed sees the same batches, in the stream's order (`fit`'s
-  ``shared_order=True``); one compiled step (the K seeds vmapped) per batch,
+  ``shared_order=True``); one compiled step (all K seeds) per batch,
   a ragged last batch padded and masked so it reuses that step. Memory is
   the stream's few batches in flight, whatever the dataset's size.
 
@@ -396,6 +396,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
       ``lambda e: streaming.batches(source, 128, shuffle_seed=e)``.
     seeds, epochs, learning_rate, momentum, tx, state: as in `fit`.
     x_test, y_test: optional in-memory test set, evaluated after each epoch.
+    seed_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
     progress: a progress bar over each epoch's batches.
 
   Returns:
@@ -406,6 +407,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
       range, or a non-finite loss.
   """
   tx = sgd(learning_rate, momentum) if tx is None else tx
+  resolve_seed_axis(seed_axis)  # a wrong name fails before any data is read
   rec = {"loss": [], "train": [], "test": [], "sec": []}
   if x_test is not None:
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
@@ -439,7 +441,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
         pad = [(0, size - b)] + [(0, 0)] * (xb.ndim - 1)
         xb, yb = jnp.pad(jnp.asarray(xb), pad), jnp.pad(jnp.asarray(yb), [(0, size - b)])
       state, (ls, cs), nb = _stream_step(state, xb, yb, jnp.asarray(mb), model=model, tx=tx,
-                                         classes=classes)
+                                         classes=classes, seed_axis=seed_axis)
       loss_sum, correct, bad, n = loss_sum + ls, correct + cs, bad + nb, n + b
       steps += 1
       if steps % moments.IN_FLIGHT == 0:  # bound the batches queued ahead of the device
@@ -454,7 +456,8 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
     rec["loss"].append(loss)
     rec["train"].append(acc)
     if x_test is not None:
-      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model)))
+      rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model,
+                                          seed_axis=seed_axis)))
     rec["sec"].append(time.perf_counter() - t0)
   return state, _history(rec, len(seeds))
 
