@@ -130,11 +130,15 @@ def _sample(keys, x, widths, c_w, c_b, activation, method, chunk):
   return [o.reshape(n, *o.shape[2:]) for o in out]
 
 
+def _widest(x, widths) -> int:
+  """Entries of the largest weight matrix (fan_in × n) brute force draws."""
+  return max(a * b for a, b in zip([jnp.shape(x)[1], *widths[:-1]], widths))
+
+
 def _brute_chunk(x, widths, num_inits):
   if jax.default_backend() != "cpu":
     return min(10, num_inits)
-  biggest = max(a * b for a, b in zip([jnp.shape(x)[1], *widths[:-1]], widths))
-  fit = max(1, _CPU_CHUNK_BYTES // (jnp.asarray(x).dtype.itemsize * biggest))
+  fit = max(1, _CPU_CHUNK_BYTES // (jnp.asarray(x).dtype.itemsize * _widest(x, widths)))
   return max(c for c in range(1, min(fit, num_inits) + 1) if num_inits % c == 0)
 
 
@@ -171,7 +175,7 @@ def sample(key: Array, x: Array, widths: Sequence[int], *, num_inits: int = 1000
   if c_w <= 0 or c_b < 0:
     raise ValueError(f"need C_W > 0 and C_b ≥ 0, got {c_w}, {c_b}.")
   if method == "brute":
-    biggest = max(a * b for a, b in zip([jnp.shape(x)[1], *widths[:-1]], widths))
+    biggest = _widest(x, widths)
     need = 4 * biggest * chunk
     if need > MEMORY_LIMIT_BYTES:
       raise ValueError(f"{chunk} inits of a {biggest}-entry weight matrix need"
