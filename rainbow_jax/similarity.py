@@ -76,6 +76,25 @@ def _mm(a: Array, b: Array) -> Array:
   return jnp.matmul(a, b, precision=_HP)
 
 
+def resolution_floor(evals: Array, d: int) -> Array:
+  """The smallest eigenvalue of a ``[d, d]`` covariance that its dtype resolves.
+
+  ``2·√d·eps·λ_max`` (eps of the dtype: 1.2e-7 in float32). A covariance
+  accumulated in floating point carries an error of about eps times its
+  largest entry in each entry (≤ λ_max; the error of compensated
+  accumulation, and of one float32 product over 10⁴ datapoints, measured
+  here); a symmetric error matrix of such entries has a spectral norm of
+  about 2·√d of them, which also covers the eigendecomposition's own error
+  (~3·eps·λ_max measured for 256 ≤ d ≤ 2 048). Eigenvalues above the floor are
+  directions of the data; below it they are rounding. In float32 at d = 2 048
+  the floor is 1.1e-5·λ_max: unit-variance directions beside a variance of
+  10⁴ are resolved (the pseudo-inverse's usual 10·d·eps·λ_max, 2.4e-3·λ_max,
+  threw them away). Coefficients of a direction of eigenvalue λ are accurate
+  to about 3·eps·λ_max / λ.
+  """
+  return 2.0 * jnp.sqrt(float(d)) * jnp.finfo(evals.dtype).eps * jnp.max(jnp.abs(evals))
+
+
 def _safe(m: Array) -> Array:
   return jnp.where(m > 0, m, 1.0)
 
@@ -180,11 +199,13 @@ def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Sid
     diag = jnp.diagonal(a)
     dg = jnp.where(keep & (diag > 0), lax.rsqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
   w, v = jnp.linalg.eigh(a * dg[:, None] * dg[None, :])
-  # Pseudo-inverse cut-off relative to the largest eigenvalue (as pinv).
-  cutoff = 10.0 * d * jnp.finfo(s.dtype).eps * jnp.max(jnp.abs(w))
-  root = jnp.where(w > cutoff, lax.rsqrt(jnp.where(w > cutoff, w, 1.0)), 0.0)
-  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v,
-               jnp.sum(w > cutoff))
+  # A direction is resolved when the data's own variance along it (its
+  # eigenvalue less epsilon's share, a Rayleigh quotient) clears the floor:
+  # epsilon must not lift rounding noise into the whitening.
+  data = w - epsilon * _mm(jnp.square(v).T, jnp.square(dg))
+  ok = data > resolution_floor(w, d)
+  root = jnp.where(ok, lax.rsqrt(jnp.where(ok, w, 1.0)), 0.0)
+  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v, jnp.sum(ok))
 
 
 def _whitened_cross(sx: _Side, sy: _Side, sxy: Array) -> Array:
@@ -422,7 +443,7 @@ def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
   d, m = dirs.shape
   dt = dirs.dtype
   lam = jnp.maximum(side.evals - epsilon, 0.0) * side.scale  # covariance eigenvalues
-  lam = jnp.where(lam > d * jnp.finfo(dt).eps * jnp.max(lam), lam, 0.0)
+  lam = jnp.where(lam > resolution_floor(lam, d), lam, 0.0)
   half = jnp.sqrt(lam)[:, None] * side.evecs.T  # [d, d] Λ^½ Eᵀ
   keep = side.keep
   order = jnp.argsort(~keep, stable=True)  # kept neurons first, in order
@@ -436,7 +457,7 @@ def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
   rd = jnp.abs(jnp.diagonal(r))
   # Directions in the span of the earlier ones add no new axis: weight 0
   # (the reference weights an arbitrary orthonormal completion there).
-  ok = cols & (rd > 100.0 * m * jnp.finfo(dt).eps * jnp.max(rd))
+  ok = cols & (rd > resolution_floor(rd, m))
   w = jnp.where(ok, proj, 0.0)
   return w / _safe(jnp.sum(w))
 

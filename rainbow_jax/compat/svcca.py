@@ -134,13 +134,18 @@ def _moments(a1: np.ndarray, a2: np.ndarray):
 _cca = jax.jit(_sim.cca_from_covariance, static_argnames=("epsilon", "threshold"))
 
 
-@functools.partial(jax.jit, static_argnames=("epsilon",))
-def _directions(sxx, syy, sxy, epsilon):
-  """Symmetric whiteners and full SVD on the kept (cropped) neurons."""
+@functools.partial(jax.jit, static_argnames=("epsilon", "threshold"))
+def _directions(sxx, syy, sxy, epsilon, threshold):
+  """On the kept (cropped) neurons: the reference's symmetric whiteners, the
+  full SVD of the whitened cross, and from its singular values the
+  coefficients, mean and sum (one set of decompositions: two eigh and one
+  SVD, as the reference)."""
   sx = _sim._side(sxx, None, epsilon, True)
   sy = _sim._side(syy, None, epsilon, True)
-  u, _, vh = jnp.linalg.svd(_sim._whitened_cross(sx, sy, sxy), full_matrices=True)
-  return sx.white, sy.white, u, vh
+  u, s, vh = jnp.linalg.svd(_sim._whitened_cross(sx, sy, sxy), full_matrices=True)
+  k = min(sxx.shape[0], syy.shape[0])
+  s, mean, total = _sim._summary(jnp.abs(s[:k]), k, threshold)
+  return s, mean, total, sx.white, sy.white, u, vh
 
 
 @jax.jit
@@ -197,29 +202,38 @@ def get_cca_similarity(acts1, acts2, epsilon=0., threshold=0.98, compute_coefs=T
                                compute_dirns)
 
 
+def _kept(cov: np.ndarray, epsilon: float) -> np.ndarray:
+  """The reference's mask: rescaled variances ≥ epsilon (none of a zero
+  covariance)."""
+  top = np.abs(cov).max()
+  return np.abs(np.diagonal(cov)) >= epsilon * top if top > 0 else np.zeros(len(cov), bool)
+
+
 def _get_cca_similarity(a1, a2, epsilon, threshold, compute_coefs, compute_dirns):
   """`get_cca_similarity` on checked neurons × datapoints arrays (`_inputs`)."""
-  epsilon = float(epsilon)
+  epsilon, threshold = float(epsilon), float(threshold)
   sxx, syy, sxy, mu1, mu2 = _moments(a1, a2)
-  res = _cca(sxx, syy, sxy, epsilon=epsilon, threshold=float(threshold))
-  kx, ky = np.asarray(res.x_keep), np.asarray(res.y_keep)
-  if not kx.any() or not ky.any():
-    return _zero_dict(compute_dirns, a1.shape[1])
-  k = int(res.num_coefficients)
-  s = np.asarray(res.coefficients)[:k]
-  mean, total = np.asarray(res.mean), np.asarray(res.sum)
   out = {}
-  if compute_coefs or compute_dirns:
-    sxx_k = np.asarray(sxx)[np.ix_(kx, kx)]
-    syy_k = np.asarray(syy)[np.ix_(ky, ky)]
-    sxy_k = np.asarray(sxy)[np.ix_(kx, ky)]
-    inv_x, inv_y, u, vh = (np.asarray(a) for a in _directions(sxx_k, syy_k, sxy_k, epsilon))
+  if not (compute_coefs or compute_dirns):
+    # Coefficients alone: the diagonally preconditioned whitening (`cca`).
+    res = _cca(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
+    kx, ky = np.asarray(res.x_keep), np.asarray(res.y_keep)
+    s = np.asarray(res.coefficients)[:int(res.num_coefficients)]
+    mean, total = np.asarray(res.mean), np.asarray(res.sum)
+  else:
     # The reference rescales, then crops; cropping first is the same: the
     # largest |entry| of a covariance is a variance, and that neuron is kept.
-    out.update(coef_x=u.T, invsqrt_xx=inv_x, full_coef_x=_full(u.T, kx),
-               full_invsqrt_xx=_full(inv_x, kx), coef_y=vh, invsqrt_yy=inv_y,
-               full_coef_y=_full(vh, ky), full_invsqrt_yy=_full(inv_y, ky),
-               neuron_means1=mu1[:, None], neuron_means2=mu2[:, None])
+    sxx, syy, sxy = (np.asarray(a) for a in (sxx, syy, sxy))
+    kx, ky = _kept(sxx, epsilon), _kept(syy, epsilon)
+    if kx.any() and ky.any():
+      s, mean, total, inv_x, inv_y, u, vh = (np.asarray(a) for a in _directions(
+          sxx[np.ix_(kx, kx)], syy[np.ix_(ky, ky)], sxy[np.ix_(kx, ky)], epsilon, threshold))
+      out.update(coef_x=u.T, invsqrt_xx=inv_x, full_coef_x=_full(u.T, kx),
+                 full_invsqrt_xx=_full(inv_x, kx), coef_y=vh, invsqrt_yy=inv_y,
+                 full_coef_y=_full(vh, ky), full_invsqrt_yy=_full(inv_y, ky),
+                 neuron_means1=mu1[:, None], neuron_means2=mu2[:, None])
+  if not kx.any() or not ky.any():
+    return _zero_dict(compute_dirns, a1.shape[1])
   if compute_dirns:
     out["cca_dirns1"] = np.asarray(_dirns(out["full_coef_x"], out["full_invsqrt_xx"], a1, mu1))
     out["cca_dirns2"] = np.asarray(_dirns(out["full_coef_y"], out["full_invsqrt_yy"], a2, mu2))
