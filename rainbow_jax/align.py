@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Float
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import moments as _moments
 
@@ -67,7 +67,7 @@ def procrustes(cross: Float[Array, "d_psi d_phi"]) -> Float[Array, "d_psi d_phi"
   """
   _check_matrix(cross, "cross")
   u, _, vh = jnp.linalg.svd(cross, full_matrices=False)
-  return jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)
+  return jnp.matmul(u, vh, precision=_precision.STATS)
 
 
 def align(cross: Float[Array, "d_psi d_phi"], trace_x: Float[Array, ""],
@@ -96,7 +96,7 @@ def align(cross: Float[Array, "d_psi d_phi"], trace_x: Float[Array, ""],
   for v, name in ((trace_x, "trace_x"), (trace_y, "trace_y")):  # cross: checked above
     _checks.check_finite(v, name)
   u, s, vh = jnp.linalg.svd(cross, full_matrices=False)
-  a = jnp.matmul(u, vh, precision=lax.Precision.HIGHEST)
+  a = jnp.matmul(u, vh, precision=_precision.STATS)
   den = jnp.sqrt(trace_x * trace_y)
   # Features without energy leave nothing to explain: r² = 0, not NaN.
   r2 = jnp.where(den > 0, jnp.sum(s, axis=-1) / jnp.where(den > 0, den, 1.0), 0.0)
@@ -116,7 +116,7 @@ def align_features(phi: Float[Array, "n d_phi"], psi: Float[Array, "n d_psi"]) -
   x, y = _moments.fold_pair(phi, psi, ("phi", "psi"))
   _checks.check_finite(x, "phi")
   _checks.check_finite(y, "psi")
-  hp = lax.Precision.HIGHEST
+  hp = _precision.STATS
   n = x.shape[0]
   cross = jnp.matmul(y.T, x, precision=hp) / n
   return align(cross, jnp.sum(x * x) / n, jnp.sum(y * y) / n)
@@ -186,7 +186,7 @@ def stability(e1: Array, e2: Array, a: Array | None = None) -> Array:
   """
   _check_matrix(e1, "e1")
   _check_matrix(e2, "e2")
-  hp = lax.Precision.HIGHEST
+  hp = _precision.STATS
   if a is not None:
     _check_matrix(a, "a")
     _checks.check_shape(a, (..., e2.shape[-1], e1.shape[-1]), "a",

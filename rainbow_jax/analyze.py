@@ -186,19 +186,6 @@ def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
-def _pooled_inputs(net, variables, x, batch):
-  """Every weight layer's input on ``x``, averaged over space: ``[N, C_l]``."""
-  xb, _ = evaluate.eval_batches(jnp.asarray(x), jnp.zeros((len(x),), jnp.int32), batch)
-
-  @jax.jit
-  def one(xs):
-    return [h.reshape(h.shape[0], -1, h.shape[-1]).mean(1) if h.ndim > 2 else h
-            for h in net.layer_inputs(variables, xs)]
-
-  per = jax.lax.map(one, xb)
-  return [np.asarray(p.reshape(-1, p.shape[-1])[: len(x)]) for p in per]
-
-
 def _version() -> str:
   from importlib import metadata
   try:
@@ -214,7 +201,7 @@ def _batches(x, size):
 
 def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
         batch: int = 1000, clip_layers: Sequence[int] | None = None,
-        clip_samples: int | None = None, cka_samples: int = 2000,
+        clip_samples: int | None = None, cka_samples: int = 2000, conv: str = "mean",
         align_samples: int | None = None, seed: int = 0,
         timings: dict | None = None, extra: dict | None = None) -> dict:
   """Runs every analysis that applies; writes results.json, report.md/html
@@ -231,6 +218,8 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       (default: all when ≤ 6 weight layers, else the first, middle, last).
     clip_samples: test images of the clipping sweeps (default: all).
     cka_samples: test images of the layer × layer CKA.
+    conv: how conv inputs enter the CKA (`rainbow_jax.similarity.features`:
+      ``"mean"`` over positions, or ``"flatten"`` per image).
     align_samples: training images of the rainbow alignments (default all).
     seed: PRNG seed of the rainbow samples.
     timings, extra: merged into the results.
@@ -358,14 +347,14 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   if two:
     t0 = time.perf_counter()
     n_cka = min(cka_samples, len(x_test))
-    feats = [_pooled_inputs(net, v, x_test[:n_cka], min(batch, n_cka)) for v in vs[:2]]
+    feats = [evaluate.representations(net, v, x_test[:n_cka], conv=conv, batch_size=batch)
+             for v in vs[:2]]
     cka = np.asarray(similarity.pairwise(feats[0], feats[1], measure="linear_cka"))
     timings["cka_seconds"] = time.perf_counter() - t0
     figures.append(plots.save(
         plots.heatmap(cka, short, short, xlabel=f"input of layer, {nets.labels[1]}",
                       ylabel=f"input of layer, {nets.labels[0]}",
-                      title=f"Linear CKA, {n_cka} test images (conv inputs averaged over"
-                            " space)"),
+                      title=f"Linear CKA, {n_cka} test images"),
         out("cka.png")))
 
   svr_chains = [{"layers": [j + 1 for j in g.layers], "names": [net.names[j] for j in g.layers],
@@ -429,6 +418,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       "learned_components": [rec["learned_components"] for rec in layers],
       "learned_components_at_init": [rec.get("learned_components_at_init") for rec in layers],
       "cka": None if cka is None else cka.tolist(),
+      "cka_conv": conv,
       "svr_chains": svr_chains,
       "rainbow_accuracy": rb_acc,
       "rainbow_accuracy_mean": float(np.mean(rb_acc)) if rb_acc else None,
@@ -473,8 +463,11 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
         f"Rainbow networks sampled from {results['labels'][0]}:"
         f" {results['rainbow_accuracy_mean']:.2f} ± {results['rainbow_accuracy_std']:.2f} %"
         f" over {len(results['rainbow_accuracy'])} samples ({t['rainbow_seconds']:.1f} s,"
-        f" all samples in one vmapped program; sampled layers"
+        f" sampled layers"
         f" {results['rainbow_sampled_layers']}).")
+  if results.get("cka") is not None:
+    intro.append(f"Linear CKA between every layer input of the two networks (cka.png); conv"
+                 f" inputs {evaluate.CONV_TEXT[results['cka_conv']]}.")
   for c in results["svr_chains"]:
     intro.append(f"SVR internal dimensions (d_out, d_in) along layers {c['layers']}:"
                  f" {', '.join(str(tuple(d)) for d in c['internal_dims'])}.")

@@ -131,7 +131,7 @@ def analyze_report(args) -> dict:
   results = analyze.run(
       nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
-      cka_samples=args.cka_samples, align_samples=args.align_samples, seed=args.seed,
+      cka_samples=args.cka_samples, conv=args.conv, align_samples=args.align_samples, seed=args.seed,
       timings=timings, extra=extra)
   return results
 
@@ -284,7 +284,7 @@ def compare_command(args) -> dict:
   """Layer × layer similarity (CKA, mutual k-NN, RSA) with null z-scores of a
   user's networks (--model/--checkpoint, two or more) or of K seeds of
   --arch trained here."""
-  from rainbow_jax import compare_report
+  from rainbow_jax import compare_report, evaluate
 
   nets = _networks(args, seeds=args.seeds)
   net, variables, labels, what, name, ds = (nets.net, nets.variables, nets.labels,
@@ -292,11 +292,11 @@ def compare_command(args) -> dict:
   if len(variables) < 2:
     raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
   x = ds.x_test[: args.samples]
-  reps = [compare_report.representations(net, v, x) for v in variables]
+  reps = [evaluate.representations(net, v, x, conv=args.conv) for v in variables]
   rows = compare_report.compare(reps, labels, measures=args.measures, k=args.k,
                                 null_samples=args.null, seed=args.seed)
-  layer_names = [f"in {n}" for n in net.names[1:]]
-  results = compare_report.write(rows, layer_names, args.out,
+  layer_names = [f"in {n}" for n in net.names]
+  results = compare_report.write(rows, layer_names, args.out, conv=args.conv,
                                  title=f"rainbow_jax compare — {what}",
                                  extra={"dataset": name, "networks": what, "images": len(x)})
   for r in rows:
@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                       " layers, else first, middle, last)")
   c.add_argument("--clip-samples", type=int, default=0,
                  help="test images of the clipping sweeps (0: all)")
+  c.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+                 help="conv inputs of the CKA averaged over positions or flattened per image")
   c.add_argument("--cka-samples", type=int, default=2000,
                  help="test images of the layer × layer CKA")
   c.add_argument("--align-samples", type=int, default=0,
@@ -422,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
   cp.add_argument("--measures", nargs="+", default=list(("linear_cka", "mutual_knn", "rsa")),
                   choices=["linear_cka", "mutual_knn", "rsa"])
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
+  cp.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+                  help="conv inputs averaged over positions or flattened per image (as analyze)")
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
   cp.set_defaults(run=compare_command)
 

@@ -2,8 +2,9 @@
 
 For every pair of networks and every measure (linear CKA, mutual k-NN,
 RSA), the matrix of similarities between their hidden representations (the
-input of each weight layer after the first, one flattened vector per
-image), each entry beside its z-score against `similarity.null_baseline`
+input of each weight layer, conv inputs averaged over positions or flattened
+per image — `rainbow_jax.evaluate.representations`, the same as ``analyze``),
+each entry beside its z-score against `similarity.null_baseline`
 (the same measure with the images' correspondence shuffled): a CKA of 0.6
 means little when shuffled data already scores 0.5. Writes results.json,
 report.md and a heat map per pair and measure.
@@ -14,10 +15,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rainbow_jax import evaluate, neighbors, rsa
@@ -39,20 +39,6 @@ def measure_fn(name: str, k: int = 10):
   raise ValueError(f"unknown measure {name!r}; choose from {MEASURES}.")
 
 
-def representations(net: Any, variables: Any, x: Any, batch: int = 500
-                    ) -> list[np.ndarray]:
-  """The input of every weight layer after the first on ``x``, one flattened
-  ``[N, features]`` array per layer (conv maps keep their positions)."""
-  xb, _ = evaluate.eval_batches(jnp.asarray(x), jnp.zeros((len(x),), jnp.int32), batch)
-
-  @jax.jit
-  def one(xs):
-    return [h.reshape(h.shape[0], -1) for h in net.layer_inputs(variables, xs)[1:]]
-
-  per = jax.lax.map(one, xb)
-  return [np.asarray(p.reshape(-1, p.shape[-1])[: len(x)]) for p in per]
-
-
 def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
             measures: Sequence[str] = MEASURES, k: int = 10, null_samples: int = 20,
             seed: int = 0) -> list[dict]:
@@ -60,7 +46,7 @@ def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
 
   Args:
     reps: per network, its layers' ``[N, d_l]`` representations of the same
-      N inputs (`representations`).
+      N inputs (`rainbow_jax.evaluate.representations`).
     labels: a label per network.
     measures: names from `MEASURES`.
     k: neighbours for mutual k-NN.
@@ -94,7 +80,7 @@ def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
 
 
 def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
-          extra: dict | None = None) -> dict:
+          conv: str = "mean", extra: dict | None = None) -> dict:
   """results.json, report.md and one heat map per (pair, measure) in `out`."""
   from rainbow_jax import plots
   os.makedirs(out, exist_ok=True)
@@ -102,7 +88,7 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
         "Each cell: the measure between a layer of the first network (row) and one of the"
         " second (column), and in brackets its z-score against the same measure with the"
         " images shuffled (how many null standard deviations above chance). Layers are"
-        " the inputs of the weight layers after the first, flattened per image.", ""]
+        f" the inputs of the weight layers; conv inputs {evaluate.CONV_TEXT[conv]}.", ""]
   for n, r in enumerate(rows):
     ax = plots.heatmap(np.asarray(r["value"]), layer_names, layer_names,
                        title=f"{r['measure']}: {r['a']} vs {r['b']}",
@@ -116,7 +102,7 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
                 + " |")
     md += ["", f"![{r['measure']}]({r['figure']})", ""]
   results = {"command": "compare", "title": title, "layers": list(layer_names),
-             "comparisons": rows, **(extra or {})}
+             "conv": conv, "comparisons": rows, **(extra or {})}
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
   with open(os.path.join(out, "report.md"), "w") as f:
@@ -124,4 +110,4 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
   return results
 
 
-__all__ = ["MEASURES", "compare", "measure_fn", "representations", "write"]
+__all__ = ["MEASURES", "compare", "measure_fn", "write"]

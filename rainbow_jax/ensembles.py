@@ -39,10 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 
 Array = jax.Array
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 ACTIVATIONS = ("linear", "relu", "tanh")
 MEMORY_LIMIT_BYTES = 4 * 2**30
 # Brute force on CPU: one chunk's widest weights (chunk × fan_in × n floats)

@@ -1,7 +1,8 @@
-"""Accuracy of a `rainbow_jax.network.Network` and its padded batches.
+"""Accuracy of a `rainbow_jax.network.Network`, its padded batches, and the
+representations its layers give a set of inputs.
 
-Analyses that score networks (clipping sweeps, rainbow samples) share these;
-they never import training code.
+Analyses that score or compare networks (clipping sweeps, rainbow samples,
+layer × layer similarity) share these; they never import training code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from rainbow_jax import _axis
+from rainbow_jax import similarity as _similarity
 
 Array = jax.Array
 
@@ -57,3 +59,32 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
 
 
 __all__ = ["accuracy", "eval_batches"]
+
+
+CONV_TEXT = {"mean": "averaged over positions (one C-vector per image)",
+             "flatten": "flattened per image (one H·W·C vector per image)"}
+"""How reports name the convention `representations` used."""
+
+
+def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
+                    batch_size: int = 500) -> list:
+  """The input of every weight layer on ``x``, one ``[N, d_l]`` numpy array
+  per layer, conv maps turned into datapoints × neurons by
+  `rainbow_jax.similarity.features` (``conv="mean"``: averaged over
+  positions, ``"flatten"``: one vector per image; ``"positions"`` would
+  change N and is refused here). What ``rainbow-jax analyze`` and
+  ``rainbow-jax compare`` compare, so both give the same numbers."""
+  import numpy as np
+
+  if conv not in ("mean", "flatten"):
+    raise ValueError(f"conv must be 'mean' or 'flatten' for per-image representations,"
+                     f" got {conv!r}.")
+  n = len(x)
+  xb, _ = eval_batches(jnp.asarray(x), jnp.zeros((n,), jnp.int32), min(batch_size, n))
+
+  @jax.jit
+  def one(xs):
+    return [_similarity.features(h, conv) for h in net.layer_inputs(variables, xs)]
+
+  per = jax.lax.map(one, xb)
+  return [np.asarray(p.reshape(-1, p.shape[-1])[:n]) for p in per]

@@ -31,11 +31,12 @@ from jax import lax
 from jax.scipy.special import ndtr
 from jaxtyping import Float
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import rainbow as _rainbow
 
 Array = jax.Array
-_HI = lax.Precision.HIGHEST
+_HI = _precision.STATS  # float32-exact products on every backend
 
 
 class Gaussianity(NamedTuple):

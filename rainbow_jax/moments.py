@@ -39,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 
 Array = jax.Array
 Pair = tuple[int, int]
 
-_HIGHEST = lax.Precision.HIGHEST
+_HIGHEST = _precision.STATS  # float32-exact products on every backend
 _MAX_COUNT = 2**31 - 1
 
 
@@ -542,7 +543,7 @@ def second_moment_trace(state: Moments, i: int = 0) -> Array:
   """E‖x‖² of map `i`: the trace of its uncentered second moment."""
   mu = mean(state, i)
   m2 = state.m2[i] - state.m2_comp[i]
-  return jnp.trace(m2) / state.count[i].astype(m2.dtype) + jnp.dot(mu, mu)
+  return jnp.trace(m2) / state.count[i].astype(m2.dtype) + jnp.dot(mu, mu, precision=_HIGHEST)
 
 
 def check(state: Moments) -> Moments:

@@ -33,9 +33,10 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 METRICS = ("cosine", "ip", "euclidean")
 
 

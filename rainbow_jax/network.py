@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rainbow_jax import _precision
+
 Array = jax.Array
 
 
@@ -169,6 +171,19 @@ class Network:
   _root: Callable = dataclasses.field(repr=False)
   _with_root: Callable = dataclasses.field(repr=False)
   _norm_paths: tuple = dataclasses.field(default=(), repr=False)
+  precision: str = "float32"
+  """Matmul precision of the model's forward pass (`rainbow_jax._precision`):
+  ``"float32"`` (float32-exact on every device, the default),
+  ``"tensorfloat32"``, ``"bfloat16"`` or ``"default"`` (the backend's own:
+  TF32 on recent NVIDIA GPUs). Change it with `with_precision`."""
+
+  def with_precision(self, precision: str) -> "Network":
+    """The same network, its forward pass run at `precision`."""
+    return dataclasses.replace(self, precision=_precision.check_forward(precision))
+
+  def _forward(self, variables: Any, x: Array, tap: "_Tap") -> Any:
+    with _precision.forward(self.precision):
+      return self._run(variables, x, tap)
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -244,7 +259,7 @@ class Network:
     edited one do not depend on the mapped axis and run once.
     """
     edits = {self._index(j): f for j, f in (edits or {}).items()}
-    return self._run(variables, x, _Tap(edits))
+    return self._forward(variables, x, _Tap(edits))
 
   __call__ = apply
 
@@ -256,7 +271,7 @@ class Network:
     if upto is not None:
       upto = self._index(upto)
     tap = _Tap(stop=len(self.layers) - 1 if upto is None else upto)
-    self._run(variables, x, tap)
+    self._forward(variables, x, tap)
     return tap.captured
 
   def producers(self, variables: Any, x: Array) -> list[tuple[int, ...]]:
@@ -279,7 +294,7 @@ class Network:
       # weight layers.
       outs = {j: (lambda y, j=j: jnp.full(y.shape, s[j], y.dtype)) for j in range(n)}
       tap = _Tap(stop=n - 1, outs=outs)
-      self._run(variables, x, tap)
+      self._forward(variables, x, tap)
       return tap.captured
 
     zero = jax.ShapeDtypeStruct((), jnp.float32)
@@ -386,15 +401,15 @@ def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
 
   def one(xw):
     tap = _Tap(stop=stop, row_weights=xw[1])
-    net._run(variables, xw[0], tap)
+    net._forward(variables, xw[0], tap)
     return tap.stats
 
   per_batch = jax.lax.map(one, (xb, wb))  # per BatchNorm: [nb], [nb, C], [nb, C]
   new = {}
   for i, (t, m, v) in enumerate(per_batch):
     w = t / jnp.sum(t)
-    mean = jnp.einsum("b,bc->c", w, m)
-    var = jnp.einsum("b,bc->c", w, v + (m - mean[None]) ** 2)
+    mean = jnp.einsum("b,bc->c", w, m, precision=_precision.STATS)
+    var = jnp.einsum("b,bc->c", w, v + (m - mean[None]) ** 2, precision=_precision.STATS)
     new[i] = (mean, var)
   return net._with_stats(variables, new)
 

@@ -66,6 +66,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from rainbow_jax import _precision
 from rainbow_jax import _axis, _checks
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
@@ -73,7 +74,7 @@ from rainbow_jax import evaluate as _evaluate
 from rainbow_jax import spectra as _spectra
 
 Array = jax.Array
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 
 
 def weight_factor(matrices: Sequence[Array]) -> Array:
@@ -164,7 +165,7 @@ def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array,
       for psi, (phi, wf) in zip(psis, phis):
         n, s, d = psi.shape
         prod = jnp.matmul(psi.reshape(n, s * d).T, phi, precision=_HP).reshape(s, d, -1)
-        sums.append((prod, jnp.einsum("nsd,n->s", psi * psi, wf)))
+        sums.append((prod, jnp.einsum("nsd,n->s", psi * psi, wf, precision=_HP)))
     out = [(cross + c, tphi + jnp.sum(phi * phi), tpsi + t)
            for (cross, tphi, tpsi), (phi, _), (c, t) in zip(carry, phis, sums)]
     return out, None

@@ -43,9 +43,10 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 RDM_METHODS = ("euclidean", "correlation", "crossvalidated")
 COMPARE_METHODS = ("cosine", "corr", "cosine_cov", "spearman")
 SPEARMAN_MAX_N = 8192

@@ -35,9 +35,10 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks, align
 
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 _EIG_TOL = 1e-7
 SCORES = ("angular", "euclidean")
 
@@ -73,7 +74,7 @@ def _rotation(xw: Array, yw: Array) -> Array:
 def _score(a: Array, b: Array, score: str) -> Array:
   if score == "euclidean":
     return jnp.linalg.norm(a - b)
-  cos = jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+  cos = jnp.vdot(a, b, precision=_HP) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
   return jnp.arccos(jnp.clip(cos, -1.0, 1.0))
 
 

@@ -65,11 +65,12 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Bool, Float
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import moments as _moments
 
 Array = jax.Array
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 
 
 def _mm(a: Array, b: Array) -> Array:
@@ -286,6 +287,7 @@ def cca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
                    sxy, threshold)
 
 
+@_precision.follow_inputs
 def cca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 0.0,
         threshold: float = 0.98) -> CCAResult:
   """CCA of two in-memory representations (svcca semantics).
@@ -316,6 +318,7 @@ def cca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0
   return cca_from_covariance(sxx, syy, sxy, epsilon=epsilon, threshold=threshold)
 
 
+@_precision.follow_inputs
 def cca_distance(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *,
                  epsilon: float = 0.0) -> Float[Array, ""]:
   """Mean CCA distance ``1 − mean(all coefficients)``, in [0, 1].
@@ -379,6 +382,7 @@ def svcca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"]
                              epsilon=epsilon, threshold=threshold, x_mask=mx, y_mask=my)
 
 
+@_precision.follow_inputs
 def svcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, keep: int | None = None,
           variance: float = 0.99, epsilon: float = 0.0, threshold: float = 0.98) -> CCAResult:
   """SVCCA of ``[n, d_x]`` and ``[n, d_y]`` representations (see
@@ -420,11 +424,23 @@ class PWCCAResult(NamedTuple):
   x_side: Array
 
 
-def _fix_signs(dirs: Array) -> Array:
-  """Flip each column so that its largest-magnitude entry is positive."""
+SIGNS = ("svd", "largest_positive")
+"""PWCCA's conventions for the sign of each canonical direction (see `pwcca`)."""
+
+
+def _oriented(dirs: Array, signs: str) -> Array:
+  """The directions as the SVD returned them (``"svd"``, the reference), or
+  each column flipped so that its largest-magnitude entry is positive."""
+  if signs == "svd":
+    return dirs
   idx = jnp.argmax(jnp.abs(dirs), axis=0)
   sign = jnp.sign(dirs[idx, jnp.arange(dirs.shape[1])])
   return dirs * jnp.where(sign == 0, 1.0, sign)[None, :]
+
+
+def _check_signs(signs: str) -> None:
+  if signs not in SIGNS:
+    raise ValueError(f"signs must be one of {SIGNS}, got {signs!r}.")
 
 
 def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
@@ -441,7 +457,6 @@ def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
   need the covariance and means only, never the datapoints.
   """
   d, m = dirs.shape
-  dt = dirs.dtype
   lam = jnp.maximum(side.evals - epsilon, 0.0) * side.scale  # covariance eigenvalues
   lam = jnp.where(lam > resolution_floor(lam, d), lam, 0.0)
   half = jnp.sqrt(lam)[:, None] * side.evecs.T  # [d, d] Λ^½ Eᵀ
@@ -463,7 +478,7 @@ def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,
 
 
 def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
-                epsilon: float) -> PWCCAResult:
+                epsilon: float, signs: str = "svd") -> PWCCAResult:
   u, s, vh = jnp.linalg.svd(_whitened_cross(sx, sy, sxy), full_matrices=False)
   kx, ky = jnp.sum(sx.keep), jnp.sum(sy.keep)
   k = jnp.minimum(kx, ky)
@@ -472,8 +487,8 @@ def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
   # not by measurement: those coefficients and directions are unresolved and
   # weighing them as 0 correlations would pull the score down.
   resolved = jnp.minimum(k, jnp.minimum(sx.rank, sy.rank))
-  wx = _projection_weights(sx, _fix_signs(u), mean_x, epsilon, resolved)
-  wy = _projection_weights(sy, _fix_signs(vh.T), mean_y, epsilon, resolved)
+  wx = _projection_weights(sx, _oriented(u, signs), mean_x, epsilon, resolved)
+  wy = _projection_weights(sy, _oriented(vh.T, signs), mean_y, epsilon, resolved)
   x_side = kx <= ky
   w = jnp.where(x_side, wx, wy)
   return PWCCAResult(jnp.sum(w * s), w, s, k, resolved, x_side)
@@ -482,46 +497,66 @@ def _pwcca_pair(sx: _Side, sy: _Side, sxy: Array, mean_x: Array, mean_y: Array,
 def pwcca_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy dy"],
                           sxy: Float[Array, "dx dy"], mean_x: Float[Array, "dx"],
                           mean_y: Float[Array, "dy"], *, epsilon: float = 0.0,
-                          x_mask: Bool[Array, "dx"] | None = None,
+                          signs: str = "svd", x_mask: Bool[Array, "dx"] | None = None,
                           y_mask: Bool[Array, "dy"] | None = None) -> PWCCAResult:
   """Projection-weighted CCA (Morcos et al. 2018) from covariances and means.
 
-  google/svcca's `compute_pwcca`: CCA as in `cca_from_covariance` (with the
-  reference's symmetric whitening), then on the side with fewer kept neurons
-  the directions dirns = coef (A − μ) + μ over its kept neurons, P from the
-  QR of dirnsᵀ, weights ∝ Σ_neurons |Pᵀ a|, normalised, and the result
+  google/svcca's `compute_pwcca`, the number papers report: CCA as in
+  `cca_from_covariance` (with the reference's symmetric whitening), then on
+  the side with fewer kept neurons the directions dirns = coef (A − μ) + μ
+  over its kept neurons, P from the QR of dirnsᵀ, weights ∝
+  Σ_neurons |Pᵀ a| (uncentred activations), normalised, and the result
   Σ weights · coefficients. Computed from Σ and μ alone (see
-  `_projection_weights`), so it streams. Differences from the reference:
+  `_projection_weights`), so it streams.
+
+  Signs. The reference adds neuron j's mean to direction j, so whenever the
+  means are nonzero its value depends on the sign LAPACK's SVD gives each
+  canonical direction. ``signs="svd"`` (default) keeps the signs of this
+  SVD, as the reference does (on CPU, LAPACK's ``gesdd``, as numpy: the
+  same signs on the reference's outputs in ``tests/fixtures``; another
+  LAPACK build or an accelerator's solver may flip a direction, and then the
+  reference's own number changes too). ``signs="largest_positive"`` flips
+  each direction so that its largest-magnitude coefficient is positive: a
+  value that depends on the data alone, not on the solver; for centred
+  activations both agree.
+
+  Other differences from the reference:
     * on the y side the reference reads x's activations with y's masks (a
-      defect; it crashes or weights the wrong neurons); here y's own are used;
-    * with neurons removed by `epsilon` the reference fails on a shape
-      mismatch; here the kept neurons and their means are used;
-    * the reference's result depends on LAPACK's arbitrary sign of each
-      canonical direction whenever means are nonzero (it adds neuron j's mean
-      to direction j); here each direction's sign is fixed so that its
-      largest-magnitude coefficient is positive. For centred activations the
-      sign does not matter and the results agree.
+      defect: for different widths it raises; for equal widths with neurons
+      removed by `epsilon` it weighs x's neurons); here y's own are used;
+    * with neurons removed by `epsilon` on the weighted side the reference
+      fails on a shape mismatch; here the kept neurons and their means are
+      used;
+    * directions whose whitening the dtype cannot resolve (`num_resolved`,
+      see `resolution_floor`; none for directions above ~1e-5 of the
+      largest variance in float32) are weighted 0 instead of counted as
+      correlations of 0.
 
   Args:
     sxx, syy, sxy: centred covariances normalised by n (ddof 0), shapes
       ``[d_x, d_x], [d_y, d_y], [d_x, d_y]``.
     mean_x, mean_y: ``[d_x]``, ``[d_y]`` means of the neurons.
     epsilon: as in `cca_from_covariance`.
+    signs: one of `SIGNS`, ``"svd"`` or ``"largest_positive"`` (above).
     x_mask, y_mask: optional ``[d]`` bool, neurons to consider at all.
 
   Returns:
     `PWCCAResult`. Jittable and vmappable.
   """
   _check_covs(sxx, syy, sxy)
+  _check_signs(signs)
   if jnp.shape(mean_x) != sxx.shape[:1] or jnp.shape(mean_y) != syy.shape[:1]:
     raise ValueError(f"means must be [d_x] and [d_y]; got {jnp.shape(mean_x)} and"
                      f" {jnp.shape(mean_y)} for widths {sxx.shape[0]}, {syy.shape[0]}.")
   return _pwcca_pair(_side(sxx, x_mask, epsilon, True), _side(syy, y_mask, epsilon, True),
-                     sxy, mean_x, mean_y, epsilon)
+                     sxy, mean_x, mean_y, epsilon, signs)
 
 
-def pwcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 0.0) -> PWCCAResult:
-  """PWCCA of ``[n, d_x]`` and ``[n, d_y]`` representations.
+@_precision.follow_inputs
+def pwcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 0.0,
+          signs: str = "svd") -> PWCCAResult:
+  """PWCCA of ``[n, d_x]`` and ``[n, d_y]`` representations: google/svcca's
+  ``compute_pwcca`` on ``x.T, y.T`` (see `pwcca_from_covariance`).
 
   Examples:
     >>> import jax
@@ -530,13 +565,13 @@ def pwcca(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, epsilon: float = 
     1.0
   """
   sxx, syy, sxy, mx, my = _centred_covs(x, y, ddof=0)
-  return pwcca_from_covariance(sxx, syy, sxy, mx, my, epsilon=epsilon)
+  return pwcca_from_covariance(sxx, syy, sxy, mx, my, epsilon=epsilon, signs=signs)
 
 
-def pwcca_moments(state: _moments.Moments, i: int, j: int, *,
-                  epsilon: float = 0.0) -> PWCCAResult:
+def pwcca_moments(state: _moments.Moments, i: int, j: int, *, epsilon: float = 0.0,
+                  signs: str = "svd") -> PWCCAResult:
   """PWCCA of maps `i` and `j` from streamed `Moments` (their cross pair kept)."""
-  return pwcca_from_covariance(*_moment_covs(state, i, j), epsilon=epsilon)
+  return pwcca_from_covariance(*_moment_covs(state, i, j), epsilon=epsilon, signs=signs)
 
 
 # --------------------------------------------------------------------------
@@ -556,6 +591,7 @@ def linear_cka_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[Array, "dy
   return _ratio(jnp.sum(sxy * sxy), den)
 
 
+@_precision.follow_inputs
 def linear_cka(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Linear CKA of ``[n, d_x]`` and ``[n, d_y]`` representations.
 
@@ -626,7 +662,7 @@ def _hsic(k: Array, l: Array, debiased: bool) -> Array:
   l = l - jnp.diag(jnp.diagonal(l))
   rk, rl = jnp.sum(k, axis=1), jnp.sum(l, axis=1)
   t = (jnp.sum(k * l) + jnp.sum(rk) * jnp.sum(rl) / ((n - 1) * (n - 2))
-       - 2.0 * jnp.dot(rk, rl) / (n - 2))
+       - 2.0 * jnp.dot(rk, rl, precision=_HP) / (n - 2))
   return t / (n * (n - 3))
 
 
@@ -652,6 +688,7 @@ def cka_from_gram(k: Float[Array, "n n"], l: Float[Array, "n n"], *,
   return _cka_from_hsic(_hsic(k, l, debiased), _hsic(k, k, debiased), _hsic(l, l, debiased))
 
 
+@_precision.follow_inputs
 def linear_cka_debiased(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Linear CKA with the unbiased HSIC estimator (Song et al. 2012).
 
@@ -672,6 +709,7 @@ def linear_cka_debiased(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Flo
                        debiased=True)
 
 
+@_precision.follow_inputs
 def rbf_cka(x: Float[Array, "n dx"], y: Float[Array, "n dy"], *, scale: float = 1.0,
             debiased: bool = False) -> Float[Array, ""]:
   """CKA with RBF kernels (bandwidth rule at `gram_rbf`). Memory O(n²).
@@ -778,6 +816,7 @@ def procrustes_distance_from_covariance(sxx: Float[Array, "dx dx"], syy: Float[A
   return jnp.clip(2.0 - 2.0 * sim, 0.0, 2.0)
 
 
+@_precision.follow_inputs
 def procrustes_distance(x: Float[Array, "n dx"], y: Float[Array, "n dy"]) -> Float[Array, ""]:
   """Procrustes distance of ``[n, d_x]`` and ``[n, d_y]`` representations."""
   sxx, syy, sxy, _, _ = _centred_covs(x, y)
@@ -802,7 +841,7 @@ def _seq(f, *xs):
 
 
 def _pairwise_from_stats(measure: str, covx, covy, cross, mx, my, maskx, masky, *,
-                         epsilon, threshold, keep, variance) -> Array:
+                         epsilon, threshold, keep, variance, signs) -> Array:
   """``[Lx, Ly]`` values from zero-padded, masked per-layer statistics.
 
   covx ``[Lx, D, D]``, covy ``[Ly, E, E]``, cross ``[Lx, Ly, D, E]`` (ddof 0),
@@ -826,7 +865,7 @@ def _pairwise_from_stats(measure: str, covx, covy, cross, mx, my, maskx, masky, 
     return grid(pair, (vx, sx), (vy, sy), cross)
   if measure == "pwcca":
     side = lambda cov, mask: _seq(lambda s, m: _side(s, m, epsilon, True), cov, mask)
-    pair = lambda a, b, c: _pwcca_pair(a[0], b[0], c, a[1], b[1], epsilon).value
+    pair = lambda a, b, c: _pwcca_pair(a[0], b[0], c, a[1], b[1], epsilon, signs).value
     return grid(pair, (side(covx, maskx), mx), (side(covy, masky), my), cross)
   if measure == "linear_cka":
     fro = lambda c: jnp.sqrt(jnp.sum(c * c, axis=(-2, -1)))
@@ -861,8 +900,8 @@ def _check_measure(measure, threshold, keep, variance):
 
 
 @functools.partial(jax.jit, static_argnames=("measure", "epsilon", "threshold", "keep",
-                                             "variance"))
-def _pairwise_jit(xs, ys, *, measure, epsilon, threshold, keep, variance):
+                                             "variance", "signs"))
+def _pairwise_jit(xs, ys, *, measure, epsilon, threshold, keep, variance, signs):
   dx = [x.shape[1] for x in xs]
   dy = [y.shape[1] for y in ys]
   centre = lambda a: a - jnp.mean(a, axis=0)[None, :]
@@ -885,55 +924,103 @@ def _pairwise_jit(xs, ys, *, measure, epsilon, threshold, keep, variance):
   my, _ = _stack_padded([jnp.mean(y, axis=0) for y in ys], max(dy))
   return _pairwise_from_stats(measure, covx, covy, _cross_grid(blocks, max(dx), max(dy)),
                               mx, my, maskx, masky, epsilon=epsilon, threshold=threshold,
-                              keep=keep, variance=variance)
+                              keep=keep, variance=variance, signs=signs)
 
 
+CONV = ("mean", "flatten", "positions")
+"""How `features` turns a conv feature map ``[n, H, W, C]`` into ``[n', d]``."""
+
+
+def features(h: Array, conv: str = "mean") -> Array:
+  """One layer's representation as datapoints × neurons, by the convention
+  every layer × layer comparison of rainbow_jax uses (`pairwise`,
+  ``rainbow-jax analyze`` and ``compare``).
+
+  Args:
+    h: ``[n, d]`` (returned as is) or a conv map ``[n, *space, C]``.
+    conv: ``"mean"`` (default) averages over positions, ``[n, C]``: every
+      layer of a network compares with every other whatever its spatial
+      size, and d stays the channel count (what CCA's d × d covariances
+      and a layer × layer matrix can afford); ``"flatten"`` keeps one
+      vector per image, ``[n, H·W·C]`` (Kornblith et al.'s CKA; d grows
+      with the map: use linear CKA there); ``"positions"`` makes every
+      position a datapoint, ``[n·H·W, C]`` (the SVCCA tutorial's conv CCA;
+      only layers with equal n·H·W compare).
+
+  Returns:
+    ``[n, d]`` (``[n·H·W, C]`` for ``"positions"``).
+  """
+  if conv not in CONV:
+    raise ValueError(f"conv must be one of {CONV}, got {conv!r}.")
+  h = jnp.asarray(h)
+  if h.ndim <= 2:
+    return h
+  if conv == "mean":
+    return h.reshape(h.shape[0], -1, h.shape[-1]).mean(axis=1)
+  if conv == "flatten":
+    return h.reshape(h.shape[0], -1)
+  return h.reshape(-1, h.shape[-1])
+
+
+@_precision.follow_inputs
 def pairwise(xs: Sequence[Array], ys: Sequence[Array] | None = None, *,
-             measure: str = "linear_cka", epsilon: float = 0.0, threshold: float = 0.98,
-             keep: int | None = None, variance: float = 0.99) -> Array:
+             measure: str = "linear_cka", conv: str = "mean", epsilon: float = 0.0,
+             threshold: float = 0.98, keep: int | None = None, variance: float = 0.99,
+             signs: str = "svd") -> Array:
   """Layer × layer matrix of a measure, in one jitted call.
 
   Compare every layer of one model with every layer of another (or of the
   same model with ``ys=None``; for K seeds pass the seeds' layers one after
   another). Widths may differ: layers are zero-padded to the widest and the
   padding masked out, so every entry equals the measure called on that pair
-  alone. The cross-covariances of all pairs come from one matrix product;
-  whitening and norms are done once per layer.
+  alone (for ``"pwcca"`` with ``signs="largest_positive"``; with the SVD's
+  signs the padded SVD may orient a direction otherwise). The
+  cross-covariances of all pairs come from one matrix product; whitening and
+  norms are done once per layer.
 
   Args:
-    xs: layers of the first model, each ``[n, d_i]`` (or ``[n, H, W, d_i]``;
-      positions become datapoints, so all layers need the same n·H·W).
+    xs: layers of the first model, each ``[n, d_i]`` or a conv map
+      ``[n, H, W, d_i]`` (turned into ``[n, d]`` by `features` with `conv`).
     ys: layers of the second model, each ``[n, e_j]``; None for ``xs``.
     measure: one of `MEASURES`: ``"cca"`` (svcca's mean), ``"svcca"``,
       ``"pwcca"``, ``"linear_cka"`` (similarities in [0, 1]) or
       ``"procrustes_distance"`` (a distance in [0, 2]).
+    conv: how conv maps become datapoints × neurons (`CONV`; default
+      ``"mean"``, averaged over positions; see `features`).
     epsilon, threshold: as in `cca`; keep, variance: as in `svcca` (with
-      `keep` at most the narrowest width).
+      `keep` at most the narrowest width); signs: as in `pwcca`.
 
   Returns:
     ``[len(xs), len(ys)]`` matrix.
   """
   _check_measure(measure, threshold, keep, variance)
-  ys = xs if ys is None else ys
-  fx = [_moments.fold(x, f"xs[{i}]") for i, x in enumerate(xs)]
-  fy = [_moments.fold(y, f"ys[{j}]") for j, y in enumerate(ys)]
-  sizes = {a.shape[0] for a in fx + fy}
-  if len(sizes) != 1:
-    raise ValueError(f"all layers need the same number of datapoints, got {sorted(sizes)}.")
-  if sizes.pop() < 2:
+  _check_signs(signs)
+  same = ys is None
+  ys = xs if same else ys
+  for side, layers in (("xs", xs), ("ys", () if same else ys)):
+    for i, a in enumerate(layers):
+      _checks.check_array(a, f"{side}[{i}]", (2, 3, 4, 5), "([n, d] or [n, *space, C])")
+  fx = [features(x, conv) for x in xs]
+  fy = fx if same else [features(y, conv) for y in ys]
+  sizes = [(f"xs[{i}]", a.shape[0]) for i, a in enumerate(fx)]
+  sizes += [] if same else [(f"ys[{j}]", a.shape[0]) for j, a in enumerate(fy)]
+  if len({n for _, n in sizes}) != 1:
+    listed = ", ".join(f"{name}: {n}" for name, n in sizes)
+    hint = (" With conv='positions' every position is a datapoint, so only layers whose"
+            " n·H·W agree compare; conv='mean' (the default) or 'flatten' compare any two"
+            " layers of the same images." if conv == "positions" else
+            " Pass every layer's activations on the same inputs, in the same order.")
+    raise ValueError(f"all layers need the same number of datapoints; got {listed}.{hint}")
+  if sizes[0][1] < 2:
     raise ValueError("need at least 2 datapoints.")
-  for i, a in enumerate(fx):
-    _checks.check_finite(a, f"xs[{i}]")
-  if ys is not xs:
-    for j, a in enumerate(fy):
-      _checks.check_finite(a, f"ys[{j}]")
   return _pairwise_jit(fx, fy, measure=measure, epsilon=epsilon, threshold=threshold,
-                       keep=keep, variance=variance)
+                       keep=keep, variance=variance, signs=signs)
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "cols", "measure", "epsilon", "threshold",
-                                             "keep", "variance"))
-def _pairwise_moments_jit(state, *, rows, cols, measure, epsilon, threshold, keep, variance):
+                                             "keep", "variance", "signs"))
+def _pairwise_moments_jit(state, *, rows, cols, measure, epsilon, threshold, keep, variance,
+                          signs):
   cov = lambda a, b=None: _moments.covariance(state, a, b, centered=True)
   wx = max(state.mean[i].shape[0] for i in rows)
   wy = max(state.mean[j].shape[0] for j in cols)
@@ -944,23 +1031,27 @@ def _pairwise_moments_jit(state, *, rows, cols, measure, epsilon, threshold, kee
   cross = _cross_grid([[cov(i, j) for j in cols] for i in rows], wx, wy)
   return _pairwise_from_stats(measure, covx, covy, cross, mx, my, maskx, masky,
                               epsilon=epsilon, threshold=threshold, keep=keep,
-                              variance=variance)
+                              variance=variance, signs=signs)
 
 
 def pairwise_moments(state: _moments.Moments, rows: Sequence[int], cols: Sequence[int], *,
                      measure: str = "linear_cka", epsilon: float = 0.0,
                      threshold: float = 0.98, keep: int | None = None,
-                     variance: float = 0.99) -> Array:
+                     variance: float = 0.99, signs: str = "svd") -> Array:
   """`pairwise` from streamed `Moments`: maps `rows` × maps `cols`.
 
   Every pair (i, j) with i ≠ j needs its cross moments, e.g. from
   ``layer_moments(..., params2=..., cross="all")``, whose first model's
   maps are ``range(L1)`` and second's ``range(L1, L1 + L2)``.
 
+  Conv maps in `Moments` have positions as datapoints (``conv="positions"``
+  of `pairwise`).
+
   Returns:
     ``[len(rows), len(cols)]`` matrix, equal to `pairwise` on the data.
   """
   _check_measure(measure, threshold, keep, variance)
+  _check_signs(signs)
   rows, cols = tuple(int(i) for i in rows), tuple(int(j) for j in cols)
   for i in rows:
     for j in cols:
@@ -968,7 +1059,7 @@ def pairwise_moments(state: _moments.Moments, rows: Sequence[int], cols: Sequenc
         raise ValueError(f"no cross moments of maps {i} and {j}; accumulate with"
                          f" cross='all' (kept: {state.pairs}).")
   return _pairwise_moments_jit(state, rows=rows, cols=cols, measure=measure, epsilon=epsilon,
-                               threshold=threshold, keep=keep, variance=variance)
+                               threshold=threshold, keep=keep, variance=variance, signs=signs)
 
 
 # --------------------------------------------------------------------------
@@ -993,6 +1084,7 @@ class NullBaseline(NamedTuple):
     return (score - self.mean) / _safe(self.std)
 
 
+@_precision.follow_inputs
 def null_baseline(fn: Callable[[Array, Array], Array], x: Float[Array, "n dx"],
                   y: Float[Array, "n dy"], key: Array, *, num_samples: int = 100,
                   method: str = "permutation") -> NullBaseline:
@@ -1043,14 +1135,17 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Float[Array, "n dx"],
 __all__ = [
   "MEASURES",
   "CCAResult",
+  "CONV",
   "MinibatchCKA",
   "NullBaseline",
   "PWCCAResult",
+  "SIGNS",
   "cca",
   "cca_distance",
   "cca_from_covariance",
   "cca_moments",
   "cka_from_gram",
+  "features",
   "gram_linear",
   "gram_rbf",
   "linear_cka",
@@ -1069,6 +1164,7 @@ __all__ = [
   "pwcca",
   "pwcca_from_covariance",
   "pwcca_moments",
+  "resolution_floor",
   "rbf_cka",
   "svcca",
   "svcca_from_covariance",

@@ -70,10 +70,11 @@ import numpy as np
 import scipy.stats
 from jax import lax
 
+from rainbow_jax import _precision
 from rainbow_jax import _checks
 
 Array = jax.Array
-_HP = lax.Precision.HIGHEST
+_HP = _precision.STATS  # float32-exact products on every backend
 
 
 # --------------------------------------------------------------------------

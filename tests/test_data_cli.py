@@ -303,6 +303,17 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   assert res["batch_norms"] == ["BatchNorm_0"]
   assert len(res["trained_accuracy"]) == 2 and min(res["trained_accuracy"]) > 80
   assert np.asarray(res["cka"]).shape == (4, 4)
+  # One measure, one answer: `compare` on the same checkpoints and images
+  # gives analyze's CKA matrix, and both say how conv inputs entered it.
+  cmp = tmp_path / "compare"
+  assert cli.main(["compare", "--dataset", "digits", "--model", f"{src}:make", "--checkpoint",
+                   str(ckpt), "--samples", "300", "--measures", "linear_cka", "--null", "2",
+                   "--out", str(cmp)]) == 0
+  cres = json.loads((cmp / "results.json").read_text())
+  np.testing.assert_allclose(cres["comparisons"][0]["value"], res["cka"], atol=1e-4)
+  assert res["cka_conv"] == cres["conv"] == "mean"
+  assert "averaged over positions" in (out / "report.md").read_text()
+  assert "averaged over positions" in (cmp / "report.md").read_text()
   assert res["r2_all_layers"][0] == pytest.approx(1.0, abs=1e-4)
   # Conv_0 and Conv_1 meet at the residual add: kept; Dense_0 is sampled.
   assert [layer["reads"] for layer in res["layers"]] == [[0], [1], [1, 2], [3]]

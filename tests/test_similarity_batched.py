@@ -91,7 +91,7 @@ def _layers(rng, n=400, widths=(6, 11, 4)):
 DIRECT = {
     "cca": lambda a, b: S.cca(a, b, epsilon=1e-6).mean,
     "svcca": lambda a, b: S.svcca(a, b, keep=3, epsilon=1e-6).mean,
-    "pwcca": lambda a, b: S.pwcca(a, b, epsilon=1e-6).value,
+    "pwcca": lambda a, b: S.pwcca(a, b, epsilon=1e-6, signs="largest_positive").value,
     "linear_cka": S.linear_cka,
     "procrustes_distance": S.procrustes_distance,
 }
@@ -100,7 +100,7 @@ DIRECT = {
 @pytest.mark.parametrize("measure", S.MEASURES)
 def test_pairwise_equals_pair_by_pair(rng, measure):
   xs, ys = _layers(rng), _layers(rng, widths=(9, 5))
-  kw = dict(epsilon=1e-6, keep=3 if measure == "svcca" else None)
+  kw = dict(epsilon=1e-6, keep=3 if measure == "svcca" else None, signs="largest_positive")
   mat = np.asarray(S.pairwise(xs, ys, measure=measure, **kw))
   assert mat.shape == (3, 2)
   for i, j in ((0, 0), (2, 1)):  # both of y's widths, two of x's; each pair compiles
@@ -120,11 +120,32 @@ def test_pairwise_errors(rng):
   xs = _layers(rng)
   with pytest.raises(ValueError, match="unknown measure"):
     S.pairwise(xs, measure="cka")
-  with pytest.raises(ValueError, match="same number of datapoints"):
+  with pytest.raises(ValueError, match=r"xs\[2\]: 400, ys\[0\]: 399"):
     S.pairwise(xs, [xs[0][:-1]])
+  with pytest.raises(ValueError, match="conv must be one of"):
+    S.pairwise(xs, conv="pool")
   state = M.accumulate([tuple(xs)], lambda b: list(b), cross=[(0, 1)])
   with pytest.raises(ValueError, match="no cross moments"):
     S.pairwise_moments(state, [0], [2])
+
+
+def test_conv_maps_compare_by_one_documented_convention(rng):
+  """Conv maps of different spatial sizes beside a dense layer: by default
+  averaged over positions (`features`), each entry equal to the measure on
+  those [n, C] arrays; 'flatten' equals per-image vectors; 'positions'
+  refuses maps of different sizes and names them."""
+  n = 64
+  maps = [rng.normal(size=(n, 6, 6, 3)), rng.normal(size=(n, 3, 3, 5)), rng.normal(size=(n, 7))]
+  maps = [m.astype(np.float32) for m in maps]
+  mat = np.asarray(S.pairwise(maps, measure="linear_cka"))
+  mean = [m.reshape(n, -1, m.shape[-1]).mean(1) if m.ndim > 2 else m for m in maps]
+  for i, j in itertools.product(range(3), repeat=2):
+    assert mat[i, j] == pytest.approx(float(S.linear_cka(mean[i], mean[j])), abs=1e-5)
+  flat = np.asarray(S.pairwise(maps, measure="linear_cka", conv="flatten"))
+  assert flat[0, 1] == pytest.approx(
+      float(S.linear_cka(maps[0].reshape(n, -1), maps[1].reshape(n, -1))), abs=1e-5)
+  with pytest.raises(ValueError, match=r"xs\[0\]: 2304, xs\[1\]: 576, xs\[2\]: 64.*conv='mean'"):
+    S.pairwise(maps, conv="positions")
 
 
 def test_null_baselines(rng):
