@@ -213,6 +213,21 @@ def _get_cca_similarity(a1, a2, epsilon, threshold, compute_coefs, compute_dirns
   """`get_cca_similarity` on checked neurons × datapoints arrays (`_inputs`)."""
   epsilon, threshold = float(epsilon), float(threshold)
   sxx, syy, sxy, mu1, mu2 = _moments(a1, a2)
+  if jax.default_backend() == "cpu" and a1.dtype == np.float32:
+    # float32 products, float64 decompositions of the d × d covariances (as
+    # fast on a CPU): the directions' signs, on which the reference's PWCCA
+    # depends, come out as numpy's float64 SVD gives them.
+    with jax.enable_x64(True):
+      sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
+      return _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
+                        compute_dirns)
+  return _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
+                    compute_dirns)
+
+
+def _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
+               compute_dirns):
+  """The rest of `_get_cca_similarity`, from the covariances on."""
   out = {}
   if not (compute_coefs or compute_dirns):
     # Coefficients alone: the diagonally preconditioned whitening (`cca`).
@@ -235,8 +250,10 @@ def _get_cca_similarity(a1, a2, epsilon, threshold, compute_coefs, compute_dirns
   if not kx.any() or not ky.any():
     return _zero_dict(compute_dirns, a1.shape[1])
   if compute_dirns:
-    out["cca_dirns1"] = np.asarray(_dirns(out["full_coef_x"], out["full_invsqrt_xx"], a1, mu1))
-    out["cca_dirns2"] = np.asarray(_dirns(out["full_coef_y"], out["full_invsqrt_yy"], a2, mu2))
+    out["cca_dirns1"] = np.asarray(_dirns(*(out[k].astype(a1.dtype) for k in (
+        "full_coef_x", "full_invsqrt_xx")), a1, mu1))
+    out["cca_dirns2"] = np.asarray(_dirns(*(out[k].astype(a2.dtype) for k in (
+        "full_coef_y", "full_invsqrt_yy")), a2, mu2))
   out.update(cca_coef1=s, cca_coef2=s, x_idxs=kx, y_idxs=ky, mean=(mean, mean),
              sum=(total, total))
   return out
