@@ -39,15 +39,26 @@ TOPICS = ("covariance", "train", "rainbow", "similarity", "ensembles", "spectra"
           "streaming", "scattering", "resnet", "accuracy")
 
 
+ACCURACY_FLAG = 1e-3
+"""A speed record whose result differs from its peer's by more than this
+(``max_abs_diff_vs_*``) is flagged: a fast wrong answer is not a speed-up."""
+
+
 def summary(records: list[dict]) -> list[dict]:
-  """Every ``speedup_vs_<peer>`` figure of `records`: > 1 means we are faster."""
+  """Every ``speedup_vs_<peer>`` figure of `records` (> 1 means we are
+  faster), with the record's worst ``max_abs_diff_vs_*`` and ``flagged``
+  when that exceeds `ACCURACY_FLAG`."""
   out = []
   for r in records:
+    diffs = [v for k, v in r["extra"].items() if k.startswith("max_abs_diff_vs_")
+             and v is not None]
+    worst = max(diffs) if diffs else None
     for key, value in r["extra"].items():
       if key.startswith("speedup_vs_") and value is not None:
         out.append({"bench": r["bench"], "case": r["case"], "impl": r["impl"],
                     "peer": key[len("speedup_vs_"):], "speedup": value,
-                    "seconds": r["seconds"]})
+                    "seconds": r["seconds"], "max_abs_diff": worst,
+                    "flagged": worst is not None and worst > ACCURACY_FLAG})
   return out
 
 
@@ -93,8 +104,11 @@ def main(argv=None):
     for s in entry.get("summary", []):
       case = s["case"] if not isinstance(s["case"], dict) else " ".join(
           f"{k}={v}" for k, v in s["case"].items() if k not in ("batch", "samples"))
+      diff = "" if s["max_abs_diff"] is None else f"  max|Δ| {s['max_abs_diff']:.1e}"
+      flag = f"  ** differs from {s['peer']} by more than {ACCURACY_FLAG:g}" if s["flagged"] \
+          else ""
       print(f"{topic:11s} {s['bench']:12s} {case[:56]:56s} ×{s['speedup']:6.2f}"
-            f" vs {s['peer']}")
+            f" vs {s['peer']}{diff}{flag}")
   return 0 if all(e["status"] != "error" for e in result["topics"].values()) else 1
 
 
