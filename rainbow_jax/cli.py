@@ -319,6 +319,7 @@ def svr_command(args) -> dict:
   if not graphs:
     raise ValueError("no two consecutive weight layers form a chain: there is no SVR graph.")
   results = svr_report.write(graphs, net.names, args.out, title=f"rainbow_jax SVR — {what}",
+                             alpha=args.alpha, fdr=args.fdr,
                              extra={"dataset": name, "networks": what, "alpha": args.alpha,
                                     "fdr": args.fdr})
   for chain in results["chains"]:

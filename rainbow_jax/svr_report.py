@@ -123,16 +123,26 @@ def html_graph(result: Any, names: Sequence[str], *, title: str = "",
           " weight and p-value. Only significant edges are drawn.</p>" + "".join(parts))
 
 
+def _chance(expected: float | None) -> str:
+  return "—" if expected is None else f"{expected:.0f}"
+
+
 def write(graphs: list[Chain], names: Sequence[str], out: str, *,
-          title: str, extra: dict | None = None) -> dict:
+          title: str, alpha: float = 0.15, fdr: float | None = None,
+          extra: dict | None = None) -> dict:
   """results.json, report.md, and per chain a PNG, an HTML graph and the
   effective filters of its conv → conv edges, in `out`."""
   from rainbow_jax import plots
   os.makedirs(out, exist_ok=True)
+  test = (f"Benjamini–Hochberg at false-discovery rate {fdr:g}" if fdr is not None else
+          f"p < {alpha:g} under the null law of random weights, edge by edge")
   md = [f"# {title}", "",
         "Per chain of consecutive weight layers: each edge layer's internal dimensions"
-        " (d_out, d_in: spectral neurons of each side with a significant edge), its"
-        " number of significant edges and the entropy −Σ a log a of its adjacency; the"
+        " (d_out, d_in) = the numbers i, j of leading spectral neurons of the next and the"
+        " previous layer maximising B_ij − ij/n (B_ij the summed edge weights of that"
+        " block, 1/n an edge's mean under random weights: `svr.internal_dimensions`), its"
+        f" number of significant edges ({test}) beside the number expected by chance,"
+        " and the entropy −Σ a log a of its adjacency; the"
         " chain's path metric sums every input → output path through spectral neurons,"
         " weighted by edges and singular values (unscaled: edges only). Open the HTML"
         " graph to hover vertices and edges.", ""]
@@ -152,6 +162,8 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
                         "internal_dims": list(res.internal_dims[i]),
                         "significant_edges": int(np.sum(np.asarray(res.significant[i]))),
                         "edges": int(np.asarray(res.significant[i]).size),
+                        "expected_by_chance": (None if fdr is not None else
+                                               alpha * int(np.asarray(res.significant[i]).size)),
                         "entropy": float(entropy[i]),
                         "sampled_null": bool(res.sampled[i])})
     filters = []
@@ -169,12 +181,17 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
     md += [f"## Chain {c}: {' → '.join(chain_names)}", "",
            f"{'co-SVR' if res.method == 'cosvr' else 'SVR'}; path metric"
            f" {path['path_metric']:.4g} (unscaled {path['path_metric_unscaled']:.4g}).", "",
-           "| from | to | internal dims (d_out, d_in) | significant edges | entropy |",
-           "| --- | --- | --- | --- | --- |"]
+           "| from | to | internal dims (d_out, d_in) | significant edges | expected by"
+           " chance | entropy |",
+           "| --- | --- | --- | --- | --- | --- |"]
     md += [f"| {r['from']} | {r['to']} | {tuple(r['internal_dims'])} |"
            f" {r['significant_edges']} of {r['edges']}"
-           f"{' (sampled null)' if r['sampled_null'] else ''} | {r['entropy']:.3f} |"
+           f"{' (sampled null)' if r['sampled_null'] else ''} |"
+           f" {_chance(r['expected_by_chance'])}"
+           f" | {r['entropy']:.3f} |"
            for r in edge_rows]
+    md += ["", "Significant edges near the number expected by chance say the layer's"
+           " spectral neurons connect no more than random weights' do."]
     md += ["", f"![chain {c}]({os.path.basename(png)})",
            f"[interactive graph]({os.path.basename(page)})", ""]
     md += [f"![effective filters]({f})" for f in filters] + ([""] if filters else [])

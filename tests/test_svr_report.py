@@ -35,7 +35,14 @@ def test_svr_command_html_shows_the_weights_singular_values(tmp_path):
   edges = svr.edges(svr.svr(svr.from_flax(kernels)))
   assert page.count("<line") == len(edges["layer"]) > 0
   assert ", p = " in page
-  assert "internal dims" in (out / "report.md").read_text()
+  report = (out / "report.md").read_text()
+  assert "internal dims" in report and "B_ij − ij/n" in report
+  # The significance level is said, and beside each count the edges that
+  # random weights would make significant: α × edges.
+  assert "p < 0.15" in report
+  for r in chain["edge_layers"]:
+    assert r["expected_by_chance"] == pytest.approx(0.15 * r["edges"])
+    assert f"{r['significant_edges']} of {r['edges']} | {0.15 * r['edges']:.0f} |" in report
 
 
 def test_cosvr_report_of_a_flax_cnn_with_default_names(tmp_path):
