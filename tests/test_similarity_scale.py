@@ -45,8 +45,9 @@ def qr_cca(x, y):
   return np.linalg.svd(qx.T @ qy, compute_uv=False)
 
 
-@pytest.mark.parametrize("d,n,k,scale", [(256, 4000, 16, 1.0), (1024, 8000, 32, 3.0),
-                                         (2048, 8000, 64, 1.0)])
+@pytest.mark.parametrize("d,n,k,scale", [
+    (256, 4000, 16, 1.0), (1024, 8000, 32, 3.0),
+    pytest.param(2048, 8000, 64, 1.0, marks=pytest.mark.slow)])
 def test_every_coefficient_matches_float64_at_width(d, n, k, scale):
   x, y = signal_plus_noise(d, n, k, scale=scale)
   want = qr_cca(x, y)
@@ -64,7 +65,8 @@ def test_every_coefficient_matches_float64_at_width(d, n, k, scale):
   assert np.all(np.asarray(out.coefficients)[k:d // 2] > 0.05)
 
 
-@pytest.mark.parametrize("d,n,k", [(256, 4000, 16), (1024, 8000, 32)])
+@pytest.mark.parametrize("d,n,k", [(256, 4000, 16),
+                                   pytest.param(1024, 8000, 32, marks=pytest.mark.slow)])
 def test_pwcca_and_svcca_match_float64_at_width(d, n, k):
   x, y = signal_plus_noise(d, n, k)
   x32, y32 = x.astype(np.float32), y.astype(np.float32)
