@@ -41,11 +41,6 @@ FORWARD = ("float32", "tensorfloat32", "bfloat16", "default")
 """Choices of `Network.precision` for a model's forward pass."""
 
 
-def matmul(a: Any, b: Any) -> jax.Array:
-  """``a @ b`` at the statistics' precision."""
-  return jnp.matmul(a, b, precision=STATS)
-
-
 def check_forward(precision: str) -> str:
   if precision not in FORWARD:
     raise ValueError(f"precision must be one of {FORWARD}, got {precision!r}.")

@@ -213,16 +213,15 @@ def _get_cca_similarity(a1, a2, epsilon, threshold, compute_coefs, compute_dirns
   """`get_cca_similarity` on checked neurons × datapoints arrays (`_inputs`)."""
   epsilon, threshold = float(epsilon), float(threshold)
   sxx, syy, sxy, mu1, mu2 = _moments(a1, a2)
-  if jax.default_backend() == "cpu" and a1.dtype == np.float32:
-    # float32 products, float64 decompositions of the d × d covariances (as
-    # fast on a CPU): the directions' signs, on which the reference's PWCCA
-    # depends, come out as numpy's float64 SVD gives them.
-    with jax.enable_x64(True):
+  # float32 products, float64 decompositions of the d × d covariances on a
+  # CPU (as fast there): the directions' signs, on which the reference's
+  # PWCCA depends, come out as numpy's float64 SVD gives them.
+  wide = jax.default_backend() == "cpu" and a1.dtype == np.float32
+  with jax.enable_x64(True) if wide else contextlib.nullcontext():
+    if wide:
       sxx, syy, sxy = (np.asarray(a, np.float64) for a in (sxx, syy, sxy))
-      return _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
-                        compute_dirns)
-  return _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
-                    compute_dirns)
+    return _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
+                      compute_dirns)
 
 
 def _decompose(a1, a2, sxx, syy, sxy, mu1, mu2, epsilon, threshold, compute_coefs,
