@@ -4,7 +4,7 @@
 ``cca_core.get_cca_similarity`` and ``pwcca.compute_pwcca`` do — arrays of
 **neurons × datapoints**, numpy results, the same dict keys and shapes, the
 same numbers (``tests/test_pwcca_compat.py`` compares them with the real
-reference's outputs in ``shared/fixtures``, to 1e-4) — and run on JAX
+reference's outputs in ``tests/fixtures``, to 1e-4) — and run on JAX
 (jitted; GPU/TPU when present). Users switch by changing an import.
 
 Where the time goes. The covariances of the two layers are most of the
@@ -16,15 +16,15 @@ eigendecompositions and an SVD of d × d matrices) follow in JAX.
 
 Precision. float64 inputs (what numpy users pass) are computed in float64,
 inside the scoped `jax.enable_x64` context — the process-wide flag is never
-touched — so canonical correlations of directions whose variance is 10⁻⁷ of
-the largest survive, as in the reference. float32 inputs are computed in
-float32: covariances then carry a relative error of ~1e-7 of their largest
-entry, so directions whose variance is below ~1e-5 of the largest lose their
-canonical correlations (on the fixture's 128 × 6000 float32 case the
-coefficients agree with the reference to ~2e-6); pass float64 when the tail
-matters. PWCCA's uncentred directions are worse conditioned: its float32
-value can differ from the float64 reference by ~5e-4 (500 neurons, large
-means). On an accelerator float64 is slow or absent; use float32 there.
+touched. float32 inputs get float32 covariances (an error of ~1e-7 of their
+largest entry); on a CPU their d × d decompositions then run in float64 (as
+fast there, and the canonical directions come out with the signs numpy
+gives them, on which the reference's PWCCA depends), on an accelerator in
+float32. Every direction above `similarity.resolution_floor` (1.1e-5 of the
+largest variance at 2 048 neurons) keeps its correlation: at 2 048 neurons ×
+50 000 float32 datapoints every coefficient agrees with the reference (which
+forms its covariances in float64) to 5e-6, PWCCA to 1e-4
+(``tests/test_pwcca_compat.py``, the large case under ``-m slow``).
 
 PWCCA is the reference's own construction: the directions
 ``coef_x @ (acts − means) + means`` (the canonical directions in the
