@@ -168,7 +168,8 @@ class _Side(NamedTuple):
   """One representation's part of CCA (depends on its own covariance only)."""
   keep: Array    # [d] bool, neurons kept (svcca's x_idxs)
   scale: Array   # [] largest |entry| of the covariance (svcca's xmax)
-  white: Array   # [d, d] W with WᵀW = pinv(S_kept + εI), S rescaled by `scale`
+  half: Array    # [d, d] H = Λ^-½ Vᵀ D, the whitener in the eigenbasis:
+                 # W = V H (`_white`) has WᵀW = pinv(S_kept + εI), S rescaled
   evals: Array   # [d] eigenvalues of the matrix W was computed from
   evecs: Array   # [d, d] its eigenvectors (columns, ascending)
   rank: Array    # [] int, eigenvalues above the pseudo-inverse cut-off
@@ -206,14 +207,22 @@ def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Sid
   data = w - epsilon * _mm(jnp.square(v).T, jnp.square(dg))
   ok = data > resolution_floor(w, d)
   root = jnp.where(ok, lax.rsqrt(jnp.where(ok, w, 1.0)), 0.0)
-  return _Side(keep, smax, _mm(v * root[None, :], v.T) * dg[None, :], w, v, jnp.sum(ok))
+  return _Side(keep, smax, root[:, None] * v.T * dg[None, :], w, v, jnp.sum(ok))
 
 
-def _whitened_cross(sx: _Side, sy: _Side, sxy: Array) -> Array:
-  """Σxx^-½ Σxy Σyy^-½ on the kept neurons (rescaled as svcca does)."""
+def _white(side: _Side) -> Array:
+  """The side's ``[d, d]`` whitener W = V H (symmetric when `_side` was)."""
+  return _mm(side.evecs, side.half)
+
+
+def _whitened_cross(sx: _Side, sy: _Side, sxy: Array, rotate: bool = True) -> Array:
+  """Wx Σxy Wyᵀ on the kept neurons (rescaled as svcca does): Σxx^-½ Σxy
+  Σyy^-½ for symmetric sides. ``rotate=False`` gives Hx Σxy Hyᵀ = Vxᵀ (·) Vy,
+  the same singular values for two products fewer."""
   sxy = sxy / jnp.sqrt(_safe(sx.scale) * _safe(sy.scale))
   sxy = jnp.where(sx.keep[:, None] & sy.keep[None, :], sxy, 0.0)
-  return _mm(sx.white, _mm(sxy, sy.white.T))
+  c = _mm(sx.half, _mm(sxy, sy.half.T))
+  return _mm(sx.evecs, _mm(c, sy.evecs.T)) if rotate else c
 
 
 def _summary(s: Array, k: Array, threshold: float) -> tuple[Array, Array, Array]:
@@ -265,7 +274,7 @@ class CCAResult(NamedTuple):
 
 
 def _cca_pair(sx: _Side, sy: _Side, sxy: Array, threshold: float) -> CCAResult:
-  s = jnp.abs(jnp.linalg.svd(_whitened_cross(sx, sy, sxy), compute_uv=False))
+  s = jnp.abs(jnp.linalg.svd(_whitened_cross(sx, sy, sxy, rotate=False), compute_uv=False))
   k = jnp.minimum(jnp.sum(sx.keep), jnp.sum(sy.keep))
   s, mean, total = _summary(s, k, threshold)
   return CCAResult(s, k, mean, total, sx.keep, sy.keep)
