@@ -158,10 +158,14 @@ def user_networks(spec: str, checkpoints: Sequence[str], x: Any, *, init: Any = 
   x = jnp.asarray(x)
   template = jax.eval_shape(module.init, jax.random.key(0), x[:1])
   variables, labels = [], []
-  for path in checkpoints:
+  # Figures label a checkpoint by its file name (the description keeps the
+  # paths), unless two share one.
+  names = [os.path.basename(os.path.normpath(p)) for p in checkpoints]
+  names = names if len(set(names)) == len(names) else list(checkpoints)
+  for path, name in zip(checkpoints, names):
     seeds = split_seeds(load_variables(path), template, path)
     variables += seeds
-    labels += [path] if len(seeds) == 1 else [f"{path}[{i}]" for i in range(len(seeds))]
+    labels += [name] if len(seeds) == 1 else [f"{name}[{i}]" for i in range(len(seeds))]
   net = network.from_linen(module, variables[0], x[:2])
   init_vars = jax.jit(module.init)(jax.random.key(seed), x[:1])
   return Networks(net, variables, labels, init_vars, init,
@@ -446,6 +450,44 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   return results
 
 
+_CAPTIONS = {
+    "weight_spectrum": "eigenvalues of the weight covariance WᵀW/n, trained and at"
+                       " initialisation, against the Marchenko–Pastur law of its shape",
+    "activation_spectrum": "eigenvalues of the covariance of the layer's input, per network",
+    "act_stability": "overlap of the activation-covariance eigenvectors of the two networks"
+                     " after alignment (1 on the diagonal: the same direction)",
+    "weight_stability": "the same for the weight-covariance eigenvectors",
+    "clipping": "test accuracy when the layer's input is projected onto its top-k"
+                " eigenvectors (activation or weight covariance), k on a log scale",
+    "r2": "variance of network 1's layer inputs explained by network 0's, after alignment",
+    "cka": "linear CKA between every layer input of the two networks",
+    "rainbow_accuracy": "test accuracy of the reference and of each rainbow sample",
+    "training": "test accuracy per epoch, one line per seed",
+}
+
+
+def _figure_sections(figures: list, fmt: str, esc=str) -> list:
+  """The figures with a caption each, per-layer ones under a heading per layer."""
+  import re
+
+  out, layer = [], None
+  for f in figures:
+    m = re.fullmatch(r"(.+)_layer(\d+)\.png", f)
+    stem, n = (m.group(1), int(m.group(2))) if m else (f.removesuffix(".png"), None)
+    if n is not None and n != layer:
+      layer = n
+      out += [f"## Layer {n}", ""] if fmt == "md" else [f"<h2>Layer {n}</h2>"]
+    elif n is None and layer is not None:
+      layer = None
+      out += ["## Whole network", ""] if fmt == "md" else ["<h2>Whole network</h2>"]
+    cap = _CAPTIONS.get(stem, stem.replace("_", " "))
+    cap = cap if n is None else f"Layer {n}: {cap}"
+    out += ([f"![{f}]({f})", "", f"*{cap}.*", ""] if fmt == "md" else
+            [f"<figure><img src='{f}' alt='{esc(cap)}'><figcaption>{esc(cap)}."
+             "</figcaption></figure>"])
+  return out
+
+
 def write_report(results: dict, md_path: str, html_path: str) -> None:
   """report.md and report.html of `run`'s results."""
   acc = results["trained_accuracy"]
@@ -462,6 +504,7 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
     intro.append(
         f"Rainbow networks sampled from {results['labels'][0]}:"
         f" {results['rainbow_accuracy_mean']:.2f} ± {results['rainbow_accuracy_std']:.2f} %"
+        f" (mean ± standard deviation over the samples, ddof 0)"
         f" over {len(results['rainbow_accuracy'])} samples ({t['rainbow_seconds']:.1f} s,"
         f" sampled layers"
         f" {results['rainbow_sampled_layers']}).")
@@ -494,7 +537,7 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
   if notes:
     md += ["## What did not apply, and how it was adapted", ""] + [f"- {n}" for n in notes]
     md += [""]
-  md += [f"![{f}]({f})\n" for f in results["figures"]]
+  md += _figure_sections(results["figures"], "md")
   with open(md_path, "w") as f:
     f.write("\n".join(md))
   esc = lambda v: (str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -511,7 +554,7 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
   if notes:
     html += ["<h2>What did not apply, and how it was adapted</h2><ul>"]
     html += [f"<li>{esc(n)}</li>" for n in notes] + ["</ul>"]
-  html += [f"<p><img src='{f}' alt='{f}'></p>" for f in results["figures"]]
+  html += _figure_sections(results["figures"], "html", esc)
   with open(html_path, "w") as f:
     f.write("\n".join(html))
 

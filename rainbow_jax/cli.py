@@ -8,7 +8,8 @@ Commands:
            activation covariances of two networks in one pass, spectra against
            Marchenko–Pastur, clipping curves, alignment r², eigenvector
            stability, layer × layer CKA, SVR internal dimensions, S rainbow
-           networks sampled in one vmapped program; writes results.json,
+           networks sampled (each alignment pass one compiled program over the
+           S samples: vmapped on GPU/TPU, in turn on CPU); writes results.json,
            report.md, report.html and PNG figures, and says what did not apply.
   train    train K seeds of the MLP/CNN/ResNet-20/scattering network as one
            compiled program.
@@ -117,17 +118,20 @@ def analyze_report(args) -> dict:
     law = nn.initializers.he_normal() if resnet else "torch"
     opt = (f"SGD (lr {args.lr}, momentum {args.momentum})" if args.optimizer == "sgd"
            else f"Adam (lr {args.lr})")
+    if not resnet:
+      extra["widths"] = [int(w) for w in (model.dims[1:-1] if args.arch == "mlp" else
+                         model.channels[1:] if args.arch == "cnn" else model.channels)]
+    shape = ([int(model.dims[0])] + extra["widths"] + [int(model.dims[-1])]
+             if args.arch == "mlp" else extra.get("widths"))
     desc = (f"{args.arch.upper()} "
-            + (f"width ×{args.width}" if resnet else f"widths {list(args.widths or [])}")
+            + (f"width ×{args.width}" if resnet else
+               f"{'dims' if args.arch == 'mlp' else 'channels'} {shape}")
             + f", seeds {seeds}, {'He' if resnet else 'PyTorch-default'} init, trained"
               f" {args.epochs} epoch(s) with {opt}, batch 128, each its own data order")
     nets = analyze.Networks(net, variables, [f"seed {s}" for s in seeds], init_vars, law,
                             args.arch.upper(), desc, hist)
     extra["seeds"] = seeds
     extra["epochs"] = args.epochs
-    if not resnet:
-      extra["widths"] = list(model.dims[1:-1] if args.arch == "mlp" else
-                             model.channels[1:] if args.arch == "cnn" else model.channels)
   results = analyze.run(
       nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
@@ -238,7 +242,7 @@ def _networks(args, seeds: int = 1) -> _Loaded:
 def _network_arguments(sub, name: str, *, help: str, dataset_help: str, checkpoint_help: str,
                        epochs: int = 5, init: bool = False):
   """A subcommand reading --model/--checkpoint or training --arch first."""
-  c = sub.add_parser(name, help=help)
+  c = sub.add_parser(name, help=help, formatter_class=_DEFAULTS)
   c.add_argument("--dataset", default="auto", help=dataset_help)
   c.add_argument("--data-dir", default=None)
   c.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
@@ -332,11 +336,14 @@ def svr_command(args) -> dict:
   return results
 
 
+_DEFAULTS = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="rainbow-jax", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
-  c = sub.add_parser("analyze", help="the tutorial end to end: train, spectra, clipping,"
+  c = sub.add_parser("analyze", formatter_class=_DEFAULTS, help="the tutorial end to end: train, spectra, clipping,"
                                        " alignment, stability, rainbow samples; a report")
   c.add_argument("--dataset", default="auto",
                  help="fashion_mnist | mnist | cifar10 | digits | auto (Fashion-MNIST"
@@ -384,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--out", default="reports/analyze")
   c.set_defaults(run=analyze_report)
 
-  t = sub.add_parser("train", help="train K seeds as one compiled program")
+  t = sub.add_parser("train", help="train K seeds as one compiled program",
+                     formatter_class=_DEFAULTS)
   t.add_argument("--dataset", default="auto")
   t.add_argument("--data-dir", default=None)
   t.add_argument("--arch", default="mlp", choices=["mlp", "cnn", "resnet20", "scattering"])

@@ -43,6 +43,12 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
   (``stack_axis='vmap'``) or run in turn (``'map'``); ``'auto'``: in turn on
   CPU, where stacked convolutions are slow, vmapped on GPU/TPU.
   """
+  net.check_input(x)
+  if jnp.ndim(y) != 1 or len(y) != len(x):
+    raise ValueError(f"y: labels of shape {jnp.shape(y)} for {len(x)} inputs; pass [N]"
+                     " integer class indices (argmax of one-hot labels).")
+  if not stacked:
+    net.check_variables(variables)
   xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
 
   def count(v):
@@ -79,6 +85,7 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
   if conv not in ("mean", "flatten"):
     raise ValueError(f"conv must be 'mean' or 'flatten' for per-image representations,"
                      f" got {conv!r}.")
+  net.check_input(x)
   n = len(x)
   xb, _ = eval_batches(jnp.asarray(x), jnp.zeros((n,), jnp.int32), min(batch_size, n))
 

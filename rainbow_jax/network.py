@@ -171,6 +171,10 @@ class Network:
   _root: Callable = dataclasses.field(repr=False)
   _with_root: Callable = dataclasses.field(repr=False)
   _norm_paths: tuple = dataclasses.field(default=(), repr=False)
+  _example: tuple | None = dataclasses.field(default=None, repr=False)
+  """Per-example shape of the batch the network was built from."""
+  _leaves: tuple = dataclasses.field(default=(), repr=False)
+  """``(path, shape)`` of every array of the variables it was built from."""
   precision: str = "float32"
   """Matmul precision of the model's forward pass (`rainbow_jax._precision`):
   ``"float32"`` (float32-exact on every device, the default),
@@ -182,8 +186,48 @@ class Network:
     return dataclasses.replace(self, precision=_precision.check_forward(precision))
 
   def _forward(self, variables: Any, x: Array, tap: "_Tap") -> Any:
+    self._check_call(variables, x)
     with _precision.forward(self.precision):
       return self._run(variables, x, tap)
+
+  def check_input(self, x: Array, name: str = "x") -> None:
+    """Raises a ValueError naming both shapes unless ``x`` is ``[N, *s]``
+    with ``s`` the per-example shape of the batch the network was built
+    from (every function that runs the model checks this)."""
+    shape = tuple(getattr(x, "shape", np.shape(x)))
+    if self._example is not None and shape[1:] != self._example:
+      example = ", ".join(map(str, self._example))
+      raise ValueError(
+          f"{name}: a batch of shape {shape}, but this network was built from an example"
+          f" batch of shape [N, {example}]; pass inputs of shape [N, {example}] (the"
+          " layout the model was written for: channels last for Flax convolutions).")
+
+  def check_variables(self, variables: Any) -> None:
+    """Raises a ValueError naming the arrays that differ unless `variables`
+    have the structure and shapes of those the network was built from."""
+    if not self._leaves:
+      return
+    given = dict(_leaf_shapes(self._root(variables)))
+    want = dict(self._leaves)
+    wrong = [f"{k} has shape {given[k]}, expected {v}" for k, v in want.items()
+             if k in given and given[k] != v]
+    missing = [k for k in want if k not in given]
+    extra = [k for k in given if k not in want]
+    if wrong or missing or extra:
+      parts = wrong[:4] + ([f"missing {', '.join(missing[:4])}"] if missing else []) + (
+          [f"not in the model: {', '.join(extra[:4])}"] if extra else [])
+      raise ValueError(
+          "variables: they do not fit the model this network was built from ("
+          + "; ".join(parts) + "). Pass variables of that model (linen: what"
+          " module.init returns; NNX: nnx_variables(model)), or build a Network"
+          " for the other model.")
+
+  def _check_call(self, variables: Any, x: Array) -> None:
+    """A batch and variables that fit the model this network was built from
+    (Flax would otherwise complain of an initialiser, or of arrays it cannot
+    concatenate)."""
+    self.check_input(x)
+    self.check_variables(variables)
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -345,6 +389,7 @@ class Network:
     vmap it over seeds or samples. With ``upto=j`` only the BatchNorms before
     layer j's input are re-estimated (and nothing after is computed).
     """
+    self._check_call(variables, x)
     if not self.norms:
       return variables
     x = jnp.asarray(x)
@@ -525,10 +570,10 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
   with nn.intercept_methods(discover):
     jax.eval_shape(lambda v, a: module.apply(v, a, **kwargs), vs, x)
   return _build(found, [(p, ("batch_stats", *p)) for p in norms], vs["params"], run, root,
-                with_root)
+                with_root, x)
 
 
-def _build(found, norm_paths, params, run, root, with_root) -> Network:
+def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
   """`norm_paths`: per BatchNorm in call order, (its module path, the path of
   its ``mean``/``var`` dict in the variables)."""
   if not found:
@@ -555,7 +600,15 @@ def _build(found, norm_paths, params, run, root, with_root) -> Network:
                   " pass; the analyses ignore them.", stacklevel=3)
   names = tuple("/".join(str(k) for k in name) for name, _ in norm_paths)
   return Network(tuple(layers), names, run, root, with_root,
-                 tuple(tuple(path) for _, path in norm_paths))
+                 tuple(tuple(path) for _, path in norm_paths),
+                 tuple(getattr(x, "shape", np.shape(x)))[1:], tuple(_leaf_shapes(params)))
+
+
+def _leaf_shapes(tree: Any) -> list[tuple[str, tuple]]:
+  """``(path, shape)`` of every array in a nested dict (paths joined by /)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [("/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in kp),
+           tuple(getattr(leaf, "shape", np.shape(leaf)))) for kp, leaf in flat]
 
 
 # --------------------------------------------------------------------------
@@ -674,7 +727,7 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
 
   jax.eval_shape(discover, template, x)
   return _build(found, [(p, p) for p in norms], template, run, lambda vs: vs,
-                lambda vs, r: r)
+                lambda vs, r: r, x)
 
 
 # --------------------------------------------------------------------------

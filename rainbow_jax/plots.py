@@ -84,9 +84,10 @@ def curve(x, y, *, label: str = "", xlabel: str = "", ylabel: str = "",
   """One labelled line (call again with the returned `ax` to add more)."""
   ax = _axes(ax)
   ax.plot(x, y, marker="o", label=label)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  # A second call on the same axes keeps the first call's labels and title.
+  for text, setter in ((xlabel, ax.set_xlabel), (ylabel, ax.set_ylabel), (title, ax.set_title)):
+    if text:
+      setter(text)
   if label:
     ax.legend()
   return ax
@@ -144,7 +145,8 @@ def save(ax_or_fig, path: str) -> str:
   """Saves the figure of an Axes (or a Figure) as PNG and closes it."""
   fig = getattr(ax_or_fig, "figure", ax_or_fig)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  # "tight" grows the canvas to every label and title: nothing is cut off.
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   _plt().close(fig)
   return path
 
@@ -198,7 +200,7 @@ def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str], *,
   """A labelled matrix (e.g. layer × layer similarity of two networks)."""
   m = np.asarray(matrix)
   if ax is None:
-    size = min(12.0, 3.0 + 0.35 * max(m.shape))
+    size = min(12.0, 4.5 + 0.35 * max(m.shape))
     _, ax = _plt().subplots(figsize=(size, size * 0.85))
   im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax, origin="upper")
   ax.figure.colorbar(im, ax=ax, shrink=0.75)

@@ -378,6 +378,8 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       that do not fit.
   """
   gen_net, template = (net, variables) if gen is None else gen
+  net.check_input(x)
+  net.check_variables(variables)
   ref_k, ref_b = net.kernels(variables), net.biases(variables)
   n_layers = len(ref_k)
   x = jnp.asarray(x)
