@@ -15,7 +15,7 @@ when the dataset is not installed) in batches of 128, SGD with momentum
   device JAX uses, NCHW, data in device memory as tensors), K seeds one after another (K = 4 is
   4 × the measured one-seed epoch).
 
-Then the analysis stages on the K = 2 networks (`rainbow_jax.analyze.run`,
+Then the analysis stages on the K = 2 networks (`rainbow_jax.commands.analyze.run`,
 small sizes): moments pass, clipping, CKA, rainbow sampling (BatchNorm
 re-estimated), with their seconds. Not a test: timings depend on the machine.
 """
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import analyze, data, models, network, train
+from rainbow_jax import data, models, network, train
+from rainbow_jax.commands import analyze
 
 
 def torch_resnet20(torch, width: float, num_classes: int = 10):

@@ -204,7 +204,7 @@ def local_and_rsa(args, rng, records):
   pipelines call), and RDM comparison vs rsatoolbox, on the same data; then
   ours alone at n = 50 000 datapoints, where both peers would hold n × n
   matrices (10 GB each in float32)."""
-  from rainbow_jax import neighbors, rsa
+  from rainbow_jax.similarity import neighbors, rsa
   try:
     import rsatoolbox
   except ImportError:

@@ -4,22 +4,28 @@ Pure, jitted, vmapped JAX functions for streaming activation statistics,
 alignment of networks, spectra, representational similarity and the rest of
 the analyses of the rainbow tutorial. See README.md.
 
-`rainbow_jax.checkpoint` (orbax) and `rainbow_jax.plots` (matplotlib) are
-imported on demand.
+`rainbow_jax.checkpoint` (orbax), `rainbow_jax.plots` (matplotlib) and the
+command line, `rainbow_jax.commands`, are imported on demand.
 """
 
 from rainbow_jax import align as align
+from rainbow_jax import compat as compat
+from rainbow_jax import consensus as consensus
 from rainbow_jax import data as data
 from rainbow_jax import ensembles as ensembles
+from rainbow_jax import gaussianity as gaussianity
 from rainbow_jax import evaluate as evaluate
 from rainbow_jax import models as models
 from rainbow_jax import network as network
 from rainbow_jax import moments as moments
 from rainbow_jax import rainbow as rainbow
+from rainbow_jax import scaling as scaling
 from rainbow_jax import similarity as similarity
 from rainbow_jax import spectra as spectra
+from rainbow_jax import streaming as streaming
 from rainbow_jax import svr as svr
 from rainbow_jax import train as train
+from rainbow_jax import wavelets as wavelets
 from rainbow_jax.align import Alignment as Alignment
 from rainbow_jax.align import align_features as align_features
 from rainbow_jax.align import align_moments as align_moments
@@ -34,8 +40,9 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "data", "ensembles", "evaluate", "models", "moments", "network", "rainbow", "similarity", "spectra", "svr",
-    "train", "Alignment", "align_features", "align_moments",
+    "align", "compat", "consensus", "data", "ensembles", "evaluate", "gaussianity", "models",
+    "moments", "network", "rainbow", "scaling", "similarity", "spectra", "streaming", "svr",
+    "train", "wavelets", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",
     "covariance", "layer_moments",
 ]

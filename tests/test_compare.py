@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from rainbow_jax import cli, compare_report
+from rainbow_jax import commands as cli
+from rainbow_jax.commands import compare as compare_report
 
 
 def test_compare_finds_the_copy_and_calls_the_stranger_chance():

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rainbow_jax import cli, data, models, spectra, train
+from rainbow_jax import commands as cli
+from rainbow_jax import data, models, spectra, train
 from conftest import FASHION_DIR, HAS_FASHION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -323,7 +324,7 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   assert any("skip connection" in n for n in res["notes"])
   assert "did not apply" in (out / "report.md").read_text()
   # One network from a msgpack file: seed 0's variables exactly.
-  from rainbow_jax import analyze
+  from rainbow_jax.commands import _common as analyze
   m = mod.make()
   template = jax.eval_shape(m.init, jax.random.key(0), ds.x_train[:1])
   (v0,) = analyze.split_seeds(analyze.load_variables(str(one)), template, str(one))

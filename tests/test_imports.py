@@ -20,7 +20,8 @@ _SCRIPT = textwrap.dedent("""
     sys.meta_path.insert(0, Block())
     import numpy as np
     import rainbow_jax
-    from rainbow_jax import analyze, cli, data, network, plots, similarity, streaming  # noqa: F401
+    from rainbow_jax import commands, data, network, plots, similarity, streaming  # noqa: F401
+    from rainbow_jax.commands import analyze  # noqa: F401
     import rainbow_jax.compat.svcca  # noqa: F401
 
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
-from rainbow_jax import neighbors as N
+from rainbow_jax.similarity import neighbors as N
 from rainbow_jax import similarity as S
 
 

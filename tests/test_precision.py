@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from rainbow_jax import align, consensus, moments, network, neighbors, rainbow, rsa
-from rainbow_jax import shape_metrics, similarity, spectra, svr
+from rainbow_jax import align, consensus, moments, network, rainbow
+from rainbow_jax import similarity, spectra, svr
+from rainbow_jax.similarity import neighbors, rsa, shape_metrics
 
 HIGHEST = lax.Precision.HIGHEST
 PRODUCTS = ("dot_general", "conv_general_dilated")

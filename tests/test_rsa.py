@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from rainbow_jax import rsa
+from rainbow_jax.similarity import rsa
 
 rsatoolbox = pytest.importorskip("rsatoolbox")
 

@@ -9,7 +9,7 @@ import pytest
 from scipy.linalg import orthogonal_procrustes
 from sklearn.datasets import load_digits
 
-from rainbow_jax import shape_metrics as SM
+from rainbow_jax.similarity import shape_metrics as SM
 
 
 @pytest.fixture(scope="module")

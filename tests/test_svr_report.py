@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from rainbow_jax import cli, svr
+from rainbow_jax import commands as cli
+from rainbow_jax import svr
 
 
 def test_svr_command_html_shows_the_weights_singular_values(tmp_path):
@@ -52,7 +53,8 @@ def test_cosvr_report_of_a_flax_cnn_with_default_names(tmp_path):
   import flax.linen as nn
   import jax
 
-  from rainbow_jax import network, svr_report
+  from rainbow_jax import network
+  from rainbow_jax.commands import svr as svr_report
 
   class Net(nn.Module):
     @nn.compact

@@ -1,7 +1,7 @@
 """`rainbow-jax analyze`: every analysis that applies to K networks of one
 architecture, written up as a report with figures.
 
-The networks are either trained here (`rainbow_jax.cli`: the tutorial's MLP
+The networks are either trained here (`rainbow-jax analyze`: the tutorial's MLP
 or CNN, or ResNet-20) or a user's own linen model with trained seeds read
 from checkpoints (`user_networks`). Either way the analyses see them through
 `rainbow_jax.network`, and `run` says in the report which analyses do not
@@ -18,160 +18,21 @@ layers (a residual network: each block's chain), and S rainbow networks.
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import os
-import platform
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import (
-  align,
-  evaluate,
-  moments,
-  network,
-  rainbow,
-  similarity,
-  spectra,
-  svr_report,
-)
-
-
-class Networks(NamedTuple):
-  """What `run` analyses.
-
-  Attributes:
-    net: the `rainbow_jax.network.Network`.
-    variables: one variables pytree per network (seed), seed 0 the reference.
-    labels: a label per network (``'seed 0'``, a checkpoint path…).
-    init_variables: variables of the same model at initialisation (the
-      noise level of the weight spectra), or None.
-    init_law: the initialiser for `spectra.layer_law` (``'torch'``,
-      ``'flax'``, a variance or a JAX initialiser).
-    arch: a short name of the architecture.
-    description: one sentence on where the networks come from.
-    history: a `rainbow_jax.train.History` when trained here, else None.
-  """
-
-  net: Any
-  variables: list
-  labels: list
-  init_variables: Any
-  init_law: Any
-  arch: str
-  description: str
-  history: Any = None
-
-
-# --------------------------------------------------------------------------
-# A user's model and checkpoints.
-
-
-def load_factory(spec: str) -> Callable[[], Any]:
-  """``'path/to/file.py:FACTORY'`` → the callable ``FACTORY`` (a function
-  returning a linen module, or a module class with default arguments)."""
-  path, sep, name = spec.rpartition(":")
-  if not sep or not path.endswith(".py") or not name:
-    raise ValueError(f"--model must be FILE.py:FACTORY, got {spec!r}.")
-  if not os.path.isfile(path):
-    raise ValueError(f"--model: no file {path}.")
-  mod_spec = importlib.util.spec_from_file_location(
-      f"_rainbow_user_{abs(hash(os.path.abspath(path)))}", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  if not hasattr(mod, name):
-    raise ValueError(f"--model: {path} defines no {name!r}.")
-  return getattr(mod, name)
-
-
-def load_variables(path: str) -> dict:
-  """Variables ``{'params': …[, 'batch_stats': …]}`` from an orbax checkpoint
-  directory (as `rainbow-jax train --checkpoint-dir` writes, or any orbax
-  pytree checkpoint) or a Flax ``.msgpack`` file. A tree without a
-  ``params`` key is taken as the params themselves."""
-  from flax import serialization
-  if os.path.isdir(path):
-    from rainbow_jax import checkpoint
-    try:
-      raw, _ = checkpoint.restore_raw(path)
-    except FileNotFoundError:
-      import orbax.checkpoint as ocp
-      raw = ocp.StandardCheckpointer().restore(os.path.abspath(path))
-  elif os.path.isfile(path):
-    with open(path, "rb") as f:
-      raw = serialization.msgpack_restore(f.read())
-  else:
-    raise ValueError(f"--checkpoint: no file or directory {path}.")
-  if isinstance(raw, dict) and "params" in raw:
-    out = {"params": raw["params"]}
-    if raw.get("batch_stats"):
-      out["batch_stats"] = raw["batch_stats"]
-    return out
-  return {"params": raw}
-
-
-def split_seeds(variables: dict, template: Any, name: str) -> list[dict]:
-  """One variables tree per seed: `variables` as `template` (one network) or
-  with a leading ``[K]`` seed axis on every leaf (K networks)."""
-  from flax import traverse_util
-  want = traverse_util.flatten_dict({k: template[k] for k in variables if k in template},
-                                    sep="/")
-  have = traverse_util.flatten_dict(dict(variables), sep="/")
-  if set(want) != set(have):
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    raise ValueError(f"{name} does not fit the model: missing {missing[:5]}, unexpected"
-                     f" {extra[:5]}.")
-  leading = set()
-  for k, t in want.items():
-    shape = np.shape(have[k])
-    if shape == tuple(t.shape):
-      leading.add(None)
-    elif shape[1:] == tuple(t.shape):
-      leading.add(shape[0])
-    else:
-      raise ValueError(f"{name}: {k} has shape {shape}, the model's is {tuple(t.shape)}.")
-  if len(leading) != 1:
-    raise ValueError(f"{name}: some arrays have a seed axis and some not.")
-  k = leading.pop()
-  tree = jax.tree_util.tree_map(jnp.asarray, dict(variables))
-  if k is None:
-    return [tree]
-  return [jax.tree_util.tree_map(lambda a, i=i: a[i], tree) for i in range(k)]
-
-
-def user_networks(spec: str, checkpoints: Sequence[str], x: Any, *, init: Any = "flax",
-                  seed: int = 0) -> Networks:
-  """A user's linen model (`load_factory`) and its trained seeds (one or
-  several checkpoints, each of one network or K stacked seeds)."""
-  module = load_factory(spec)()
-  if not hasattr(module, "init") or not hasattr(module, "apply"):
-    raise ValueError(f"--model {spec} must return a flax.linen Module, got"
-                     f" {type(module).__name__} (NNX models: use rainbow_jax.network.from_nnx"
-                     " from Python).")
-  if not checkpoints:
-    raise ValueError("--model needs at least one --checkpoint.")
-  x = jnp.asarray(x)
-  template = jax.eval_shape(module.init, jax.random.key(0), x[:1])
-  variables, labels = [], []
-  # Figures label a checkpoint by its file name (the description keeps the
-  # paths), unless two share one.
-  names = [os.path.basename(os.path.normpath(p)) for p in checkpoints]
-  names = names if len(set(names)) == len(names) else list(checkpoints)
-  for path, name in zip(checkpoints, names):
-    seeds = split_seeds(load_variables(path), template, path)
-    variables += seeds
-    labels += [name] if len(seeds) == 1 else [f"{name}[{i}]" for i in range(len(seeds))]
-  net = network.from_linen(module, variables[0], x[:2])
-  init_vars = jax.jit(module.init)(jax.random.key(seed), x[:1])
-  return Networks(net, variables, labels, init_vars, init,
-                  type(module).__name__,
-                  f"{len(variables)} network(s) of {type(module).__name__} from {spec}, read"
-                  f" from {', '.join(checkpoints)}")
+from rainbow_jax import align, evaluate, moments, network, rainbow, similarity, spectra
+from rainbow_jax.commands import _common
+from rainbow_jax.commands import svr as svr_report
+from rainbow_jax.commands._common import Networks
 
 
 # --------------------------------------------------------------------------
@@ -190,17 +51,7 @@ def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
-def _version() -> str:
-  from importlib import metadata
-  try:
-    return metadata.version("rainbow_jax")
-  except metadata.PackageNotFoundError:
-    return "unknown"
 
-
-def _batches(x, size):
-  for i in range(0, len(x), size):
-    yield x[i:i + size]
 
 
 def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
@@ -246,7 +97,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
 
   t0 = time.perf_counter()
   stats = moments.layer_moments(
-      net, vs[0], _batches(x, batch), params2=vs[1] if two else None,
+      net, vs[0], _common.batches(x, batch), params2=vs[1] if two else None,
       cross="matched" if two else "none",
       progress=f"one pass: all layers, {'networks 0 and 1' if two else 'network 0'}",
       total=-(-len(x) // batch))
@@ -429,9 +280,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       "rainbow_accuracy_std": float(np.std(rb_acc)) if rb_acc else None,
       "rainbow_r2": rb_r2, "rainbow_sampled_layers": [j + 1 for j in sampled],
       "layers": layers, "notes": notes, "timings": timings,
-      "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                   "rainbow_jax": _version()},
-      "device": str(jax.devices()[0]),
+      **_common.environment(),
       "figures": [os.path.basename(f) for f in figures],
   })
   if nets.history is not None:
@@ -559,5 +408,118 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
     f.write("\n".join(html))
 
 
-__all__ = ["Networks", "load_factory", "load_variables", "run", "split_seeds",
-           "user_networks", "write_report"]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+  """The ``analyze`` subcommand's arguments."""
+  c = sub.add_parser("analyze", formatter_class=_common.DEFAULTS, help="the tutorial end to end: train, spectra, clipping,"
+                                       " alignment, stability, rainbow samples; a report")
+  c.add_argument("--dataset", default="auto",
+                 help="fashion_mnist | mnist | cifar10 | digits | auto (Fashion-MNIST"
+                      " when installed, else digits)")
+  c.add_argument("--data-dir", default=None, help="directory of IDX files")
+  c.add_argument("--arch", default="mlp", choices=_common.ARCHS)
+  c.add_argument("--widths", type=int, nargs="+", default=None,
+                 help="hidden widths (mlp), conv channels (cnn) or learned 1×1 mixing"
+                      " widths (scattering: fixed Morlet wavelets + learned channel"
+                      " weights)")
+  c.add_argument("--width", type=float, default=1.0,
+                 help="resnet20 channel multiplier (16·w, 32·w, 64·w)")
+  c.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                 help="analyse your own linen model: FACTORY() returns the module")
+  c.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                 help="trained variables of --model (orbax directory, e.g. from"
+                      " `rainbow-jax train --checkpoint-dir`, or a flax .msgpack file),"
+                      " one network or K stacked seeds; repeat for more")
+  c.add_argument("--init", default=None,
+                 help="the initialiser of --model for the Marchenko–Pastur law:"
+                      " flax (default) | torch | a variance")
+  c.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+  c.add_argument("--lr", type=float, default=0.01)
+  c.add_argument("--momentum", type=float, default=0.9)
+  c.add_argument("--clip-layers", type=int, nargs="+", default=None,
+                 help="layers (1-based) with clipping curves (default: all up to 6 weight"
+                      " layers, else first, middle, last)")
+  c.add_argument("--clip-samples", type=int, default=0,
+                 help="test images of the clipping sweeps (0: all)")
+  c.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+                 help="conv inputs of the CKA averaged over positions or flattened per image")
+  c.add_argument("--cka-samples", type=int, default=2000,
+                 help="test images of the layer × layer CKA")
+  c.add_argument("--align-samples", type=int, default=0,
+                 help="training images of the rainbow alignments (0: all)")
+  c.add_argument("--seeds", type=int, default=2,
+                 help="seeds trained (≥ 2; the first two compared)")
+  c.add_argument("--samples", type=int, default=8, help="rainbow networks sampled (0: none)")
+  c.add_argument("--epochs", type=int, default=5,
+                 help="epochs to train the seeds first (0: analyse at init)")
+  c.add_argument("--batch", type=int, default=1000,
+                 help="batch of the moments and alignment passes (memory only)")
+  c.add_argument("--max-samples", type=int, default=0, help="training images used; 0: all")
+  c.add_argument("--seed", type=int, default=0, help="first seed")
+  c.add_argument("--out", default="reports/analyze")
+  c.set_defaults(run=command)
+  return c
+
+
+def command(args) -> dict:
+  """Trains K seeds (or reads a user's model and checkpoints), then every
+  analysis that applies; writes results.json, report.md/html, figures."""
+  from flax import linen as nn
+
+  from rainbow_jax import models, network, train
+
+  name = _common.pick_dataset(args.dataset)
+  ds = _common.load_data(name, args.data_dir)
+  print(f"dataset {name}: {ds.x_train.shape[0]} train images {ds.x_train.shape[1:]}"
+        f" from {ds.source}", flush=True)
+  x = ds.x_train[: args.max_samples] if args.max_samples else ds.x_train
+  y = ds.y_train[: len(x)]
+  timings = {}
+  extra = {"dataset": name, "source": ds.source, "samples": int(len(x))}
+  if args.model:
+    nets = _common.user_networks(args.model, args.checkpoint, x,
+                                 init=_common.init_law(args), seed=args.seed)
+  else:
+    if args.checkpoint:
+      raise ValueError("--checkpoint needs --model FILE.py:FACTORY.")
+    if args.seeds < 2:
+      raise ValueError("analyze compares seeds: --seeds must be at least 2.")
+    model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes,
+                        widths=args.widths, init="torch", width=args.width)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    tx = _common.optimizer(args)
+    t0 = time.perf_counter()
+    init_vars = train.select(train.init(model, tx, seeds, x.shape[1:]).variables, 0)
+    state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds,
+                            epochs=args.epochs, tx=tx)
+    timings["train_seconds"] = time.perf_counter() - t0
+    variables = [train.select(state.variables, k) for k in range(len(seeds))]
+    net = network.from_linen(model, variables[0], x[:2])
+    resnet = args.arch == "resnet20"
+    law = nn.initializers.he_normal() if resnet else "torch"
+    opt = (f"SGD (lr {args.lr}, momentum {args.momentum})" if args.optimizer == "sgd"
+           else f"Adam (lr {args.lr})")
+    if not resnet:
+      extra["widths"] = [int(w) for w in (model.dims[1:-1] if args.arch == "mlp" else
+                         model.channels[1:] if args.arch == "cnn" else model.channels)]
+    shape = ([int(model.dims[0])] + extra["widths"] + [int(model.dims[-1])]
+             if args.arch == "mlp" else extra.get("widths"))
+    desc = (f"{args.arch.upper()} "
+            + (f"width ×{args.width}" if resnet else
+               f"{'dims' if args.arch == 'mlp' else 'channels'} {shape}")
+            + f", seeds {seeds}, {'He' if resnet else 'PyTorch-default'} init, trained"
+              f" {args.epochs} epoch(s) with {opt}, batch 128, each its own data order")
+    nets = Networks(net, variables, [f"seed {s}" for s in seeds], init_vars, law,
+                            args.arch.upper(), desc, hist)
+    extra["seeds"] = seeds
+    extra["epochs"] = args.epochs
+  results = run(
+      nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
+      clip_layers=args.clip_layers, clip_samples=args.clip_samples,
+      cka_samples=args.cka_samples, conv=args.conv, align_samples=args.align_samples, seed=args.seed,
+      timings=timings, extra=extra)
+  return results
+
+
+__all__ = ["Networks", "add_parser", "command", "run", "write_report"]

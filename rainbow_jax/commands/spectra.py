@@ -6,6 +6,7 @@ traps), as a table and a figure per layer."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from typing import Any
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 
 from rainbow_jax import spectra
+from rainbow_jax.commands import _common
 
 
 def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0
@@ -82,4 +84,37 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
   return results
 
 
-__all__ = ["layer_rows", "write"]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+  """The ``spectra`` subcommand's arguments."""
+  sp = _common.network_arguments(
+      sub, "spectra", help="per-layer Marchenko–Pastur and power-law (WeightWatcher) report"
+      " of a trained network", dataset_help="for the input shape (and training)",
+      checkpoint_help="its trained variables (orbax directory or .msgpack); the first"
+                      " network is reported", init=True)
+  sp.set_defaults(run=command)
+  return sp
+
+
+def command(args) -> dict:
+  """Per-layer Marchenko–Pastur and power-law report of a user's trained
+  network (--model/--checkpoint, the first one) or of one seed of --arch
+  trained here."""
+  nets = _common.networks(args)
+  net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
+  rows, fits = layer_rows(net, variables, nets.law, seed=args.seed)
+  results = write(rows, fits, args.out,
+                                 title=f"rainbow_jax spectra — {what}",
+                                 extra={"dataset": name, "networks": what})
+  for r in rows:
+    print(f"layer {r['layer']} {r['name']} {r['kernel_shape']}: learned components"
+          f" {r['learned_components']}"
+          + (f", α {r['alpha']:.2f} ± {r['alpha_sigma']:.2f} (x_min {r['xmin']:.3g},"
+             f" D {r['ks_distance']:.3f}), traps {r['correlation_traps']}" if "alpha" in r
+             else ""))
+  print(f"wrote {args.out}/report.md, results.json and {len(rows)} figure(s)")
+  return results
+
+
+__all__ = ["add_parser", "command", "layer_rows", "write"]

@@ -183,3 +183,6 @@ def cknna(x: Float[Array, "n dx"], y: Float[Array, "n dy"], k: int = 10, *,
   kk = _masked_hsic(n, nk, vk, nk, vk)
   ll = _masked_hsic(n, nl, vl, nl, vl)
   return kl / jnp.sqrt(kk * ll)
+
+
+__all__ = ["METRICS", "cknna", "knn", "mutual_knn"]

@@ -13,6 +13,7 @@ report.md and a heat map per pair and measure.
 from __future__ import annotations
 
 import itertools
+import argparse
 import json
 import os
 from typing import Sequence
@@ -20,8 +21,10 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from rainbow_jax import evaluate, neighbors, rsa
+from rainbow_jax import evaluate
+from rainbow_jax.similarity import neighbors, rsa
 from rainbow_jax import similarity as S
+from rainbow_jax.commands import _common
 
 MEASURES = ("linear_cka", "mutual_knn", "rsa")
 
@@ -110,4 +113,51 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
   return results
 
 
-__all__ = ["MEASURES", "compare", "measure_fn", "write"]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+  """The ``compare`` subcommand's arguments."""
+  cp = _common.network_arguments(
+      sub, "compare", help="layer × layer similarity of two or more networks (CKA, mutual"
+      " k-NN, RSA) with z-scores against shuffled images",
+      dataset_help="its test images are compared on",
+      checkpoint_help="trained variables (orbax directory or .msgpack), repeat for each"
+                      " network; a checkpoint of K stacked seeds counts K", epochs=3)
+  cp.add_argument("--seeds", type=int, default=2, help="without --model: networks trained")
+  cp.add_argument("--samples", type=int, default=1000, help="test images compared on")
+  cp.add_argument("--measures", nargs="+", default=list(("linear_cka", "mutual_knn", "rsa")),
+                  choices=["linear_cka", "mutual_knn", "rsa"])
+  cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
+  cp.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+                  help="conv inputs averaged over positions or flattened per image (as analyze)")
+  cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
+  cp.set_defaults(run=command)
+  return cp
+
+
+def command(args) -> dict:
+  """Layer × layer similarity (CKA, mutual k-NN, RSA) with null z-scores of a
+  user's networks (--model/--checkpoint, two or more) or of K seeds of
+  --arch trained here."""
+  nets = _common.networks(args, seeds=args.seeds)
+  net, variables, labels, what, name, ds = (nets.net, nets.variables, nets.labels,
+                                            nets.what, nets.dataset, nets.data)
+  if len(variables) < 2:
+    raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
+  x = ds.x_test[: args.samples]
+  reps = [evaluate.representations(net, v, x, conv=args.conv) for v in variables]
+  rows = compare(reps, labels, measures=args.measures, k=args.k,
+                                null_samples=args.null, seed=args.seed)
+  layer_names = [f"in {n}" for n in net.names]
+  results = write(rows, layer_names, args.out, conv=args.conv,
+                                 title=f"rainbow_jax compare — {what}",
+                                 extra={"dataset": name, "networks": what, "images": len(x)})
+  for r in rows:
+    diag = [f"{r['value'][i][i]:.3f} (z {r['zscore'][i][i]:.0f})"
+            for i in range(min(len(r["value"]), len(r["value"][0])))]
+    print(f"{r['measure']} {r['a']} vs {r['b']}, matched layers: {', '.join(diag)}")
+  print(f"wrote {args.out}/report.md, results.json and {len(rows)} heat map(s)")
+  return results
+
+
+__all__ = ["MEASURES", "add_parser", "command", "compare", "measure_fn", "write"]

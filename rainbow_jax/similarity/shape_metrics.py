@@ -247,3 +247,6 @@ def frechet_mean(reps: Sequence[Float[Array, "n p"]], *, alpha: float = 1.0,
     raise ValueError(f"iterations must be ≥ 1, got {iterations}.")
   stack = jnp.stack(_pad(reps, [f"reps[{i}]" for i in range(len(reps))]))
   return _frechet(stack, float(alpha), iterations=iterations)
+
+
+__all__ = ["SCORES", "Whitening", "distance", "frechet_mean", "pairwise"]

@@ -16,6 +16,7 @@ co-SVR instead (`rainbow_jax.svr`).
 from __future__ import annotations
 
 import html
+import argparse
 import json
 import os
 from typing import Any, NamedTuple, Sequence
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from rainbow_jax import svr
+from rainbow_jax.commands import _common
 
 
 class Chain(NamedTuple):
@@ -203,4 +205,46 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
   return results
 
 
-__all__ = ["Chain", "chain_graphs", "chain_svrs", "html_graph", "write"]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+  """The ``svr`` subcommand's arguments."""
+  sv = _common.network_arguments(
+      sub, "svr", help="Singular Value Representation graph of a network's weights:"
+      " report, figure and interactive HTML", dataset_help="for the input shape (and training)",
+      checkpoint_help="trained variables (orbax directory or .msgpack); the first network"
+                      " is drawn")
+  sv.add_argument("--alpha", type=float, default=0.15,
+                  help="an edge is significant when its p-value is below this")
+  sv.add_argument("--fdr", type=float, default=None,
+                  help="Benjamini–Hochberg at this false-discovery rate instead")
+  sv.add_argument("--method", choices=["svr", "cosvr"], default="svr",
+                  help="cosvr: conv layers flattened [out·K², in], the graph the gradient sees")
+  sv.set_defaults(run=command)
+  return sv
+
+
+def command(args) -> dict:
+  """SVR graph of a user's network (--model/--checkpoint, the first network)
+  or of one seed of --arch trained here: report, figure, interactive HTML."""
+  nets = _common.networks(args)
+  net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
+  graphs = chain_graphs(net, variables, nets.data.x_train[:2], alpha=args.alpha,
+                                   fdr=args.fdr, method=args.method)
+  if not graphs:
+    raise ValueError("no two consecutive weight layers form a chain: there is no SVR graph.")
+  results = write(graphs, net.names, args.out, title=f"rainbow_jax SVR — {what}",
+                             alpha=args.alpha, fdr=args.fdr,
+                             extra={"dataset": name, "networks": what, "alpha": args.alpha,
+                                    "fdr": args.fdr})
+  for chain in results["chains"]:
+    for r in chain["edge_layers"]:
+      print(f"{r['from']} → {r['to']}: internal dims {tuple(r['internal_dims'])},"
+            f" {r['significant_edges']} significant edges of {r['edges']},"
+            f" entropy {r['entropy']:.3f}")
+    print(f"{' → '.join(chain['names'])}: path metric {chain['path_metric']:.4g}")
+  print(f"wrote {args.out}/report.md, results.json and per chain a PNG and an HTML graph")
+  return results
+
+
+__all__ = ["Chain", "add_parser", "chain_graphs", "chain_svrs", "command", "html_graph", "write"]

@@ -216,3 +216,6 @@ def compare(x: Float[Array, "... n px"], y: Float[Array, "... n py"], *,
     raise ValueError(f"spearman ranks all n(n−1)/2 distances; n = {xp.shape[-2]} >"
                      f" {SPEARMAN_MAX_N}. Use method='corr' or 'cosine_cov' (blocked).")
   return _compare(xp, yp, rdm1=rdm1, rdm2=rdm2, method=method, block=block)
+
+
+__all__ = ["COMPARE_METHODS", "RDM_METHODS", "SPEARMAN_MAX_N", "compare", "rdm", "upper"]

@@ -1,0 +1,38 @@
+"""Linear algebra shared by the statistics and the analyses (float32-exact
+products on every backend, `rainbow_jax._precision.STATS`), so that no
+analysis imports another for a helper."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rainbow_jax import _precision
+
+Array = jax.Array
+
+
+def mm(a: Array, b: Array) -> Array:
+  """``a @ b`` at the statistics' precision."""
+  return jnp.matmul(a, b, precision=_precision.STATS)
+
+
+def gram(x: Array) -> Array:
+  """``xᵀx`` computing only the upper block triangle (symmetry).
+
+  XLA has no symmetric rank-k kernel; splitting the columns into three
+  blocks and forming each block row ``x_iᵀ [x_i … x_k]`` once costs 2/3 of
+  the full product's flops and measured 1.2–1.8× faster than ``x.T @ x``
+  for 256 ≤ d ≤ 2048 on a 2-core CPU (batch 1 024). The lower triangle is the
+  mirror of the upper one (off-diagonal blocks are exactly symmetric).
+  """
+  d = x.shape[1]
+  if d < 192:
+    return mm(x.T, x)
+  e = [0, d // 3, 2 * d // 3, d]
+  rows = [mm(x[:, e[i]:e[i + 1]].T, x[:, e[i]:]) for i in range(3)]  # blocks (i, j ≥ i)
+  full = []
+  for i in range(3):
+    left = [rows[j][:, e[i] - e[j]:e[i + 1] - e[j]].T for j in range(i)]
+    full.append(jnp.concatenate(left + [rows[i]], axis=1))
+  return jnp.concatenate(full, axis=0)
