@@ -9,7 +9,7 @@ when the dataset is not installed) in batches of 128, SGD with momentum
 
 * ``rainbow_jax`` — `rainbow_jax.models.ResNet` (He et al.'s CIFAR ResNet-20,
   parameter-free shortcuts, BatchNorm statistics carried in the train
-  state), K ∈ {1, 4} seeds (``--size accel``: {1, 8}, 12 800 images) with `train.train_epoch` (``seed_axis='map'``, the
+  state), K ∈ {1, 4} seeds (``--size accel``: {1, 8}, 12 800 images) with `train.train_epoch` (``stack_axis='map'``, the
   CPU default, and ``'vmap'``);
 * ``pytorch`` — the same architecture written in PyTorch below (on the
   device JAX uses, NCHW, data in device memory as tensors), K seeds one after another (K = 4 is
@@ -130,7 +130,7 @@ def main(argv=None):
     for axis in ("map", "vmap"):
       state = train.init(model, tx, list(range(k)), (28, 28, 1))
       fn = lambda s=state, a=axis: train.train_epoch(s, xj, yj, model=model, tx=tx,
-                                                     seed_axis=a)[1]
+                                                     stack_axis=a)[1]
       first, t = C.time_fn(fn, repeats)
       ours[(k, axis)] = t
       records.append(C.record("resnet_train", "rainbow_jax", dict(base, seeds=k, mode=axis),

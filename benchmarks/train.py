@@ -9,8 +9,8 @@ Fashion-MNIST-shaped data (the real images when installed), one epoch over
 
 * ``rainbow_jax`` ``vmapped`` — K ∈ {1, 2, 4, 8} seeds ({1, 32} with
   ``--size accel``) as one program
-  (`train.train_epoch`, ``seed_axis='vmap'``);
-* ``rainbow_jax`` ``mapped`` — the same program with ``seed_axis='map'``
+  (`train.train_epoch`, ``stack_axis='vmap'``);
+* ``rainbow_jax`` ``mapped`` — the same program with ``stack_axis='map'``
   (`lax.map` over seeds, the CPU default of ``'auto'``);
 * ``rainbow_jax`` ``sequential`` — K single-seed epochs one after another;
 * ``pytorch`` — the tutorial's training loop (``one_epoch``: forward,
@@ -126,7 +126,7 @@ def main(argv=None):
     def run(k, axis):
       state = train.init(model, tx, list(range(k)), (28, 28, 1))
       return lambda: train.train_epoch(state, xj, yj, model=model, tx=tx,
-                                       seed_axis=axis)[1]
+                                       stack_axis=axis)[1]
 
     for k in ks:
       single = [run(1, "map") for _ in range(k)]

@@ -9,7 +9,7 @@ layers, positions counted as samples):
 
 1. convergence (the slides' theorem, A_ℓ φ_ℓ → φ_ℓ^∞ polynomially in the
    widths): 1 − r² of each seed aligned to seed 0, and its power law in n
-   (`rainbow_jax.scaling.power_law`, exponent ± standard error);
+   (`rainbow_jax.scaling.fit_power_law`, exponent ± standard error);
 2. many seeds: the K seeds aligned to their mean network
    (`rainbow_jax.consensus.align_to_mean`), each seed's r² to the mean and
    the relative distance of its aligned activation covariance and of the
@@ -50,7 +50,7 @@ def _dataset():
 def _fit(widths, values):
   v = np.asarray(values, np.float64)
   mean, se = v.mean(1), v.std(1, ddof=1) / np.sqrt(v.shape[1])
-  fit = scaling.power_law(jnp.asarray(widths, jnp.float32), jnp.asarray(mean, jnp.float32),
+  fit = scaling.fit_power_law(jnp.asarray(widths, jnp.float32), jnp.asarray(mean, jnp.float32),
                           jnp.asarray(np.maximum(se, 1e-12), jnp.float32))
   return {"mean": mean.tolist(), "se": se.tolist(), "exponent": float(fit.exponent),
           "exponent_se": float(fit.exponent_se), "prefactor": float(fit.prefactor)}
@@ -97,7 +97,7 @@ def main(argv=None):
     for layer in range(depth):
       f = feats[layer]
       pair_gap = jax.vmap(lambda a: 1 - align.align_features(a, f[0]).r2)(f[1:]).tolist()
-      cross = consensus.cross_moments(f)
+      cross = consensus.seed_cross_moments(f)
       mean = consensus.align_to_mean(cross)
       covs = cross[jnp.arange(k), jnp.arange(k)]  # each seed's own second moment
       nxt = kernels[layer + 1]  # the next layer's kernels, reading these features

@@ -19,7 +19,7 @@ import jax
 from jax import lax
 
 
-def resolve(axis: str, name: str = "seed_axis") -> str:
+def resolve(axis: str, name: str = "stack_axis") -> str:
   """``'auto'`` → ``'map'`` on CPU, ``'vmap'`` on GPU/TPU; checks the name."""
   if axis == "auto":
     return "map" if jax.default_backend() == "cpu" else "vmap"

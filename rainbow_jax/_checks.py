@@ -91,6 +91,14 @@ def check_same_leading(arrays: Sequence[Any], names: Sequence[str], axes: int = 
        f" {'axis' if axes == 1 else f'{axes} axes'}); got {shapes}.")
 
 
+def check_choice(value: Any, choices: Sequence[Any], name: str) -> Any:
+  """`value` if it is one of `choices`, else a ValueError naming `name`, the
+  choices and the value given."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+  return value
+
+
 def check_finite(x: Any, name: str) -> None:
   """Raises `ValueError` on NaN/Inf in a concrete array; traced arrays (inside
   `jit`) pass, their caller checks before tracing."""

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rainbow_jax import _checks
+
 STATS = lax.Precision.HIGHEST
 """The precision of every product of a statistic (float32-exact)."""
 
@@ -42,8 +44,7 @@ FORWARD = ("float32", "tensorfloat32", "bfloat16", "default")
 
 
 def check_forward(precision: str) -> str:
-  if precision not in FORWARD:
-    raise ValueError(f"precision must be one of {FORWARD}, got {precision!r}.")
+  _checks.check_choice(precision, FORWARD, "precision")
   return precision
 
 

@@ -14,7 +14,7 @@ until the alignments stop moving, then rotates everything so that A_0 = I
 (the mean is expressed in seed 0's basis; a global rotation is free). Each
 step decreases Σ_k E‖A_k φ_k − M‖². Only the K × K cross second moments
 C_jk = E[φ_j φ_kᵀ] are needed — E[M φ_kᵀ] = (1/K) Σ_j A_j C_jk — so it runs
-on `cross_moments` of in-memory features or on streamed `rainbow_jax.moments`
+on `seed_cross_moments` of in-memory features or on streamed `rainbow_jax.moments`
 alike, in O(K² d²) memory.
 
 `mean_covariance` averages the seeds' aligned second moments, C̄ =
@@ -70,7 +70,7 @@ def _check_cross(cross):
     raise ValueError(f"align_to_mean needs at least 2 seeds, got {k1}.")
 
 
-def cross_moments(features: Float[Array, "K n d"]) -> Float[Array, "K K d d"]:
+def seed_cross_moments(features: Float[Array, "K n d"]) -> Float[Array, "K K d d"]:
   """``[K, K, d, d]`` uncentred cross second moments E[φ_j φ_kᵀ] of K seeds'
   features on the same ``n`` inputs (``[K, n, d]``, or ``[K, n, H, W, d]``
   with positions counted as datapoints)."""
@@ -95,7 +95,7 @@ def align_to_mean(cross: Float[Array, "K K d d"], *, max_iterations: int = 100,
   """Aligns K seeds' features of one layer to their mean (see the module doc).
 
   Args:
-    cross: ``[K, K, d, d]`` C_jk = E[φ_j φ_kᵀ] (`cross_moments`, or
+    cross: ``[K, K, d, d]`` C_jk = E[φ_j φ_kᵀ] (`seed_cross_moments`, or
       `rainbow_jax.moments.covariance` of every seed pair); any common
       positive scale.
     max_iterations: at most this many alternating steps.
@@ -181,4 +181,4 @@ def covariance_distances(covs: Float[Array, "K d d"],
 
 
 __all__ = ["MeanAlignment", "align_to_mean", "aligned_covariances", "covariance_distances",
-           "cross_moments", "mean_covariance"]
+           "seed_cross_moments", "mean_covariance"]

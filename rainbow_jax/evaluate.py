@@ -14,23 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from rainbow_jax import _axis
+from rainbow_jax._batches import eval_batches as eval_batches
 from rainbow_jax import similarity as _similarity
 
 Array = jax.Array
-
-
-def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
-  """``[nb, batch_size, ...]`` images and labels, the tail padded with label
-  −1 (never counted as correct)."""
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
-  n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
-      nb, batch_size, *x.shape[1:])
-  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
-  return xp, yp
 
 
 @functools.partial(jax.jit, static_argnames=("net", "batch_size", "stacked", "stack_axis"))

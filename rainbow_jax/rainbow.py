@@ -52,7 +52,7 @@ error naming it. (The rainbow paper samples chains; this extension is ours.)
 Layers not listed in ``layers`` keep the reference weights (realigned), and a
 generated network may be wider or narrower than the reference
 (``gen=``). Everything runs under `jit`; the S samples of a pass share one
-compiled program (vmapped on GPU/TPU, in turn on CPU: `sample_axis`).
+compiled program (vmapped on GPU/TPU, in turn on CPU: `stack_axis`).
 """
 
 from __future__ import annotations
@@ -182,18 +182,18 @@ def _pair_moments(ref_ins, gen_ins, ref_vars, gen_vars, xb: Array, wb: Array,
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "sample_axis"))
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "stack_axis"))
 def cross_moments(ref_net, gen_net, layer: int, ref_vars, gen_vars, xb: Array, wb: Array,
-                  sample_axis: str = "auto"):
+                  stack_axis: str = "auto"):
   """One pass: Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖² and Σ‖ψ‖² ``[S]`` at the
   input of `layer`, over batches ``xb [nb, B, ...]`` with row weights
   ``wb [nb, B]`` (0 for padding). Conv inputs fold space into the batch.
-  Only the layers before `layer` are evaluated. `sample_axis`: the S
+  Only the layers before `layer` are evaluated. `stack_axis`: the S
   generated networks run in turn (``'map'``) or vmapped (``'vmap'``);
   ``'auto'``: in turn on CPU, vmapped on GPU/TPU (same numbers)."""
   ins = lambda n: lambda v, x: [_fold(n.layer_inputs(v, x, upto=layer)[layer])]
   return tuple(_pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb,
-                             _axis.resolve(sample_axis, "sample_axis"))[0])
+                             _axis.resolve(stack_axis, "stack_axis"))[0])
 
 
 def _restat_stack(net, variables, x, upto, batch_size):
@@ -209,24 +209,24 @@ _restat = jax.jit(_restat_stack, static_argnames=("net", "upto", "batch_size"))
 
 
 @functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size",
-                                             "sample_axis"))
+                                             "stack_axis"))
 def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, batch_size,
-                        sample_axis):
+                        stack_axis):
   """The generated networks' BatchNorm statistics re-estimated up to the
   input of `layer`, then `cross_moments` there: one compiled program per
   layer (compilation dominates on small data)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, layer, batch_size)
-  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb, sample_axis)
+  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb, stack_axis)
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size", "sample_axis"))
-def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size, sample_axis):
+@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size", "stack_axis"))
+def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size, stack_axis):
   """`_next_input_moments` at every layer input at once, the whole networks
   evaluated: one compiled program for all layers (for small data, where
   compiling one program per layer costs more than the extra compute)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, None, batch_size)
   ins = lambda n: lambda v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
-  return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb, sample_axis)
+  return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb, stack_axis)
 
 
 # Below this many (examples × samples), one program serves every layer's
@@ -332,7 +332,7 @@ def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
   r2 = []
   for j in range(1, n_layers - 1):
     feats = jax.vmap(lambda v: net.layer_inputs(v, x, upto=j)[j])(stacked)  # [K, N, …, d]
-    mean = _consensus.align_to_mean(_consensus.cross_moments(feats))
+    mean = _consensus.align_to_mean(_consensus.seed_cross_moments(feats))
     for k in range(1, k_seeds):
       aligns[k - 1][j] = mean.alignments[k].T  # φ_k ≈ A_kᵀ φ₀: [d_k, d_0]
     r2.append(mean.r2)
@@ -342,7 +342,7 @@ def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
              gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
              layers: Sequence[int] | None = None, batch_size: int = 1000,
-             sample_axis: str = "auto", progress: bool = True) -> Generated:
+             stack_axis: str = "auto", progress: bool = True) -> Generated:
   """Samples `num_samples` rainbow networks from a trained reference.
 
   Args:
@@ -362,7 +362,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       module docstring on residual networks). Others keep the reference
       weights, realigned.
     batch_size: batch of the alignment passes (memory only).
-    sample_axis: the S networks in each alignment pass run in turn
+    stack_axis: the S networks in each alignment pass run in turn
       (``'map'``) or vmapped (``'vmap'``); ``'auto'`` (default): in turn on
       CPU, where stacked convolutions are slow (the tutorial's CNN at
       S = 8: alignment passes 1.4× faster in turn; its MLP: within 5 %),
@@ -401,7 +401,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
           f" unrelated channels. Layers that can be sampled: {free}.")
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
-  axis = _axis.resolve(sample_axis, "sample_axis")
+  axis = _axis.resolve(stack_axis, "stack_axis")
   if factors is None:
     factors = {j: weight_factor([neuron_matrix(ref_k[j], ref_b[j])]) for j in layers}
   elif not isinstance(factors, dict):

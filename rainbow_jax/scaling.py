@@ -2,7 +2,7 @@
 
 The rainbow paper's theorem says aligned activations of two finite-width
 networks converge to the infinite-width network polynomially in the widths;
-`power_law` measures the rate from a sweep, e.g. 1 − r² between seeds
+`fit_power_law` measures the rate from a sweep, e.g. 1 − r² between seeds
 against the width, with a standard error for the exponent.
 """
 
@@ -21,7 +21,7 @@ Array = jax.Array
 
 
 class PowerLaw(NamedTuple):
-  """Result of `power_law`: y ≈ prefactor · x^exponent.
+  """Result of `fit_power_law`: y ≈ prefactor · x^exponent.
 
   Attributes:
     exponent: ``[]`` the slope a of log y against log x.
@@ -42,7 +42,7 @@ class PowerLaw(NamedTuple):
     return self.prefactor * jnp.asarray(x) ** self.exponent
 
 
-def power_law(x: Float[Array, "m"], y: Float[Array, "m"],
+def fit_power_law(x: Float[Array, "m"], y: Float[Array, "m"],
               y_err: Float[Array, "m"] | None = None) -> PowerLaw:
   """Least-squares fit of log y = log c + a log x.
 
@@ -63,7 +63,7 @@ def power_law(x: Float[Array, "m"], y: Float[Array, "m"],
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> fit = power_law(jnp.array([1., 2., 4., 8.]), 3 * jnp.array([1., 2., 4., 8.]) ** -0.5)
+    >>> fit = fit_power_law(jnp.array([1., 2., 4., 8.]), 3 * jnp.array([1., 2., 4., 8.]) ** -0.5)
     >>> round(float(fit.exponent), 4), round(float(fit.prefactor), 4)
     (-0.5, 3.0)
   """
@@ -102,4 +102,4 @@ def _fit(x, y, y_err):
   return PowerLaw(slope, se, jnp.exp(intercept), jnp.sqrt(jnp.mean(res ** 2)))
 
 
-__all__ = ["PowerLaw", "power_law"]
+__all__ = ["PowerLaw", "fit_power_law"]

@@ -161,16 +161,16 @@ def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
                         batch_stats=batch_stats), metrics
 
 
-def resolve_seed_axis(seed_axis: str) -> str:
+def resolve_stack_axis(stack_axis: str) -> str:
   """``'auto'`` → ``'vmap'`` on GPU/TPU, ``'map'`` on CPU."""
-  return _axis.resolve(seed_axis)
+  return _axis.resolve(stack_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "shared_order",
-                                             "seed_axis"))
+                                             "stack_axis"))
 def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
                 tx: optax.GradientTransformation, batch_size: int = 128,
-                shared_order: bool = False, seed_axis: str = "auto"
+                shared_order: bool = False, stack_axis: str = "auto"
                 ) -> tuple[TrainState, EpochMetrics]:
   """One epoch of K seeds as one program.
 
@@ -181,7 +181,7 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
     model, tx: the Flax module and optax optimiser (static).
     batch_size: minibatch size; the last partial batch is kept, masked.
     shared_order: all seeds use seed 0's data order (default: each its own).
-    seed_axis: how the one-seed epoch is lifted to K seeds, inside the same
+    stack_axis: how the one-seed epoch is lifted to K seeds, inside the same
       compiled program: ``'vmap'`` batches the seeds (what pays on GPU/TPU
       and what shards over devices), ``'map'`` runs them in turn with
       `lax.map` (on CPU, vmapped convolutions become batched small products
@@ -197,12 +197,12 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
     order = jnp.broadcast_to(order[0], order.shape)
   run = functools.partial(_epoch_one_seed, model, tx, batch_size)
   return _axis.over_stack(lambda a: run(a[0], x, y, a[1]), (state, order),
-                          resolve_seed_axis(seed_axis))
+                          resolve_stack_axis(stack_axis))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "seed_axis"))
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "stack_axis"))
 def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
-             batch_size: int = 1000, seed_axis: str = "auto") -> Array:
+             batch_size: int = 1000, stack_axis: str = "auto") -> Array:
   """Test accuracy (%) of K models at once (BatchNorm in inference mode).
 
   Args:
@@ -211,7 +211,7 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
     x: ``[N, ...]`` images; y: ``[N]`` labels.
     model: the Flax module (static).
     batch_size: evaluation batch (memory only; results do not depend on it).
-    seed_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
+    stack_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
 
   Returns:
     ``[K]`` accuracies in percent.
@@ -228,7 +228,7 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
       return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
     return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
 
-  return 100.0 * _axis.over_stack(count, variables, resolve_seed_axis(seed_axis)) / n
+  return 100.0 * _axis.over_stack(count, variables, resolve_stack_axis(stack_axis)) / n
 
 
 class History(NamedTuple):
@@ -260,7 +260,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         learning_rate: float = 0.01, momentum: float = 0.9,
         shared_order: bool = False, state: TrainState | None = None,
         checkpoint_dir: str | None = None, devices: Sequence[Any] | None = None,
-        seed_axis: str = "auto", callback: Any = None,
+        stack_axis: str = "auto", callback: Any = None,
         progress: bool = True, tx: optax.GradientTransformation | None = None
         ) -> tuple[TrainState, History]:
   """Trains K seeds for `epochs` epochs, one vmapped program per epoch.
@@ -279,7 +279,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     devices: shard the K seeds over these devices (K must be a multiple of
       their number, and the seeds are vmapped); the data is replicated.
       Default: one device.
-    seed_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
+    stack_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
     callback: ``callback(epoch, state, metrics)`` after every epoch (after
       its checkpoint is saved).
     progress: per-epoch progress bar with per-seed loss/accuracy.
@@ -308,7 +308,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     state = init(model, tx, seeds, x_train.shape[1:])
   if devices is not None:
     state = shard_seeds(state, devices)
-    seed_axis = "vmap"
+    stack_axis = "vmap"
     # The data, replicated over the same mesh (over several processes, jit
     # needs every argument global).
     everywhere = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
@@ -336,7 +336,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     epoch = done + 1
     new_state, m = train_epoch(state, x_train, y_train, model=model, tx=tx,
                                batch_size=batch_size, shared_order=shared_order,
-                               seed_axis=seed_axis)
+                               stack_axis=stack_axis)
     loss, train_acc = to_host((m.loss, m.accuracy))
     _check_finite_loss(loss, seeds, epoch)
     state, done = new_state, epoch
@@ -344,7 +344,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     rec["train"].append(train_acc)
     if x_test is not None:
       rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model,
-                                          seed_axis=seed_axis)))
+                                          stack_axis=stack_axis)))
     rec["sec"].append(time.perf_counter() - t0)
     if checkpoint_dir is not None:
       history = {k: np.asarray(v).tolist() for k, v in rec.items()}
@@ -364,15 +364,15 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   return state, _history(rec, len(seeds))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "classes", "seed_axis"),
+@functools.partial(jax.jit, static_argnames=("model", "tx", "classes", "stack_axis"),
                    donate_argnums=(0,))
 def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: nn.Module,
-                 tx: optax.GradientTransformation, classes: int, seed_axis: str):
-  """One step of K seeds (lifted by `seed_axis`) on one shared batch; also
+                 tx: optax.GradientTransformation, classes: int, stack_axis: str):
+  """One step of K seeds (lifted by `stack_axis`) on one shared batch; also
   counts the batch's labels outside [0, classes)."""
   (params, opt_state, batch_stats), sums = _axis.over_stack(
       lambda carry: _sgd_step(model, tx, carry, xb, yb, mb),
-      (state.params, state.opt_state, state.batch_stats), resolve_seed_axis(seed_axis))
+      (state.params, state.opt_state, state.batch_stats), resolve_stack_axis(stack_axis))
   bad = jnp.sum(((yb < 0) | (yb >= classes)) & mb)
   return state._replace(params=params, opt_state=opt_state, batch_stats=batch_stats), sums, bad
 
@@ -380,7 +380,7 @@ def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: n
 def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (0,),
                epochs: int = 1, x_test=None, y_test=None, learning_rate: float = 0.01,
                momentum: float = 0.9, state: TrainState | None = None,
-               tx: optax.GradientTransformation | None = None, seed_axis: str = "auto",
+               tx: optax.GradientTransformation | None = None, stack_axis: str = "auto",
                progress: bool = True) -> tuple[TrainState, History]:
   """Trains K seeds on data streamed from the host (larger than memory).
 
@@ -396,7 +396,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
       ``lambda e: streaming.batches(source, 128, shuffle_seed=e)``.
     seeds, epochs, learning_rate, momentum, tx, state: as in `fit`.
     x_test, y_test: optional in-memory test set, evaluated after each epoch.
-    seed_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
+    stack_axis: ``'auto'``, ``'vmap'`` or ``'map'`` (see `train_epoch`).
     progress: a progress bar over each epoch's batches.
 
   Returns:
@@ -407,7 +407,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
       range, or a non-finite loss.
   """
   tx = sgd(learning_rate, momentum) if tx is None else tx
-  resolve_seed_axis(seed_axis)  # a wrong name fails before any data is read
+  resolve_stack_axis(stack_axis)  # a wrong name fails before any data is read
   rec = {"loss": [], "train": [], "test": [], "sec": []}
   if x_test is not None:
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
@@ -441,7 +441,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
         pad = [(0, size - b)] + [(0, 0)] * (xb.ndim - 1)
         xb, yb = jnp.pad(jnp.asarray(xb), pad), jnp.pad(jnp.asarray(yb), [(0, size - b)])
       state, (ls, cs), nb = _stream_step(state, xb, yb, jnp.asarray(mb), model=model, tx=tx,
-                                         classes=classes, seed_axis=seed_axis)
+                                         classes=classes, stack_axis=stack_axis)
       loss_sum, correct, bad, n = loss_sum + ls, correct + cs, bad + nb, n + b
       steps += 1
       if steps % moments.IN_FLIGHT == 0:  # bound the batches queued ahead of the device
@@ -457,7 +457,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
     rec["train"].append(acc)
     if x_test is not None:
       rec["test"].append(to_host(accuracy(state.variables, x_test, y_test, model=model,
-                                          seed_axis=seed_axis)))
+                                          stack_axis=stack_axis)))
     rec["sec"].append(time.perf_counter() - t0)
   return state, _history(rec, len(seeds))
 
@@ -517,5 +517,5 @@ def select(state_or_params: Any, k: int) -> Any:
 
 
 __all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init", "eval_batches",
-           "resolve_seed_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
+           "resolve_stack_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
            "shard_seeds", "to_host"]

@@ -37,7 +37,7 @@ def test_compare_finds_the_copy_and_calls_the_stranger_chance():
 def test_compare_command_on_trained_seeds(tmp_path):
   out = tmp_path / "cmp"
   assert cli.main(["compare", "--dataset", "digits", "--seeds", "2", "--epochs", "2",
-                   "--samples", "300", "--null", "10", "--out", str(out)]) == 0
+                   "--test-images", "300", "--null", "10", "--out", str(out)]) == 0
   res = json.loads((out / "results.json").read_text())
   assert {r["measure"] for r in res["comparisons"]} == set(compare_report.MEASURES)
   for r in res["comparisons"]:

@@ -24,7 +24,7 @@ def _objective(feats, a):
 def test_copies_of_one_network_have_that_network_as_mean(rng):
   f = _features(rng).astype(np.float32)
   feats = np.stack([f] * 4)
-  out = C.align_to_mean(C.cross_moments(jnp.asarray(feats)))
+  out = C.align_to_mean(C.seed_cross_moments(jnp.asarray(feats)))
   np.testing.assert_allclose(out.alignments, np.broadcast_to(np.eye(12), (4, 12, 12)),
                              atol=1e-5)
   np.testing.assert_allclose(out.r2, 1.0, atol=1e-5)
@@ -36,13 +36,13 @@ def test_rotated_copies_are_rotated_back(rng):
   f = _features(rng)
   rots = [np.eye(12)] + [ortho_group.rvs(12, random_state=i) for i in range(1, 5)]
   feats = np.stack([f @ r.T for r in rots]).astype(np.float32)  # φ_k = R_k φ
-  out = C.align_to_mean(C.cross_moments(jnp.asarray(feats)))
+  out = C.align_to_mean(C.seed_cross_moments(jnp.asarray(feats)))
   for a, r in zip(np.asarray(out.alignments), rots):
     np.testing.assert_allclose(a, r.T, atol=1e-4)
   covs = np.einsum("knd,kne->kde", feats, feats) / f.shape[0]
   np.testing.assert_allclose(C.covariance_distances(jnp.asarray(covs), out.alignments), 0,
                              atol=1e-4)
-  np.testing.assert_allclose(C.mean_covariance(C.cross_moments(jnp.asarray(feats)),
+  np.testing.assert_allclose(C.mean_covariance(C.seed_cross_moments(jnp.asarray(feats)),
                                                out.alignments), covs[0], rtol=1e-4, atol=1e-5)
 
 
@@ -50,7 +50,7 @@ def test_two_seeds_give_scipy_procrustes(rng):
   """For K = 2 the mean alignment is the pairwise one: A_1 maps φ_1 onto φ_0."""
   f0 = _features(rng)
   f1 = f0 @ ortho_group.rvs(12, random_state=3) + 0.4 * rng.normal(size=f0.shape)
-  out = C.align_to_mean(C.cross_moments(jnp.asarray(np.stack([f0, f1]), jnp.float32)))
+  out = C.align_to_mean(C.seed_cross_moments(jnp.asarray(np.stack([f0, f1]), jnp.float32)))
   r, _ = orthogonal_procrustes(f1, f0)  # f1 @ r ≈ f0
   np.testing.assert_allclose(out.alignments[1], r.T, atol=2e-4)
 
@@ -59,7 +59,7 @@ def test_mean_alignment_beats_aligning_everyone_to_seed_zero(rng):
   f = _features(rng)
   feats = np.stack([f @ ortho_group.rvs(12, random_state=i).T + 0.5 * rng.normal(size=f.shape)
                     for i in range(5)]).astype(np.float32)
-  out = C.align_to_mean(C.cross_moments(jnp.asarray(feats)))
+  out = C.align_to_mean(C.seed_cross_moments(jnp.asarray(feats)))
   to_zero = np.stack([orthogonal_procrustes(x, feats[0])[0].T for x in feats])
   gpa = _objective(feats.astype(np.float64), np.asarray(out.alignments, np.float64))
   assert gpa < _objective(feats.astype(np.float64), to_zero) * (1 - 1e-4)
@@ -82,7 +82,7 @@ def test_mean_alignment_beats_aligning_everyone_to_seed_zero(rng):
 def test_bad_inputs(rng):
   f = jnp.asarray(_features(rng)[None], jnp.float32)
   with pytest.raises(ValueError, match="at least 2 seeds"):
-    C.align_to_mean(C.cross_moments(f))
+    C.align_to_mean(C.seed_cross_moments(f))
   with pytest.raises(ValueError, match=r"\[K, K, d, d\]"):
     C.align_to_mean(jnp.zeros((2, 3, 4, 4)))
   with pytest.raises(ValueError, match="NaN"):

@@ -55,7 +55,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
 def test_analyze_command_on_digits(tmp_path):
   out = tmp_path / "report"
   assert cli.main(["analyze", "--dataset", "digits", "--widths", "32", "16", "--epochs", "10",
-                   "--samples", "3", "--batch", "256", "--out", str(out)]) == 0
+                   "--rainbow-samples", "3", "--batch", "256", "--out", str(out)]) == 0
   res = json.loads((out / "results.json").read_text())
   assert res["dataset"] == "digits" and res["samples"] == 1437
   assert res["r2_all_layers"][0] == pytest.approx(1.0, abs=1e-4)  # same pixels in both
@@ -293,7 +293,7 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   one = tmp_path / "seed0.msgpack"
   one.write_bytes(flax.serialization.msgpack_serialize(train.select(state.variables, 0)))
   out = tmp_path / "report"
-  common = ["analyze", "--dataset", "digits", "--model", f"{src}:make", "--samples", "2",
+  common = ["analyze", "--dataset", "digits", "--model", f"{src}:make", "--rainbow-samples", "2",
             "--batch", "512", "--align-samples", "600", "--clip-samples", "300",
             "--clip-layers", "4", "--cka-samples", "300"]
   assert cli.main(common + ["--checkpoint", str(ckpt), "--out", str(out)]) == 0
@@ -308,7 +308,7 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   # gives analyze's CKA matrix, and both say how conv inputs entered it.
   cmp = tmp_path / "compare"
   assert cli.main(["compare", "--dataset", "digits", "--model", f"{src}:make", "--checkpoint",
-                   str(ckpt), "--samples", "300", "--measures", "linear_cka", "--null", "2",
+                   str(ckpt), "--test-images", "300", "--measures", "linear_cka", "--null", "2",
                    "--out", str(cmp)]) == 0
   cres = json.loads((cmp / "results.json").read_text())
   np.testing.assert_allclose(cres["comparisons"][0]["value"], res["cka"], atol=1e-4)

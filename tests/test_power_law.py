@@ -86,3 +86,20 @@ def test_correlation_traps_come_from_planted_large_entries():
   w[rng.integers(0, 400, 5), rng.integers(0, 300, 5)] = 3.0  # five huge weights
   trapped, _, _ = spectra.correlation_traps(jax.random.key(0), jnp.asarray(w))
   assert int(trapped) == 5
+
+
+def test_spectra_report_flags_fits_that_cannot_be_read():
+  """Exact Pareto samples (density ∝ λ^-3 above 1) are a power law by
+  construction: 2 000 of them fit with no flag; a 9-eigenvalue ESD (a 15 × 9
+  layer) is flagged for its tail, and a tail the law does not describe (two
+  separated clusters) for its KS distance."""
+  from rainbow_jax.commands import spectra as report
+
+  pareto = 1.0 + np.random.default_rng(0).pareto(2.0, size=2000).astype(np.float32)
+  fit = spectra.power_law(jnp.asarray(np.sort(pareto)))
+  assert float(fit.alpha) == pytest.approx(3.0, abs=0.2)
+  assert report.fit_warning(int(fit.num_tail), float(fit.ks_distance)) is None
+  small = np.random.default_rng(1).standard_t(3, size=(15, 9)).astype(np.float32)
+  few = spectra.power_law(spectra.esd(jnp.asarray(small)))
+  assert "tail" in report.fit_warning(int(few.num_tail), float(few.ks_distance))
+  assert "KS distance" in report.fit_warning(500, 0.34)

@@ -104,7 +104,7 @@ STATISTICS = {
                                        X, Y),
     "neighbors.mutual_knn": lambda: (lambda a, b: neighbors.mutual_knn(a, b, 5), X, Y),
     "rsa.compare": lambda: (lambda a, b: rsa.compare(a, b, method="cosine_cov"), X, Y),
-    "consensus.cross_moments": lambda: (consensus.cross_moments, jnp.stack([X, X + 1])),
+    "consensus.seed_cross_moments": lambda: (consensus.seed_cross_moments, jnp.stack([X, X + 1])),
     "rainbow.realign": lambda: (rainbow.realign, X.T, C),
 }
 
@@ -129,7 +129,7 @@ def test_model_statistics_are_float32_exact_by_default(cnn):
   stack = jax.tree.map(lambda a: jnp.stack([a, a]), variables)
   for axis in ("map", "vmap"):
     assert_exact(lambda v, s, xb: rainbow.cross_moments(net, net, 2, v, s, xb, jnp.ones(
-        xb.shape[:2]), sample_axis=axis), variables, stack, x[None])
+        xb.shape[:2]), stack_axis=axis), variables, stack, x[None])
 
 
 def test_forward_precision_is_the_users_choice(cnn):

@@ -13,14 +13,14 @@ from rainbow_jax import align, scaling
 def test_power_law_is_scipys_log_log_regression(rng):
   x = np.array([64, 128, 256, 512, 1024, 2048.0])
   y = 5.0 * x ** -0.7 * np.exp(0.05 * rng.normal(size=x.size))
-  fit = scaling.power_law(jnp.asarray(x), jnp.asarray(y))
+  fit = scaling.fit_power_law(jnp.asarray(x), jnp.asarray(y))
   ref = stats.linregress(np.log(x), np.log(y))
   assert float(fit.exponent) == pytest.approx(ref.slope, abs=1e-4)
   assert float(fit.exponent_se) == pytest.approx(ref.stderr, rel=1e-3)
   assert float(fit.prefactor) == pytest.approx(np.exp(ref.intercept), rel=1e-3)
   # With error bars: weighted least squares (statsmodels' WLS formula).
   err = 0.05 * y
-  wfit = scaling.power_law(jnp.asarray(x), jnp.asarray(y), jnp.asarray(err))
+  wfit = scaling.fit_power_law(jnp.asarray(x), jnp.asarray(y), jnp.asarray(err))
   w = 1 / (err / y) ** 2
   lx, ly = np.log(x), np.log(y)
   xm = np.average(lx, weights=w)
@@ -54,14 +54,14 @@ def test_random_feature_alignment_converges_as_one_over_width():
   gaps = [gaps_of(keys, n) for n in widths]
   mean = jnp.stack([g.mean() for g in gaps])
   se = jnp.stack([g.std() / np.sqrt(len(keys)) for g in gaps])
-  fit = scaling.power_law(jnp.asarray(widths, jnp.float32), mean, se)
+  fit = scaling.fit_power_law(jnp.asarray(widths, jnp.float32), mean, se)
   assert abs(float(fit.exponent) + 1) < max(0.1, 3 * float(fit.exponent_se)), fit
 
 
 def test_bad_inputs():
   with pytest.raises(ValueError, match="at least 3"):
-    scaling.power_law(jnp.array([1.0, 2.0]), jnp.array([1.0, 2.0]))
+    scaling.fit_power_law(jnp.array([1.0, 2.0]), jnp.array([1.0, 2.0]))
   with pytest.raises(ValueError, match="positive"):
-    scaling.power_law(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 2.0]))
+    scaling.fit_power_law(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 2.0]))
   with pytest.raises(ValueError, match="same length"):
-    scaling.power_law(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 2.0]))
+    scaling.fit_power_law(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 2.0]))

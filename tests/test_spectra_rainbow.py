@@ -174,8 +174,8 @@ def test_rainbow_samples_run_in_turn_or_vmapped_give_the_same_networks():
   acc = {ax: np.asarray(evaluate.accuracy(net, gen, ds.x_test, ds.y_test, stacked=True,
                                           stack_axis=ax)) for ax in ("map", "vmap")}
   np.testing.assert_array_equal(acc["map"], acc["vmap"])
-  with pytest.raises(ValueError, match="sample_axis"):
-    rainbow.generate(jax.random.key(2), net, v, x, sample_axis="pmap", progress=False)
+  with pytest.raises(ValueError, match="stack_axis"):
+    rainbow.generate(jax.random.key(2), net, v, x, stack_axis="pmap", progress=False)
   with pytest.raises(ValueError, match="stack_axis"):
     evaluate.accuracy(net, gen, ds.x_test, ds.y_test, stacked=True, stack_axis="pmap")
 

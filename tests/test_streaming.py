@@ -184,5 +184,5 @@ def test_bad_inputs(tmp_path):
     train.fit_stream(model, lambda e: streaming.batches((x, y), 5), progress=False)
   with pytest.raises(ValueError, match="empty"):
     train.fit_stream(model, lambda e: iter(()), progress=False)
-  with pytest.raises(ValueError, match="seed_axis"):
-    train.fit_stream(model, lambda e: iter(()), seed_axis="pmap", progress=False)
+  with pytest.raises(ValueError, match="stack_axis"):
+    train.fit_stream(model, lambda e: iter(()), stack_axis="pmap", progress=False)

@@ -17,12 +17,12 @@ def _mlp(ds, widths=(32,)):
   return models.make("mlp", ds.x_train.shape[1:], ds.num_classes, widths=widths)
 
 
-@pytest.mark.parametrize("seed_axis", ["vmap", "map"])
-def test_seed_in_a_batch_equals_seed_alone(digits, seed_axis):
+@pytest.mark.parametrize("stack_axis", ["vmap", "map"])
+def test_seed_in_a_batch_equals_seed_alone(digits, stack_axis):
   model = _mlp(digits)
   x, y = digits.x_train[:600], digits.y_train[:600]
   batch, _ = train.fit(model, x, y, seeds=[3, 5, 7], epochs=2, batch_size=64,
-                       seed_axis=seed_axis, progress=False)
+                       stack_axis=stack_axis, progress=False)
   alone, _ = train.fit(model, x, y, seeds=[5], epochs=2, batch_size=64,
                        progress=False)
   for a, b in zip(jax.tree_util.tree_leaves(train.select(batch.params, 1)),
@@ -55,7 +55,7 @@ def test_cnn_trains_one_epoch_vmap_and_map_agree(digits):
   for axis in ("vmap", "map"):
     out[axis] = train.fit(model, digits.x_train, digits.y_train, digits.x_test,
                           digits.y_test, seeds=[0, 1], epochs=1, batch_size=32,
-                          seed_axis=axis, progress=False)
+                          stack_axis=axis, progress=False)
   assert np.all(out["map"][1].test_accuracy[0] > 30)  # chance is 10 %
   for a, b in zip(jax.tree_util.tree_leaves(out["vmap"][0].params),
                   jax.tree_util.tree_leaves(out["map"][0].params)):

@@ -559,7 +559,7 @@ def rainbow_paper():
           "    mnet = network.from_linen(mlp, train.select(st.params, 0), x[:2])\n"
           "    f0, f1 = (mnet.layer_inputs(train.select(st.params, k), x_test)[2] for k in (0, 1))\n"
           "    gap.append(1 - float(align.align_features(f0, f1).r2))\n"
-          "fit = scaling.power_law(jnp.asarray(ns, jnp.float32), jnp.asarray(gap, jnp.float32))\n"
+          "fit = scaling.fit_power_law(jnp.asarray(ns, jnp.float32), jnp.asarray(gap, jnp.float32))\n"
           "print(f'1 − r² ∝ n^{float(fit.exponent):.2f} ± {float(fit.exponent_se):.2f}')\n"
           "plt.loglog(ns, gap, 'o-'); plt.xlabel('width n'); plt.ylabel('1 − r² (layer 2, seed 0 vs 1)');"),
       new_markdown_cell(
@@ -572,7 +572,7 @@ def rainbow_paper():
           "x_mean = x_align[:500 if QUICK else 2000]\n"
           "for j in range(1, len(net) - 1):\n"
           "    feats = jax.vmap(lambda v: net.layer_inputs(v, x_mean, upto=j)[j])(stacked)\n"
-          "    cross = consensus.cross_moments(feats)\n"
+          "    cross = consensus.seed_cross_moments(feats)\n"
           "    mean = consensus.align_to_mean(cross)\n"
           "    own = cross[jnp.arange(len(vs)), jnp.arange(len(vs))]\n"
           "    dist = consensus.covariance_distances(own, mean.alignments)\n"

@@ -450,7 +450,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="training images of the rainbow alignments (0: all)")
   c.add_argument("--seeds", type=int, default=2,
                  help="seeds trained (≥ 2; the first two compared)")
-  c.add_argument("--samples", type=int, default=8, help="rainbow networks sampled (0: none)")
+  c.add_argument("--rainbow-samples", type=int, default=8,
+                 help="rainbow networks sampled (0: none)")
   c.add_argument("--epochs", type=int, default=5,
                  help="epochs to train the seeds first (0: analyse at init)")
   c.add_argument("--batch", type=int, default=1000,
@@ -515,7 +516,7 @@ def command(args) -> dict:
     extra["seeds"] = seeds
     extra["epochs"] = args.epochs
   results = run(
-      nets, x, ds.x_test, ds.y_test, args.out, samples=args.samples, batch=args.batch,
+      nets, x, ds.x_test, ds.y_test, args.out, samples=args.rainbow_samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
       cka_samples=args.cka_samples, conv=args.conv, align_samples=args.align_samples, seed=args.seed,
       timings=timings, extra=extra)

@@ -124,9 +124,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
       checkpoint_help="trained variables (orbax directory or .msgpack), repeat for each"
                       " network; a checkpoint of K stacked seeds counts K", epochs=3)
   cp.add_argument("--seeds", type=int, default=2, help="without --model: networks trained")
-  cp.add_argument("--samples", type=int, default=1000, help="test images compared on")
-  cp.add_argument("--measures", nargs="+", default=list(("linear_cka", "mutual_knn", "rsa")),
-                  choices=["linear_cka", "mutual_knn", "rsa"])
+  cp.add_argument("--test-images", type=int, default=1000, help="test images compared on")
+  cp.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES)
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
   cp.add_argument("--conv", choices=["mean", "flatten"], default="mean",
                   help="conv inputs averaged over positions or flattened per image (as analyze)")
@@ -144,7 +143,7 @@ def command(args) -> dict:
                                             nets.what, nets.dataset, nets.data)
   if len(variables) < 2:
     raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
-  x = ds.x_test[: args.samples]
+  x = ds.x_test[: args.test_images]
   reps = [evaluate.representations(net, v, x, conv=args.conv) for v in variables]
   rows = compare(reps, labels, measures=args.measures, k=args.k,
                                 null_samples=args.null, seed=args.seed)

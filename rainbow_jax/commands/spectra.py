@@ -18,6 +18,23 @@ from rainbow_jax import spectra
 from rainbow_jax.commands import _common
 
 
+MIN_TAIL = 10
+"""Fewer tail eigenvalues than this, and a power-law fit is flagged."""
+MAX_KS = 0.15
+"""A KS distance above this, and a power-law fit is flagged (the fitted law
+does not describe the tail)."""
+
+
+def fit_warning(num_tail: int, ks_distance: float) -> str | None:
+  """Why a power-law fit should not be read, or None."""
+  why = []
+  if num_tail < MIN_TAIL:
+    why.append(f"only {num_tail} eigenvalues in the tail (< {MIN_TAIL})")
+  if ks_distance > MAX_KS:
+    why.append(f"KS distance {ks_distance:.2f} > {MAX_KS}: the law does not fit the tail")
+  return "; ".join(why) or None
+
+
 def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0
                ) -> tuple[list[dict], list[tuple[Any, Any]]]:
   """One dict per weight layer of `net` (a `rainbow_jax.network.Network`)
@@ -42,7 +59,8 @@ def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0
                                               kernel)
       row.update(alpha=float(fit.alpha), alpha_sigma=float(fit.sigma), xmin=float(fit.xmin),
                  ks_distance=float(fit.ks_distance), num_tail=int(fit.num_tail),
-                 alpha_weighted=float(fit.alpha_weighted), correlation_traps=int(traps))
+                 alpha_weighted=float(fit.alpha_weighted), correlation_traps=int(traps),
+                 fit_warning=fit_warning(int(fit.num_tail), float(fit.ks_distance)))
     rows.append(row)
     fits.append((esd, fit))
   return rows, fits
@@ -72,12 +90,18 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
         "| layer | name | kernel | learned components | α ± σ | x_min | D | α-weighted |"
         " traps |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
-    fit = (f"{r['alpha']:.2f} ± {r['alpha_sigma']:.2f} | {r['xmin']:.3g} |"
+    mark = " †" if r.get("fit_warning") else ""
+    fit = (f"{r['alpha']:.2f} ± {r['alpha_sigma']:.2f}{mark} | {r['xmin']:.3g} |"
            f" {r['ks_distance']:.3f} | {r['alpha_weighted']:.2f} | {r['correlation_traps']}"
            if "alpha" in r else "— | — | — | — | —")
     md.append(f"| {r['layer']} | {r['name']} | {r['kernel_shape']} |"
               f" {r['learned_components']} | {fit} |")
   md.append("")
+  flagged = [r for r in rows if r.get("fit_warning")]
+  if flagged:
+    md += ["† Not to be read as a heavy-tail measurement:"]
+    md += [f"- layer {r['layer']} ({r['name']}): {r['fit_warning']}." for r in flagged]
+    md.append("")
   md += [f"![layer {r['layer']}]({r['figure']})" for r in rows if "figure" in r]
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
@@ -108,6 +132,9 @@ def command(args) -> dict:
                                  title=f"rainbow_jax spectra — {what}",
                                  extra={"dataset": name, "networks": what})
   for r in rows:
+    if r.get("fit_warning"):
+      print(f"warning: layer {r['layer']} {r['name']}: power-law fit unreliable,"
+            f" {r['fit_warning']}")
     print(f"layer {r['layer']} {r['name']} {r['kernel_shape']}: learned components"
           f" {r['learned_components']}"
           + (f", α {r['alpha']:.2f} ± {r['alpha_sigma']:.2f} (x_min {r['xmin']:.3g},"
@@ -117,4 +144,4 @@ def command(args) -> dict:
   return results
 
 
-__all__ = ["add_parser", "command", "layer_rows", "write"]
+__all__ = ["MAX_KS", "MIN_TAIL", "add_parser", "command", "fit_warning", "layer_rows", "write"]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Bool, Float
 
+from rainbow_jax import _checks
 from rainbow_jax import _precision
 from rainbow_jax import moments as _moments
 from rainbow_jax.similarity._base import (_check_covs, _centred_covs, _mm,
@@ -335,8 +336,7 @@ def _oriented(dirs: Array, signs: str) -> Array:
 
 
 def _check_signs(signs: str) -> None:
-  if signs not in SIGNS:
-    raise ValueError(f"signs must be one of {SIGNS}, got {signs!r}.")
+  _checks.check_choice(signs, SIGNS, "signs")
 
 
 def _projection_weights(side: _Side, dirs: Array, mean: Array, epsilon: float,

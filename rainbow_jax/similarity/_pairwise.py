@@ -92,8 +92,7 @@ def _cross_grid(blocks, wx: int, wy: int) -> Array:
 
 
 def _check_measure(measure, threshold, keep, variance):
-  if measure not in MEASURES:
-    raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}.")
+  _checks.check_choice(measure, MEASURES, "measure")
   _check_threshold(threshold)
   _check_svcca(keep, variance)
 
@@ -149,8 +148,7 @@ def features(h: Array, conv: str = "mean") -> Array:
   Returns:
     ``[n, d]`` (``[n·H·W, C]`` for ``"positions"``).
   """
-  if conv not in CONV:
-    raise ValueError(f"conv must be one of {CONV}, got {conv!r}.")
+  _checks.check_choice(conv, CONV, "conv")
   h = jnp.asarray(h)
   if h.ndim <= 2:
     return h

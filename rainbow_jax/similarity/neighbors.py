@@ -47,8 +47,7 @@ def _prepare(x: Array, name: str, k: int, metric: str) -> Array:
   n = x.shape[0]
   if not 1 <= k <= n - 1:
     raise ValueError(f"k must be between 1 and n − 1 = {n - 1} for {n} datapoints, got {k}.")
-  if metric not in METRICS:
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+  _checks.check_choice(metric, METRICS, "metric")
   x = jnp.asarray(x)
   if metric == "cosine":  # zero rows stay zero (similar to nothing in particular)
     norm = jnp.linalg.norm(x, axis=1, keepdims=True)

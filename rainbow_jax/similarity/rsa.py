@@ -53,8 +53,7 @@ SPEARMAN_MAX_N = 8192
 
 
 def _check_patterns(x, name: str, method: str) -> Array:
-  if method not in RDM_METHODS:
-    raise ValueError(f"rdm method must be one of {RDM_METHODS}, got {method!r}.")
+  _checks.check_choice(method, RDM_METHODS, "rdm method")
   rank = 3 if method == "crossvalidated" else 2
   what = "([folds, conditions, channels])" if rank == 3 else "([conditions, channels])"
   _checks.check_rank(x, rank, name, what)
@@ -206,8 +205,7 @@ def compare(x: Float[Array, "... n px"], y: Float[Array, "... n py"], *,
       than 3 conditions, or spearman with n > 8 192.
   """
   rdm2 = rdm1 if rdm2 is None else rdm2
-  if method not in COMPARE_METHODS:
-    raise ValueError(f"method must be one of {COMPARE_METHODS}, got {method!r}.")
+  _checks.check_choice(method, COMPARE_METHODS, "method")
   xp, yp = _check_patterns(x, "x", rdm1), _check_patterns(y, "y", rdm2)
   if xp.shape[-2] != yp.shape[-2]:
     raise ValueError(f"x has {xp.shape[-2]} conditions and y {yp.shape[-2]}; RDMs of the"

@@ -112,8 +112,7 @@ def _pad(xs: Sequence[Array], names: Sequence[str]) -> list[Array]:
 def _check(alpha: float, score: str) -> None:
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"alpha must be in [0, 1] (0: CCA, 1: Procrustes), got {alpha}.")
-  if score not in SCORES:
-    raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+  _checks.check_choice(score, SCORES, "score")
 
 
 @functools.partial(jax.jit, static_argnames=("score",))

@@ -1,0 +1,23 @@
+"""Padded batches: what every pass over a dataset in fixed-size batches
+shares (accuracy, BatchNorm re-estimation, representations)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
+  """``[nb, batch_size, ...]`` images and labels, the tail padded with label
+  −1 (never counted as correct)."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+  n = x.shape[0]
+  nb = -(-n // batch_size)
+  pad = nb * batch_size - n
+  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(
+      nb, batch_size, *x.shape[1:])
+  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
+  return xp, yp
