@@ -4,9 +4,13 @@ analysis imports another for a helper."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from rainbow_jax import _checks
 from rainbow_jax import _precision
 
 Array = jax.Array
@@ -36,3 +40,19 @@ def gram(x: Array) -> Array:
     left = [rows[j][:, e[i] - e[j]:e[i + 1] - e[j]].T for j in range(i)]
     full.append(jnp.concatenate(left + [rows[i]], axis=1))
   return jnp.concatenate(full, axis=0)
+
+
+def weight_factor(matrices: Sequence[Array]) -> Array:
+  """F ``[R, fan_in]`` with FᵀF = the second moment of the rows of the
+  stacked ``[n_k, fan_in]`` weight matrices (one reference: WᵀW/n; several
+  seeds in the reference's input basis: their averaged covariance)."""
+  if not matrices:
+    raise ValueError("matrices is empty: pass at least one [n, fan_in] weight matrix.")
+  for i, m in enumerate(matrices):
+    _checks.check_array(m, f"matrices[{i}]", 2, "[n_out, fan_in]")
+  for i, m in enumerate(matrices[1:], 1):
+    _checks.check_shape(m, (None, np.shape(matrices[0])[1]), f"matrices[{i}]",
+                        "Every matrix needs the same fan-in (one input basis).")
+  w = jnp.concatenate([jnp.asarray(m) for m in matrices], axis=0)
+  _, s, vh = jnp.linalg.svd(w, full_matrices=False)
+  return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))

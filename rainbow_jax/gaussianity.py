@@ -33,7 +33,7 @@ from jaxtyping import Float
 
 from rainbow_jax import _precision
 from rainbow_jax import _checks
-from rainbow_jax import rainbow as _rainbow
+from rainbow_jax import _linalg
 
 Array = jax.Array
 _HI = _precision.STATS  # float32-exact products on every backend
@@ -108,7 +108,7 @@ def _test(key, rows, num_directions, num_null, directions):
   n = rows.shape[0]
   k_dir, k_null = jax.random.split(key)
   # N(0, C), C = WᵀW/n: draws G F with G white and FᵀF = C.
-  factor = _rainbow.weight_factor([rows])
+  factor = _linalg.weight_factor([rows])
   u = _directions(k_dir, factor, num_directions, directions)
   ks, kurt = _statistics(rows, u)
 

@@ -68,6 +68,7 @@ import numpy as np
 
 from rainbow_jax import _precision
 from rainbow_jax import _axis, _checks
+from rainbow_jax._linalg import weight_factor as weight_factor
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
 from rainbow_jax import evaluate as _evaluate
@@ -75,22 +76,6 @@ from rainbow_jax import spectra as _spectra
 
 Array = jax.Array
 _HP = _precision.STATS  # float32-exact products on every backend
-
-
-def weight_factor(matrices: Sequence[Array]) -> Array:
-  """F ``[R, fan_in]`` with FᵀF = the second moment of the rows of the
-  stacked ``[n_k, fan_in]`` weight matrices (one reference: WᵀW/n; several
-  seeds in the reference's input basis: their averaged covariance)."""
-  if not matrices:
-    raise ValueError("matrices is empty: pass at least one [n, fan_in] weight matrix.")
-  for i, m in enumerate(matrices):
-    _checks.check_array(m, f"matrices[{i}]", 2, "[n_out, fan_in]")
-  for i, m in enumerate(matrices[1:], 1):
-    _checks.check_shape(m, (None, np.shape(matrices[0])[1]), f"matrices[{i}]",
-                        "Every matrix needs the same fan-in (one input basis).")
-  w = jnp.concatenate([jnp.asarray(m) for m in matrices], axis=0)
-  _, s, vh = jnp.linalg.svd(w, full_matrices=False)
-  return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))
 
 
 def neuron_matrix(kernel: Array, bias: Array | None = None) -> Array:

@@ -12,6 +12,7 @@ report.md and a heat map per pair and measure.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import argparse
 import json
@@ -22,28 +23,27 @@ import jax
 import numpy as np
 
 from rainbow_jax import evaluate
-from rainbow_jax.similarity import neighbors, rsa
 from rainbow_jax import similarity as S
 from rainbow_jax.commands import _common
 
-MEASURES = ("linear_cka", "mutual_knn", "rsa")
+MEASURES = tuple(S.TABLE)
+"""Every measure of `rainbow_jax.similarity.TABLE`."""
+DEFAULT = ("linear_cka", "mutual_knn", "rsa")
+"""What ``compare`` computes unless told: one global, one local and one
+RSA measure."""
 
 
 def measure_fn(name: str, k: int = 10):
-  """The jittable ``(x [n, d_x], y [n, d_y]) -> []`` of a measure name:
-  linear CKA, mutual k-NN (cosine, k neighbours) or RSA (Pearson
-  correlation of correlation-distance RDMs, rsatoolbox's classic pairing)."""
-  if name == "linear_cka":
-    return S.linear_cka
-  if name == "mutual_knn":
-    return lambda a, b: neighbors.mutual_knn(a, b, k)
-  if name == "rsa":
-    return lambda a, b: rsa.compare(a, b, method="corr", rdm1="correlation")
-  raise ValueError(f"unknown measure {name!r}; choose from {MEASURES}.")
+  """The jittable ``(x [n, d_x], y [n, d_y]) -> []`` of a measure of
+  `rainbow_jax.similarity.TABLE` (``k``: neighbours, where it takes them)."""
+  row = S.TABLE.get(name)
+  if row is None:
+    raise ValueError(f"unknown measure {name!r}; choose from {MEASURES}.")
+  return functools.partial(row.fn, k=k) if "k" in row.options else row.fn
 
 
 def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
-            measures: Sequence[str] = MEASURES, k: int = 10, null_samples: int = 20,
+            measures: Sequence[str] = DEFAULT, k: int = 10, null_samples: int = 20,
             seed: int = 0) -> list[dict]:
   """Layer × layer matrices of every measure for every pair of networks.
 
@@ -125,7 +125,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                       " network; a checkpoint of K stacked seeds counts K", epochs=3)
   cp.add_argument("--seeds", type=int, default=2, help="without --model: networks trained")
   cp.add_argument("--test-images", type=int, default=1000, help="test images compared on")
-  cp.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES)
+  cp.add_argument("--measures", nargs="+", default=list(DEFAULT), choices=MEASURES,
+                  help="any of `rainbow_jax.similarity.TABLE`")
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
   cp.add_argument("--conv", choices=["mean", "flatten"], default="mean",
                   help="conv inputs averaged over positions or flattened per image (as analyze)")
@@ -159,4 +160,4 @@ def command(args) -> dict:
   return results
 
 
-__all__ = ["MEASURES", "add_parser", "command", "compare", "measure_fn", "write"]
+__all__ = ["DEFAULT", "MEASURES", "add_parser", "command", "compare", "measure_fn", "write"]

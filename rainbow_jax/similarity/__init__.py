@@ -48,7 +48,8 @@ rounding noise); pass float64 arrays with x64 enabled for finer structure.
 Layout (one file per family; this package re-exports their public names):
   ``_cca`` (CCA, SVCCA, PWCCA, `resolution_floor`), ``_cka`` (linear, RBF,
   debiased, minibatch), ``_procrustes``, ``_pairwise`` (layer × layer
-  matrices, the table of measures `MEASURES`, `features`), ``_null``
+  matrices, `features`), ``_table`` (`TABLE`: every measure by name, what
+  `pairwise`, ``rainbow-jax compare`` and the command line read), ``_null``
   (`null_baseline`); the public modules `neighbors` (mutual k-NN, CKNNA), `rsa` (RDMs and their comparison),
   `shape_metrics` (Williams et al.'s generalized shape metrics) and
   `svcca_compat` (google/svcca's API, imported as `rainbow_jax.compat.svcca`).
@@ -94,7 +95,9 @@ from rainbow_jax.similarity._cka import rbf_cka as rbf_cka
 from rainbow_jax.similarity._procrustes import procrustes_distance as procrustes_distance
 from rainbow_jax.similarity._procrustes import procrustes_distance_from_covariance as procrustes_distance_from_covariance
 from rainbow_jax.similarity._pairwise import CONV as CONV
-from rainbow_jax.similarity._pairwise import MEASURES as MEASURES
+from rainbow_jax.similarity._table import MEASURES as MEASURES
+from rainbow_jax.similarity._table import TABLE as TABLE
+from rainbow_jax.similarity._table import Measure as Measure
 from rainbow_jax.similarity._pairwise import features as features
 from rainbow_jax.similarity._pairwise import pairwise as pairwise
 from rainbow_jax.similarity._pairwise import pairwise_moments as pairwise_moments
@@ -105,6 +108,8 @@ __all__ = [
     "CCAResult",
     "CONV",
     "MEASURES",
+    "Measure",
+    "TABLE",
     "MinibatchCKA",
     "NullBaseline",
     "PWCCAResult",

@@ -16,6 +16,7 @@ from rainbow_jax import _precision
 from rainbow_jax import moments as _moments
 from rainbow_jax.similarity._base import (_mm,
     _ratio)
+from rainbow_jax.similarity._table import MEASURES
 from rainbow_jax.similarity._cca import (_cca_pair, _check_signs, _check_svcca, _check_threshold,
     _pwcca_pair, _side, _top_directions)
 
@@ -25,8 +26,6 @@ Array = jax.Array
 # --------------------------------------------------------------------------
 # Layer × layer matrices.
 
-MEASURES = ("cca", "svcca", "pwcca", "linear_cka", "procrustes_distance")
-"""Measures `pairwise` knows. All but ``procrustes_distance`` are similarities."""
 
 
 def _seq(f, *xs):
