@@ -56,3 +56,18 @@ def weight_factor(matrices: Sequence[Array]) -> Array:
   w = jnp.concatenate([jnp.asarray(m) for m in matrices], axis=0)
   _, s, vh = jnp.linalg.svd(w, full_matrices=False)
   return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))
+
+
+def reorder_flatten(w, channels: int, *, channels_first: bool, name: str = "w"):
+  """A dense layer's ``[out, in]`` matrix after a conv layer of `channels`
+  channels, its input order switched between the two flattens of a conv
+  map: channels-first ``c·P + position`` (PyTorch's NCHW flatten, the SVR's
+  native layout) and channels-last ``position·C + c`` (Flax's NHWC).
+  ``channels_first=True``: `w` reads channels-first and the result reads
+  channels-last; False: the reverse. numpy or JAX arrays."""
+  if w.shape[1] % channels:
+    raise ValueError(f"{name} has {w.shape[1]} inputs, not a multiple of the previous"
+                     f" conv's {channels} channels.")
+  p = w.shape[1] // channels
+  src = (w.shape[0], channels, p) if channels_first else (w.shape[0], p, channels)
+  return w.reshape(src).transpose(0, 2, 1).reshape(w.shape[0], -1)

@@ -8,8 +8,8 @@ consecutive layers are joined by edges weighted by how much the output
 representation of one overlaps the input representation of the next.
 
 Weight layout (the *native* one, PyTorch's): a dense layer is ``[out, in]``,
-a conv layer ``[out, in, K, K]``. `from_flax` and `from_torch` convert a list
-of kernels; a dense layer after a conv layer reads its input flattened
+a conv layer ``[out, in, K, K]``. `from_flax` converts a list of Flax
+kernels (PyTorch weights: ``from_flax(network.from_torch(m).kernels)``); a dense layer after a conv layer reads its input flattened
 channels-first, ``in = C · P`` with index ``c · P + position`` (PyTorch's
 ``flatten`` of NCHW; `from_flax` reorders Flax's NHWC flatten to it).
 
@@ -72,6 +72,7 @@ from jax import lax
 
 from rainbow_jax import _precision
 from rainbow_jax import _checks
+from rainbow_jax import _linalg
 
 Array = jax.Array
 _HP = _precision.STATS  # float32-exact products on every backend
@@ -79,15 +80,6 @@ _HP = _precision.STATS  # float32-exact products on every backend
 
 # --------------------------------------------------------------------------
 # Layouts.
-
-
-def from_torch(weights: Any, *, fold_batchnorm: bool = False) -> list[Array]:
-  """PyTorch weights → native layout: a module, a state dict or a list of
-  tensors/arrays, read by `rainbow_jax.network.from_torch` (biases and
-  BatchNorm vectors are dropped, as the reference code does, or BatchNorm is
-  folded into the preceding layer with ``fold_batchnorm=True``)."""
-  from rainbow_jax import network
-  return from_flax(network.from_torch(weights, fold_batchnorm=fold_batchnorm).kernels)
 
 
 def from_flax(kernels: Sequence[Any]) -> list[Array]:
@@ -121,12 +113,7 @@ def _relayout(arrays: Sequence[Any], name: str, *, native_out: bool) -> list[Arr
       continue
     w = a.T if native_out else a  # native [out, in]
     if prev_c is not None and w.shape[1] != prev_c:
-      if w.shape[1] % prev_c:
-        raise ValueError(f"{name}[{i}] has {w.shape[1]} inputs, not a multiple of the"
-                         f" previous conv's {prev_c} channels.")
-      p = w.shape[1] // prev_c
-      src = (w.shape[0], p, prev_c) if native_out else (w.shape[0], prev_c, p)
-      w = jnp.transpose(w.reshape(src), (0, 2, 1)).reshape(w.shape[0], -1)
+      w = _linalg.reorder_flatten(w, prev_c, channels_first=not native_out, name=f"{name}[{i}]")
     out.append(w if native_out else w.T)
     prev_c = None
   return out
@@ -555,8 +542,8 @@ def svr(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
   """Full SVR of a network given as native-layout weights in forward order.
 
   Args:
-    weights: ``[out, in]`` / ``[out, in, K, K]`` arrays (see `from_flax`,
-      `from_torch`); mixed shapes are fine.
+    weights: ``[out, in]`` / ``[out, in, K, K]`` arrays (see `from_flax`);
+      mixed shapes are fine.
     method: ``'svr'`` (default) or ``'cosvr'``: conv layers flattened
       ``[out · K², in]`` (the graph seen by the gradient in back-propagation;
       see the module docstring).
@@ -747,7 +734,7 @@ def to_networkx(result: SVR):
 
 
 __all__ = ["SVR", "Spectral", "adjacency", "benjamini_hochberg", "color_intensity",
-           "edges", "effective_filters", "entropy", "flatten", "from_flax", "from_torch",
+           "edges", "effective_filters", "entropy", "flatten", "from_flax",
            "internal_dimensions", "keep_ranks", "low_rank", "noisy_block_orthogonal",
            "null_law", "path_metric", "pvalues", "randomized_svd", "spectra", "svr",
            "svr_stack", "svr_to_co_svr", "take", "to_flax", "to_networkx"]

@@ -278,7 +278,7 @@ def test_torch_cnn_is_the_same_network_through_flax_and_svr_agrees():
     ref = tm(torch.from_numpy(np.array(X).transpose(0, 3, 1, 2).copy())).numpy()
   np.testing.assert_allclose(net.apply(v, X), ref, rtol=1e-4, atol=1e-4)
   # The SVR of the torch weights and of the same network in Flax agree.
-  a = svr.svr(svr.from_torch(tm)).adjacency
+  a = svr.svr(svr.from_flax(network.from_torch(tm).kernels)).adjacency
   b = svr.svr(svr.from_flax(net.kernels(v))).adjacency
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

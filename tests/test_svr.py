@@ -119,7 +119,7 @@ def test_flax_and_torch_layouts_give_the_same_graph(rng):
   # The same network written by hand in PyTorch's layout.
   torch_layout = [np.transpose(np.asarray(k), (3, 2, 0, 1)) for k in kernels[:2]]
   dense = np.asarray(kernels[2]).T.reshape(10, h, h, 6).transpose(0, 3, 1, 2).reshape(10, -1)
-  a, b = V.svr(native), V.svr(V.from_torch(torch_layout + [dense]))
+  a, b = V.svr(native), V.svr(V.from_flax(network.from_torch(torch_layout + [dense]).kernels))
   for x1, x2 in zip(a.adjacency, b.adjacency):
     np.testing.assert_allclose(np.asarray(x1), np.asarray(x2), atol=1e-5)
   assert a.positions == [25, h * h]

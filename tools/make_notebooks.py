@@ -325,8 +325,8 @@ def svr_notebook():
           "                    title=f'edge {e + 1}');"),
       new_markdown_cell(
           "## Large networks\n"
-          "For a torchvision model: `svr.svr(svr.from_torch([v.numpy() for k, v in"
-          " model.state_dict().items() if k.endswith('weight') and v.ndim in (2, 4)]))`."
+          "For a torchvision model: `svr.svr(svr.from_flax(network.from_torch(model).kernels))`"
+          " (`network.from_torch` reads modules and state dicts)."
           " `top_k=` with a `key` switches layers larger than k to a randomized top-k SVD;"
           " `benchmarks/svr.py` times a full VGG16."),
   ]

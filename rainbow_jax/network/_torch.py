@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rainbow_jax import _linalg
 
 Array = jax.Array
 
@@ -107,12 +108,7 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
     if a.ndim == 2 and kernels and kernels[-1].ndim >= 3:
       # A linear layer after a conv reads PyTorch's (C, *space) flatten;
       # canonical is Flax's (*space, C).
-      c = kernels[-1].shape[-1]
-      if a.shape[1] % c:
-        raise ValueError(f"{name} has {a.shape[1]} inputs, not a multiple of the previous"
-                         f" conv's {c} channels.")
-      p = a.shape[1] // c
-      a = a.reshape(a.shape[0], c, p).transpose(0, 2, 1).reshape(a.shape[0], -1)
+      a = _linalg.reorder_flatten(a, kernels[-1].shape[-1], channels_first=True, name=name)
     kernels.append(_torch_kernel(a, name))
     names.append(name)
     pending = len(kernels) - 1
