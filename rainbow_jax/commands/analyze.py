@@ -19,6 +19,8 @@ layers (a residual network: each block's chain), and S rainbow networks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import time
@@ -79,189 +81,35 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
     seed: PRNG seed of the rainbow samples.
     timings, extra: merged into the results.
   """
-  from rainbow_jax import plots
   t_start = time.perf_counter()
-  timings = dict(timings or {})
   net, vs = nets.net, nets.variables
-  n_layers = len(net)
   two = len(vs) >= 2
-  notes = []
   x = np.asarray(x)
   x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
   os.makedirs(out_dir, exist_ok=True)
-  out = lambda f: os.path.join(out_dir, f)
-  figures = []
-
+  ctx = _Context(nets, out_dir, batch, dict(timings or {}), tuple(x.shape[1:]))
   acc = np.asarray(evaluate.accuracy(net, _stack(vs), x_test, y_test, stacked=True))
   print(f"test accuracy: {', '.join(f'{a:.2f} %' for a in acc)}", flush=True)
-
-  t0 = time.perf_counter()
-  stats = moments.layer_moments(
-      net, vs[0], _common.batches(x, batch), params2=vs[1] if two else None,
-      cross="matched" if two else "none",
-      progress=f"one pass: all layers, {'networks 0 and 1' if two else 'network 0'}",
-      total=-(-len(x) // batch))
-  timings["moments_seconds"] = time.perf_counter() - t0
+  stats = _moments_step(ctx, x)
   if not two:
-    notes.append("Seed comparison (alignment r², eigenvector stability, CKA between"
-                 " networks): needs at least 2 networks, 1 was given.")
-
-  if clip_layers is None:
-    clip_layers = (list(range(1, n_layers + 1)) if n_layers <= 6
-                   else sorted({1, (n_layers + 1) // 2, n_layers}))
-  clip_layers = [int(c) for c in clip_layers]
-  if any(not 1 <= c <= n_layers for c in clip_layers):
-    raise ValueError(f"--clip-layers must lie in [1, {n_layers}], got {clip_layers}.")
-  if len(clip_layers) < n_layers:
-    notes.append(f"Clipping curves were computed for layers {clip_layers} only"
-                 " (--clip-layers; each costs a sweep of test-set passes).")
-  xc, yc = (x_test, y_test) if not clip_samples else (x_test[:clip_samples],
-                                                      y_test[:clip_samples])
-  kernels = [net.kernels(v) for v in vs[:2]]
-  init_kernels = None if nets.init_variables is None else net.kernels(nets.init_variables)
-  example = jax.ShapeDtypeStruct((2, *x.shape[1:]), jnp.float32)
-  producers = net.producers(vs[0], example)  # one trace; links and chains follow
-  links = network.links_of(producers)
-  chains = network.chains_of(links)
-  t_clip, layers = 0.0, []
-  for l in range(n_layers):
-    k0, kind = kernels[0][l], net.kinds[l]
-    label = f"layer {l + 1} {net.names[l]} ({kind}, input d={stats.dims[l]})"
-    ev1, e1 = spectra.activation_spectrum(moments.covariance(stats, l))
-    wev, wvec = spectra.weight_spectrum(k0)
-    law = spectra.layer_law(k0, nets.init_law)
-    learned = int(spectra.learned_components(wev, law))
-    rec = {"layer": l + 1, "name": net.names[l], "kind": kind, "input_dim": stats.dims[l],
-           "samples": int(stats.count[l]), "reads": [j + 1 for j in producers[l]],
-           "top_activation_eigenvalues": [float(v) for v in ev1[:10]],
-           "learned_components": learned,
-           "marchenko_pastur": {"ratio": law.ratio, "variance": law.variance,
-                                "lower": law.lower, "upper": law.upper}}
-    spectra_shown = [ev1]
-    if init_kernels is not None:
-      wev_init, _ = spectra.weight_spectrum(init_kernels[l])
-      rec["learned_components_at_init"] = int(spectra.learned_components(wev_init, law))
-      figures.append(plots.save(
-          plots.weight_spectrum(wev, wev_init, law,
-                                title=f"Weight covariance spectrum, {label}\n"
-                                      f"{learned} eigenvalues above the edge"),
-          out(f"weight_spectrum_layer{l + 1}.png")))
-    if two:
-      ev2, e2 = spectra.activation_spectrum(moments.covariance(stats, n_layers + l))
-      spectra_shown.append(ev2)
-      al = align.align_moments(stats, l, n_layers + l)
-      act_stab = align.stability(e1, e2, al.matrix)
-      w1, w2 = (spectra.weight_matrix(k[l]) for k in kernels)
-      # Layer 1 reads the same pixels in both networks: no alignment needed.
-      w_stab = align.weight_stability(
-          w1, w2, None if l == 0 else spectra.input_map(al.matrix, k0.shape))
-      rec["r2"] = float(al.r2)
-      rec["act_stability_diag_top10"] = [float(v) for v in jnp.diag(act_stab)[:10]]
-      rec["weight_stability_diag_top10"] = [float(v) for v in jnp.diag(w_stab)[:10]]
-      figures.append(plots.save(
-          plots.stability(act_stab, title=f"Activation eigenvectors after alignment\n{label}"),
-          out(f"act_stability_layer{l + 1}.png")))
-      figures.append(plots.save(
-          plots.stability(w_stab, title=f"Weight eigenvectors after alignment\n{label}"),
-          out(f"weight_stability_layer{l + 1}.png")))
-    figures.append(plots.save(
-        plots.spectrum(spectra_shown, nets.labels[:len(spectra_shown)],
-                       title=f"Activation covariance spectrum\n{label}"),
-        out(f"activation_spectrum_layer{l + 1}.png")))
-    if l + 1 in clip_layers:
-      t0 = time.perf_counter()
-      act_ranks, w_ranks = _ranks(e1.shape[0]), _ranks(wvec.shape[0])
-      clip_act = spectra.clip_sweep(net, vs[0], l, e1, act_ranks, xc, yc)
-      clip_w = spectra.clip_sweep(net, vs[0], l, wvec, w_ranks, xc, yc)
-      t_clip += time.perf_counter() - t0
-      rec["clipping"] = {
-          "activation": {"ranks": act_ranks, "accuracy": np.asarray(clip_act).tolist()},
-          "weight": {"ranks": w_ranks, "accuracy": np.asarray(clip_w).tolist()}}
-      ax = plots.curve(act_ranks, np.asarray(clip_act), label="activation eigenvectors",
-                       xlabel="rank k kept", ylabel="test accuracy (%)",
-                       title=f"Clipping the input of {label}")
-      plots.curve(w_ranks, np.asarray(clip_w), label="weight eigenvectors", ax=ax)
-      unclipped = float(acc[0]) if not clip_samples else float(
-          evaluate.accuracy(net, vs[0], xc, yc))
-      ax.axhline(unclipped, color="k", lw=0.8, ls=":", label="unclipped")
-      ax.set_xscale("log")
-      ax.legend()
-      figures.append(plots.save(ax, out(f"clipping_layer{l + 1}.png")))
-    layers.append(rec)
-  timings["clipping_seconds"] = t_clip
+    ctx.notes.append("Seed comparison (alignment r², eigenvector stability, CKA between"
+                     " networks): needs at least 2 networks, 1 was given.")
+  layers = _layer_steps(ctx, stats, acc, x_test, y_test, clip_layers, clip_samples)
   short = [f"{l + 1} {n.split('/')[-2] + '/' if '/' in n else ''}{n.split('/')[-1]}"
            for l, n in enumerate(net.names)]
   r2_all = [rec["r2"] for rec in layers] if two else []
   if two:
-    figures.append(plots.save(
-        plots.bars(r2_all, short, ylabel="r² (alignment)",
-                   title="Variance of network 1's layer inputs explained by network 0's"),
-        out("r2.png")))
+    ctx.figure(_plots().bars(r2_all, short, ylabel="r² (alignment)",
+                            title="Variance of network 1's layer inputs explained by"
+                                  " network 0's"), "r2.png")
+  cka = _cka_step(ctx, x_test[:cka_samples], conv, short) if two else None
+  svr_chains = _svr_step(ctx)
+  rb_acc, rb_r2, sampled = ([], [], []) if not samples else _rainbow_step(
+      ctx, x if not align_samples else x[:align_samples], x_test, y_test, samples, seed,
+      float(acc[0]))
+  _training_step(ctx)
 
-  cka = None
-  if two:
-    t0 = time.perf_counter()
-    n_cka = min(cka_samples, len(x_test))
-    feats = [evaluate.representations(net, v, x_test[:n_cka], conv=conv, batch_size=batch)
-             for v in vs[:2]]
-    cka = np.asarray(similarity.pairwise(feats[0], feats[1], measure="linear_cka"))
-    timings["cka_seconds"] = time.perf_counter() - t0
-    figures.append(plots.save(
-        plots.heatmap(cka, short, short, xlabel=f"input of layer, {nets.labels[1]}",
-                      ylabel=f"input of layer, {nets.labels[0]}",
-                      title=f"Linear CKA, {n_cka} test images"),
-        out("cka.png")))
-
-  svr_chains = [{"layers": [j + 1 for j in g.layers], "names": [net.names[j] for j in g.layers],
-                 "internal_dims": [list(d) for d in g.result.internal_dims]}
-                for g in svr_report.chain_svrs(kernels[0], chains, with_pvalues=False)]
-  if not svr_chains:
-    notes.append("SVR: no two consecutive weight layers where the second alone reads the"
-                 " first's output, so there is no chain for an SVR graph.")
-  elif len(chains) > 1:
-    notes.append("SVR: the weight layers do not form one chain (skip connections); the SVR"
-                 " is computed along each chain of consecutive layers where only the next"
-                 " layer reads a layer's output (a residual network: each block's convs).")
-
-  rb_acc, rb_r2, sampled = [], [], []
-  if samples:
-    t0 = time.perf_counter()
-    xa = x if not align_samples else x[:align_samples]
-    sampled = [j for j in range(n_layers - 1) if links[j]]
-    kept = [j for j in range(n_layers - 1) if j not in sampled]
-    if kept:
-      notes.append(
-          f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
-          " reference's neurons (realigned on their inputs); layers"
-          f" {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
-    gen = rainbow.generate(jax.random.key(seed), net, vs[0], xa, num_samples=samples,
-                           batch_size=batch)
-    rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
-                                          stacked=True)).tolist()
-    rb_r2 = np.asarray(gen.r2).tolist()
-    timings["rainbow_seconds"] = time.perf_counter() - t0
-    vals = [float(acc[0])] + rb_acc
-    figures.append(plots.save(
-        plots.bars(vals, ["reference"] + [f"sample {i + 1}" for i in range(len(rb_acc))],
-                   ylabel="test accuracy (%)", ylim=(0, 100),
-                   title=f"Rainbow networks sampled from {nets.labels[0]}"
-                         f" (mean {np.mean(rb_acc):.2f} ± {np.std(rb_acc):.2f} %)"),
-        out("rainbow_accuracy.png")))
-    print(f"rainbow accuracy over {len(rb_acc)} samples: {np.mean(rb_acc):.2f}"
-          f" ± {np.std(rb_acc):.2f} % (reference {acc[0]:.2f} %)", flush=True)
-    if nets.net.norms:
-      notes.append("Rainbow: the generated networks' BatchNorm statistics were re-estimated"
-                   " on the training images after every sampled layer.")
-
-  if nets.history is not None and len(nets.history.test_accuracy):
-    h = nets.history
-    ax = None
-    for k, label in enumerate(nets.labels):
-      ax = plots.curve(np.arange(1, len(h.test_accuracy) + 1), h.test_accuracy[:, k],
-                       label=label, ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
-                       title=f"{nets.arch}, {len(nets.labels)} seeds in one program")
-    figures.append(plots.save(ax, out("training.png")))
-
+  timings = ctx.timings
   timings["analysis_seconds"] = time.perf_counter() - t_start
   results = dict(extra or {})
   results.update({
@@ -279,24 +127,265 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       "rainbow_accuracy_mean": float(np.mean(rb_acc)) if rb_acc else None,
       "rainbow_accuracy_std": float(np.std(rb_acc)) if rb_acc else None,
       "rainbow_r2": rb_r2, "rainbow_sampled_layers": [j + 1 for j in sampled],
-      "layers": layers, "notes": notes, "timings": timings,
+      "layers": layers, "notes": ctx.notes, "timings": timings,
       **_common.environment(),
-      "figures": [os.path.basename(f) for f in figures],
+      "figures": [os.path.basename(f) for f in ctx.figures],
   })
   if nets.history is not None:
     results["history"] = {"loss": nets.history.loss.tolist(),
                           "test_accuracy": nets.history.test_accuracy.tolist(),
                           "epoch_seconds": nets.history.seconds.tolist()}
   timings["total_seconds"] = timings.get("train_seconds", 0.0) + timings["analysis_seconds"]
-  with open(out("results.json"), "w") as f:
+  with open(ctx.out("results.json"), "w") as f:
     json.dump(results, f, indent=1)
-  write_report(results, out("report.md"), out("report.html"))
+  write_report(results, ctx.out("report.md"), ctx.out("report.html"))
   if two:
     print(f"r² per aligned layer: {', '.join(f'{v:.3f}' for v in results['r2'])}")
   print(f"learned components {results['learned_components']}")
-  print(f"wrote {out_dir}/report.md, report.html, results.json and {len(figures)} figures"
+  print(f"wrote {out_dir}/report.md, report.html, results.json and {len(ctx.figures)} figures"
         f" in {timings['total_seconds']:.1f} s")
   return results
+
+
+# --------------------------------------------------------------------------
+# The steps of `run`: each computes its numbers, saves its figures and says
+# what did not apply, through the `_Context`.
+
+
+def _plots():
+  """`rainbow_jax.plots`, imported on first use (matplotlib)."""
+  from rainbow_jax import plots as p
+  return p
+
+
+@dataclasses.dataclass
+class _Context:
+  """What the steps of `run` share: the networks, where figures go, and the
+  figures, notes and timings collected so far."""
+
+  nets: Networks
+  out_dir: str
+  batch: int
+  timings: dict
+  example: tuple  # per-example shape of the inputs
+  figures: list = dataclasses.field(default_factory=list)
+  notes: list = dataclasses.field(default_factory=list)
+
+  def out(self, name: str) -> str:
+    return os.path.join(self.out_dir, name)
+
+  def figure(self, ax, name: str) -> None:
+    self.figures.append(_plots().save(ax, self.out(name)))
+
+  @functools.cached_property
+  def kernels(self) -> list:
+    return [self.nets.net.kernels(v) for v in self.nets.variables[:2]]
+
+  @functools.cached_property
+  def producers(self) -> list:
+    """One trace of the forward pass; links and chains follow."""
+    net, v = self.nets.net, self.nets.variables[0]
+    return net.producers(v, jax.ShapeDtypeStruct((2, *self.example), jnp.float32))
+
+
+def _moments_step(ctx: _Context, x) -> moments.Moments:
+  """Every layer input's second moments (and the matched cross moments of
+  networks 0 and 1) in one pass over the training images."""
+  vs, two = ctx.nets.variables, len(ctx.nets.variables) >= 2
+  t0 = time.perf_counter()
+  stats = moments.layer_moments(
+      ctx.nets.net, vs[0], _common.batches(x, ctx.batch), params2=vs[1] if two else None,
+      cross="matched" if two else "none",
+      progress=f"one pass: all layers, {'networks 0 and 1' if two else 'network 0'}",
+      total=-(-len(x) // ctx.batch))
+  ctx.timings["moments_seconds"] = time.perf_counter() - t0
+  return stats
+
+
+def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_samples
+                 ) -> list[dict]:
+  """Per weight layer: spectra against Marchenko–Pastur, alignment r² and
+  eigenvector stability between networks 0 and 1, clipping curves."""
+  nets, net = ctx.nets, ctx.nets.net
+  n_layers, two = len(net), len(nets.variables) >= 2
+  if clip_layers is None:
+    clip_layers = (list(range(1, n_layers + 1)) if n_layers <= 6
+                   else sorted({1, (n_layers + 1) // 2, n_layers}))
+  clip_layers = [int(c) for c in clip_layers]
+  if any(not 1 <= c <= n_layers for c in clip_layers):
+    raise ValueError(f"--clip-layers must lie in [1, {n_layers}], got {clip_layers}.")
+  if len(clip_layers) < n_layers:
+    ctx.notes.append(f"Clipping curves were computed for layers {clip_layers} only"
+                     " (--clip-layers; each costs a sweep of test-set passes).")
+  xc, yc = (x_test, y_test) if not clip_samples else (x_test[:clip_samples],
+                                                      y_test[:clip_samples])
+  unclipped = float(acc[0]) if not clip_samples else float(
+      evaluate.accuracy(net, nets.variables[0], xc, yc))
+  init_kernels = None if nets.init_variables is None else net.kernels(nets.init_variables)
+  t_clip, layers = 0.0, []
+  for l in range(n_layers):
+    label = f"layer {l + 1} {net.names[l]} ({net.kinds[l]}, input d={stats.dims[l]})"
+    rec, ev1, e1, wvec = _spectra_of_layer(ctx, stats, l, label, init_kernels)
+    shown = [ev1]
+    if two:
+      seeds, ev2 = _seeds_of_layer(ctx, stats, l, label, e1)
+      rec.update(seeds)
+      shown.append(ev2)
+    ctx.figure(_plots().spectrum(shown, nets.labels[:len(shown)],
+                                title=f"Activation covariance spectrum\n{label}"),
+               f"activation_spectrum_layer{l + 1}.png")
+    if l + 1 in clip_layers:
+      t0 = time.perf_counter()
+      rec["clipping"] = _clipping_of_layer(ctx, l, label, e1, wvec, xc, yc, unclipped)
+      t_clip += time.perf_counter() - t0
+    layers.append(rec)
+  ctx.timings["clipping_seconds"] = t_clip
+  return layers
+
+
+def _spectra_of_layer(ctx: _Context, stats, l: int, label: str, init_kernels):
+  """(the layer's record, its activation eigenvalues and eigenvectors, its
+  weight eigenvectors): spectra and learned components."""
+  nets, net = ctx.nets, ctx.nets.net
+  k0 = ctx.kernels[0][l]
+  ev1, e1 = spectra.activation_spectrum(moments.covariance(stats, l))
+  wev, wvec = spectra.weight_spectrum(k0)
+  law = spectra.layer_law(k0, nets.init_law)
+  learned = int(spectra.learned_components(wev, law))
+  rec = {"layer": l + 1, "name": net.names[l], "kind": net.kinds[l],
+         "input_dim": stats.dims[l], "samples": int(stats.count[l]),
+         "reads": [j + 1 for j in ctx.producers[l]],
+         "top_activation_eigenvalues": [float(v) for v in ev1[:10]],
+         "learned_components": learned,
+         "marchenko_pastur": {"ratio": law.ratio, "variance": law.variance,
+                              "lower": law.lower, "upper": law.upper}}
+  if init_kernels is not None:
+    wev_init, _ = spectra.weight_spectrum(init_kernels[l])
+    rec["learned_components_at_init"] = int(spectra.learned_components(wev_init, law))
+    ctx.figure(_plots().weight_spectrum(wev, wev_init, law,
+                                       title=f"Weight covariance spectrum, {label}\n"
+                                             f"{learned} eigenvalues above the edge"),
+               f"weight_spectrum_layer{l + 1}.png")
+  return rec, ev1, e1, wvec
+
+
+def _seeds_of_layer(ctx: _Context, stats, l: int, label: str, e1) -> tuple[dict, jax.Array]:
+  """Alignment r² and eigenvector stability of layer l between networks 0
+  and 1, and network 1's activation eigenvalues (for the figure)."""
+  n_layers = len(ctx.nets.net)
+  ev2, e2 = spectra.activation_spectrum(moments.covariance(stats, n_layers + l))
+  al = align.align_moments(stats, l, n_layers + l)
+  act_stab = align.stability(e1, e2, al.matrix)
+  w1, w2 = (spectra.weight_matrix(k[l]) for k in ctx.kernels)
+  # Layer 1 reads the same pixels in both networks: no alignment needed.
+  w_stab = align.weight_stability(
+      w1, w2, None if l == 0 else spectra.input_map(al.matrix, ctx.kernels[0][l].shape))
+  ctx.figure(_plots().stability(act_stab, title=f"Activation eigenvectors after alignment"
+                                               f"\n{label}"),
+             f"act_stability_layer{l + 1}.png")
+  ctx.figure(_plots().stability(w_stab, title=f"Weight eigenvectors after alignment\n{label}"),
+             f"weight_stability_layer{l + 1}.png")
+  return {"r2": float(al.r2),
+          "act_stability_diag_top10": [float(v) for v in jnp.diag(act_stab)[:10]],
+          "weight_stability_diag_top10": [float(v) for v in jnp.diag(w_stab)[:10]]}, ev2
+
+
+def _clipping_of_layer(ctx: _Context, l: int, label: str, e1, wvec, xc, yc,
+                       unclipped: float) -> dict:
+  """Test accuracy with layer l's input projected onto its top-k activation
+  or weight eigenvectors, for k in powers of two."""
+  net, v0 = ctx.nets.net, ctx.nets.variables[0]
+  act_ranks, w_ranks = _ranks(e1.shape[0]), _ranks(wvec.shape[0])
+  clip_act = np.asarray(spectra.clip_sweep(net, v0, l, e1, act_ranks, xc, yc))
+  clip_w = np.asarray(spectra.clip_sweep(net, v0, l, wvec, w_ranks, xc, yc))
+  ax = _plots().curve(act_ranks, clip_act, label="activation eigenvectors",
+                     xlabel="rank k kept", ylabel="test accuracy (%)",
+                     title=f"Clipping the input of {label}")
+  _plots().curve(w_ranks, clip_w, label="weight eigenvectors", ax=ax)
+  ax.axhline(unclipped, color="k", lw=0.8, ls=":", label="unclipped")
+  ax.set_xscale("log")
+  ax.legend()
+  ctx.figure(ax, f"clipping_layer{l + 1}.png")
+  return {"activation": {"ranks": act_ranks, "accuracy": clip_act.tolist()},
+          "weight": {"ranks": w_ranks, "accuracy": clip_w.tolist()}}
+
+
+def _cka_step(ctx: _Context, x_test, conv: str, short: list) -> np.ndarray:
+  """Layer × layer linear CKA of networks 0 and 1 on the test images."""
+  t0 = time.perf_counter()
+  nets = ctx.nets
+  feats = [evaluate.representations(nets.net, v, x_test, conv=conv, batch_size=ctx.batch)
+           for v in nets.variables[:2]]
+  cka = np.asarray(similarity.pairwise(feats[0], feats[1], measure="linear_cka"))
+  ctx.timings["cka_seconds"] = time.perf_counter() - t0
+  ctx.figure(_plots().heatmap(cka, short, short, xlabel=f"input of layer, {nets.labels[1]}",
+                             ylabel=f"input of layer, {nets.labels[0]}",
+                             title=f"Linear CKA, {len(x_test)} test images"), "cka.png")
+  return cka
+
+
+def _svr_step(ctx: _Context) -> list[dict]:
+  """The SVR's internal dimensions along every chain of weight layers."""
+  net = ctx.nets.net
+  chains = network.chains_of(network.links_of(ctx.producers))
+  svr_chains = [{"layers": [j + 1 for j in g.layers], "names": [net.names[j] for j in g.layers],
+                 "internal_dims": [list(d) for d in g.result.internal_dims]}
+                for g in svr_report.chain_svrs(ctx.kernels[0], chains, with_pvalues=False)]
+  if not svr_chains:
+    ctx.notes.append("SVR: no two consecutive weight layers where the second alone reads the"
+                     " first's output, so there is no chain for an SVR graph.")
+  elif len(chains) > 1:
+    ctx.notes.append("SVR: the weight layers do not form one chain (skip connections); the"
+                     " SVR is computed along each chain of consecutive layers where only the"
+                     " next layer reads a layer's output (a residual network: each block's"
+                     " convs).")
+  return svr_chains
+
+
+def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
+                  reference: float) -> tuple[list, list, list]:
+  """S rainbow networks sampled from network 0: their accuracies, their
+  alignment r², and the layers sampled."""
+  nets, net = ctx.nets, ctx.nets.net
+  t0 = time.perf_counter()
+  links = network.links_of(ctx.producers)
+  sampled = [j for j in range(len(net) - 1) if links[j]]
+  kept = [j for j in range(len(net) - 1) if j not in sampled]
+  if kept:
+    ctx.notes.append(
+        f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
+        " reference's neurons (realigned on their inputs); layers"
+        f" {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+  gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
+                         num_samples=samples, batch_size=ctx.batch)
+  rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
+                                        stacked=True)).tolist()
+  ctx.timings["rainbow_seconds"] = time.perf_counter() - t0
+  ctx.figure(_plots().bars([reference] + rb_acc,
+                          ["reference"] + [f"sample {i + 1}" for i in range(len(rb_acc))],
+                          ylabel="test accuracy (%)", ylim=(0, 100),
+                          title=f"Rainbow networks sampled from {nets.labels[0]}"
+                                f" (mean {np.mean(rb_acc):.2f} ± {np.std(rb_acc):.2f} %)"),
+             "rainbow_accuracy.png")
+  print(f"rainbow accuracy over {len(rb_acc)} samples: {np.mean(rb_acc):.2f}"
+        f" ± {np.std(rb_acc):.2f} % (reference {reference:.2f} %)", flush=True)
+  if net.norms:
+    ctx.notes.append("Rainbow: the generated networks' BatchNorm statistics were"
+                     " re-estimated on the training images after every sampled layer.")
+  return rb_acc, np.asarray(gen.r2).tolist(), sampled
+
+
+def _training_step(ctx: _Context) -> None:
+  """Test accuracy per epoch of the networks trained here."""
+  h, nets = ctx.nets.history, ctx.nets
+  if h is None or not len(h.test_accuracy):
+    return
+  ax = None
+  for k, label in enumerate(nets.labels):
+    ax = _plots().curve(np.arange(1, len(h.test_accuracy) + 1), h.test_accuracy[:, k],
+                       label=label, ax=ax, xlabel="epoch", ylabel="test accuracy (%)",
+                       title=f"{nets.arch}, {len(nets.labels)} seeds in one program")
+  ctx.figure(ax, "training.png")
 
 
 _CAPTIONS = {
