@@ -21,3 +21,13 @@ def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
       nb, batch_size, *x.shape[1:])
   yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]).reshape(nb, batch_size)
   return xp, yp
+
+
+def count_correct(apply_fn, variables, xp: Array, yp: Array) -> Array:
+  """``[]`` int: correct argmax predictions of ``apply_fn(variables, batch)``
+  over padded batches from `eval_batches` (padding, label −1, never counts);
+  one `lax.scan`, so the batches cost one compiled step."""
+  def body(c, b):
+    logits = apply_fn(variables, b[0])
+    return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
+  return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rainbow_jax import _axis
+from rainbow_jax import _axis, _batches
 from rainbow_jax._batches import eval_batches as eval_batches
 from rainbow_jax import similarity as _similarity
 
@@ -39,10 +39,7 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
   xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
 
   def count(v):
-    def body(c, b):
-      logits = net.apply(v, b[0])
-      return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
-    return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
+    return _batches.count_correct(net.apply, v, xp, yp)
 
   if stacked:
     counts = _axis.over_stack(count, variables, _axis.resolve(stack_axis, "stack_axis"))

@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rainbow_jax import _axis, moments
-from rainbow_jax.evaluate import eval_batches
+from rainbow_jax import _axis, _batches, moments
 
 Array = jax.Array
 
@@ -217,16 +216,13 @@ def accuracy(params: Any, x: Array, y: Array, *, model: nn.Module,
     ``[K]`` accuracies in percent.
   """
   n = x.shape[0]
-  xp, yp = eval_batches(x, y, batch_size)
+  xp, yp = _batches.eval_batches(x, y, batch_size)
 
   variables = params if isinstance(params, dict) and "params" in params else {
       "params": params}
 
   def count(variables):
-    def body(c, b):
-      logits = model.apply(variables, b[0])
-      return c + jnp.sum(jnp.argmax(logits, -1) == b[1]), None
-    return jax.lax.scan(body, jnp.zeros((), jnp.int32), (xp, yp))[0]
+    return _batches.count_correct(model.apply, variables, xp, yp)
 
   return 100.0 * _axis.over_stack(count, variables, resolve_stack_axis(stack_axis)) / n
 
@@ -516,6 +512,6 @@ def select(state_or_params: Any, k: int) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
 
 
-__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init", "eval_batches",
+__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init",
            "resolve_stack_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
            "shard_seeds", "to_host"]

@@ -5,6 +5,7 @@ environment every results.json records."""
 from __future__ import annotations
 
 import argparse
+import json
 import importlib.util
 import os
 import platform
@@ -37,6 +38,15 @@ def environment() -> dict:
   return {"versions": {"python": platform.python_version(), "jax": jax.__version__,
                        "rainbow_jax": version()},
           "device": str(jax.devices()[0])}
+
+
+def save_results(out_dir: str, results: dict) -> str:
+  """Writes `results` as ``out_dir/results.json`` (the record every command
+  leaves; `environment` says where it ran); returns the path."""
+  path = os.path.join(out_dir, "results.json")
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1)
+  return path
 
 
 def batches(x, size: int):

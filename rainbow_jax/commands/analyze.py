@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -136,8 +135,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
                           "test_accuracy": nets.history.test_accuracy.tolist(),
                           "epoch_seconds": nets.history.seconds.tolist()}
   timings["total_seconds"] = timings.get("train_seconds", 0.0) + timings["analysis_seconds"]
-  with open(ctx.out("results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  _common.save_results(out_dir, results)
   write_report(results, ctx.out("report.md"), ctx.out("report.html"))
   if two:
     print(f"r² per aligned layer: {', '.join(f'{v:.3f}' for v in results['r2'])}")

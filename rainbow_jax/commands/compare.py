@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import argparse
-import json
 import os
 from typing import Sequence
 
@@ -106,8 +105,7 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
     md += ["", f"![{r['measure']}]({r['figure']})", ""]
   results = {"command": "compare", "title": title, "layers": list(layer_names),
              "conv": conv, "comparisons": rows, **(extra or {})}
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  _common.save_results(out, results)
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   return results

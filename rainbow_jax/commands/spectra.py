@@ -7,7 +7,6 @@ traps), as a table and a figure per layer."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
@@ -78,8 +77,7 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
       row["figure"] = os.path.basename(
           plots.save(ax, os.path.join(out, f"esd_layer{row['layer']}.png")))
   results = {"command": "spectra", "title": title, "layers": rows, **(extra or {})}
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  _common.save_results(out, results)
   md = [f"# {title}", "",
         "Per weight layer: eigenvalues of C = WᵀW/n above the Marchenko–Pastur edge of the"
         " layer's initialisation (learned components), and WeightWatcher's power-law fit of"

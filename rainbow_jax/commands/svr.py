@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import argparse
-import json
 import os
 from typing import Any, NamedTuple, Sequence
 
@@ -198,8 +197,7 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
            f"[interactive graph]({os.path.basename(page)})", ""]
     md += [f"![effective filters]({f})" for f in filters] + ([""] if filters else [])
   results = {"command": "svr", "title": title, "chains": chains, **(extra or {})}
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  _common.save_results(out, results)
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
   return results

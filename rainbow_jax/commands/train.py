@@ -4,7 +4,6 @@ compiled program; per-seed accuracies, their history and a figure."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -89,8 +88,7 @@ def command(args) -> dict:
       "seconds": seconds, **_common.environment(),
   }
   _figure(hist, seeds, args.arch, name, os.path.join(args.out, "test_accuracy.png"))
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  _common.save_results(args.out, results)
   print(f"test accuracy per seed: {', '.join(f'{a:.2f}' for a in acc)} %"
         f" (mean {np.mean(acc):.2f} ± {np.std(acc):.2f}); {seconds:.1f} s;"
         f" wrote {args.out}/results.json")
