@@ -58,3 +58,16 @@ def test_notebook_runs(path):
 
 def test_there_are_notebooks():
   assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_and_its_percent_source_hold_the_same_cells(path):
+  """Each notebook is kept as a readable jupytext source beside it; an edit
+  to one that was not synced to the other fails here."""
+  jupytext = pytest.importorskip("jupytext")
+  source = os.path.splitext(path)[0] + ".py"
+  assert os.path.exists(source), f"{source} missing: jupytext --set-formats ipynb,py:percent"
+  cells = lambda nb: [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", [])))
+                      for c in nb.cells]
+  assert cells(jupytext.read(source)) == cells(nbformat.read(path, as_version=4))
+
