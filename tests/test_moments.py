@@ -234,7 +234,7 @@ def test_uncompensated_state_matches_and_merges(rng):
 
 
 def test_count_overflow_is_refused(monkeypatch):
-  monkeypatch.setattr(M, "_MAX_COUNT", 1000)
+  monkeypatch.setattr(M._drivers, "_MAX_COUNT", 1000)
   x = np.ones((300, 4), np.float32)
   M.accumulate([x, x, x])  # 900 rows: fine
   with pytest.raises(ValueError, match="int32 count"):
