@@ -352,7 +352,8 @@ def layer_moments(
     >>> f = lambda p, x: [x @ p, jnp.maximum(x @ p, 0)]
     >>> xs = [jnp.ones((4, 3)), jnp.ones((2, 3))]
     >>> m = layer_moments(f, jnp.eye(3), xs, params2=2 * jnp.eye(3))
-    >>> covariance(m, 0, 2).shape
+    >>> from rainbow_jax import moments
+    >>> moments.covariance(m, 0, 2).shape
     (3, 3)
   """
   names = [None, None]
