@@ -97,6 +97,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   short = [f"{l + 1} {n.split('/')[-2] + '/' if '/' in n else ''}{n.split('/')[-1]}"
            for l, n in enumerate(net.names)]
   r2_all = [rec["r2"] for rec in layers] if two else []
+  _summary_figure(ctx, layers, short)
   if two:
     ctx.figure(_plots().bars(r2_all, short, ylabel="r² (alignment)",
                             title="Variance of network 1's layer inputs explained by"
@@ -367,10 +368,34 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
              "rainbow_accuracy.png")
   print(f"rainbow accuracy over {len(rb_acc)} samples: {np.mean(rb_acc):.2f}"
         f" ± {np.std(rb_acc):.2f} % (reference {reference:.2f} %)", flush=True)
+  r2 = np.asarray(gen.r2)  # [S, L − 1], inputs of layers 2…L
+  if r2.size:
+    idx = np.arange(2, r2.shape[1] + 2)
+    ax = _plots().curve(idx, r2.mean(0), label="mean over samples", xlabel="weight layer",
+                        ylabel="alignment r²",
+                        title="Rainbow networks aligned to the reference, per layer input")
+    ax.fill_between(idx, r2.min(0), r2.max(0), alpha=0.3, label="min–max")
+    ax.set_xticks(idx)
+    ax.legend()
+    ctx.figure(ax, "rainbow_r2.png")
   if net.norms:
     ctx.notes.append("Rainbow: the generated networks' BatchNorm statistics were"
                      " re-estimated on the training images after every sampled layer.")
   return rb_acc, np.asarray(gen.r2).tolist(), sampled
+
+
+def _summary_figure(ctx: _Context, layers: list, short: list) -> None:
+  """Learned components of every layer (and at initialisation): the
+  per-layer spectra in one figure."""
+  idx = np.arange(1, len(layers) + 1)
+  ax = _plots().curve(idx, [r["learned_components"] for r in layers], label="trained",
+                      xlabel="weight layer", ylabel="eigenvalues above the MP edge",
+                      title="Learned components per layer")
+  if all("learned_components_at_init" in r for r in layers):
+    _plots().curve(idx, [r["learned_components_at_init"] for r in layers],
+                   label="at initialisation", ax=ax)
+  ax.set_xticks(idx, short, rotation=90 if len(layers) > 8 else 0, fontsize=7)
+  ctx.figure(ax, "learned_components.png")
 
 
 def _training_step(ctx: _Context) -> None:
@@ -399,23 +424,37 @@ _CAPTIONS = {
     "cka": "linear CKA between every layer input of the two networks",
     "rainbow_accuracy": "test accuracy of the reference and of each rainbow sample",
     "training": "test accuracy per epoch, one line per seed",
+    "learned_components": "weight-covariance eigenvalues above the Marchenko–Pastur edge per"
+                          " layer, trained and at initialisation (the noise level)",
+    "rainbow_r2": "alignment r² between the reference and the rainbow networks at each"
+                  " layer input (mean, and the spread over samples)",
 }
+
+INLINE_LAYERS = 6
+"""Networks with more weight layers than this get their per-layer figures
+on a page of their own (layers.md / layers.html), so the report opens on
+the whole-network figures."""
+
+
+def _layer_of(figure: str) -> int | None:
+  """1-based layer of a per-layer figure (``…_layer<n>.png``), else None."""
+  import re
+  m = re.fullmatch(r".+_layer(\d+)\.png", figure)
+  return int(m.group(1)) if m else None
 
 
 def _figure_sections(figures: list, fmt: str, esc=str) -> list:
-  """The figures with a caption each, per-layer ones under a heading per layer."""
-  import re
-
-  out, layer = [], None
-  for f in figures:
-    m = re.fullmatch(r"(.+)_layer(\d+)\.png", f)
-    stem, n = (m.group(1), int(m.group(2))) if m else (f.removesuffix(".png"), None)
+  """The figures with a caption each: the whole network's first, then the
+  per-layer ones under a heading per layer."""
+  whole = [f for f in figures if _layer_of(f) is None]
+  out, layer = ([], None) if not whole else (
+      (["## Whole network", ""] if fmt == "md" else ["<h2>Whole network</h2>"]), None)
+  for f in whole + [f for f in figures if _layer_of(f) is not None]:
+    n = _layer_of(f)
+    stem = f.removesuffix(".png") if n is None else f.rsplit("_layer", 1)[0]
     if n is not None and n != layer:
       layer = n
       out += [f"## Layer {n}", ""] if fmt == "md" else [f"<h2>Layer {n}</h2>"]
-    elif n is None and layer is not None:
-      layer = None
-      out += ["## Whole network", ""] if fmt == "md" else ["<h2>Whole network</h2>"]
     cap = _CAPTIONS.get(stem, stem.replace("_", " "))
     cap = cap if n is None else f"Layer {n}: {cap}"
     out += ([f"![{f}]({f})", "", f"*{cap}.*", ""] if fmt == "md" else
@@ -473,7 +512,13 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
   if notes:
     md += ["## What did not apply, and how it was adapted", ""] + [f"- {n}" for n in notes]
     md += [""]
-  md += _figure_sections(results["figures"], "md")
+  figures = results["figures"]
+  inline = len(results["layers"]) <= INLINE_LAYERS
+  shown = figures if inline else [f for f in figures if _layer_of(f) is None]
+  md += _figure_sections(shown, "md")
+  if not inline:
+    md += [f"Per-layer figures (spectra, stability, clipping of each of the"
+           f" {len(results['layers'])} weight layers): [layers.md](layers.md)."]
   with open(md_path, "w") as f:
     f.write("\n".join(md))
   esc = lambda v: (str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -490,9 +535,22 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
   if notes:
     html += ["<h2>What did not apply, and how it was adapted</h2><ul>"]
     html += [f"<li>{esc(n)}</li>" for n in notes] + ["</ul>"]
-  html += _figure_sections(results["figures"], "html", esc)
+  html += _figure_sections(shown, "html", esc)
+  if not inline:
+    html += ["<p><a href='layers.html'>Per-layer figures</a> (spectra, stability, clipping"
+             f" of each of the {len(results['layers'])} weight layers).</p>"]
   with open(html_path, "w") as f:
     f.write("\n".join(html))
+  if not inline:
+    per_layer = [f for f in figures if _layer_of(f) is not None]
+    base = os.path.dirname(md_path)
+    with open(os.path.join(base, "layers.md"), "w") as f:
+      f.write("\n".join([f"# {title}: per layer", "", "[Back to the report](report.md)",
+                         ""] + _figure_sections(per_layer, "md")))
+    with open(os.path.join(base, "layers.html"), "w") as f:
+      f.write("\n".join(html[:3] + [f"<h1>{esc(title)}: per layer</h1>",
+                                     "<p><a href='report.html'>Back to the report</a></p>"]
+                        + _figure_sections(per_layer, "html", esc)))
 
 
 
