@@ -224,12 +224,15 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   t_clip, layers = 0.0, []
   for l in range(n_layers):
     label = f"layer {l + 1} {net.names[l]} ({net.kinds[l]}, input d={stats.dims[l]})"
-    rec, ev1, e1, wvec = _spectra_of_layer(ctx, stats, l, label, init_kernels)
-    shown = [ev1]
+    arrays = jax.device_get(_layer_arrays(
+        stats, ctx.kernels[0][l], ctx.kernels[1][l] if two else None,
+        None if init_kernels is None else init_kernels[l], l, n_layers))
+    rec = _spectra_of_layer(ctx, arrays, stats, l, label)
+    shown = [arrays["ev1"]]
     if two:
-      seeds, ev2 = _seeds_of_layer(ctx, stats, l, label, e1)
-      rec.update(seeds)
-      shown.append(ev2)
+      rec.update(_seeds_of_layer(ctx, arrays, l, label))
+      shown.append(arrays["ev2"])
+    e1, wvec = jnp.asarray(arrays["e1"]), jnp.asarray(arrays["wvec"])
     ctx.figure(_plots().spectrum(shown, nets.labels[:len(shown)],
                                 title=f"Activation covariance spectrum\n{label}"),
                f"activation_spectrum_layer{l + 1}.png")
@@ -242,13 +245,34 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   return layers
 
 
-def _spectra_of_layer(ctx: _Context, stats, l: int, label: str, init_kernels):
-  """(the layer's record, its activation eigenvalues and eigenvectors, its
-  weight eigenvectors): spectra and learned components."""
+@functools.partial(jax.jit, static_argnames=("l", "n_layers"))
+def _layer_arrays(stats, k0, k1, k_init, l: int, n_layers: int) -> dict:
+  """Every array the per-layer steps read, as one compiled program per layer
+  (run eagerly, these were some thirty small programs per layer): the
+  spectra of network 0 (and at init), and with network 1's kernel `k1` the
+  alignment at layer l's input and the eigenvector stabilities."""
+  out = {}
+  out["ev1"], out["e1"] = spectra.activation_spectrum(moments.covariance(stats, l))
+  out["wev"], out["wvec"] = spectra.weight_spectrum(k0)
+  if k_init is not None:
+    out["wev_init"] = spectra.weight_spectrum(k_init)[0]
+  if k1 is not None:
+    out["ev2"], e2 = spectra.activation_spectrum(moments.covariance(stats, n_layers + l))
+    al = align.align_moments(stats, l, n_layers + l)
+    out["r2"] = al.r2
+    out["act_stab"] = align.stability(out["e1"], e2, al.matrix)
+    # Layer 1 reads the same pixels in both networks: no alignment needed.
+    out["w_stab"] = align.weight_stability(
+        spectra.weight_matrix(k0), spectra.weight_matrix(k1),
+        None if l == 0 else spectra.input_map(al.matrix, k0.shape))
+  return out
+
+
+def _spectra_of_layer(ctx: _Context, arrays: dict, stats, l: int, label: str) -> dict:
+  """The layer's record: spectra and learned components."""
   nets, net = ctx.nets, ctx.nets.net
   k0 = ctx.kernels[0][l]
-  ev1, e1 = spectra.activation_spectrum(moments.covariance(stats, l))
-  wev, wvec = spectra.weight_spectrum(k0)
+  ev1, wev = arrays["ev1"], arrays["wev"]
   law = spectra.layer_law(k0, nets.init_law)
   learned = int(spectra.learned_components(wev, law))
   rec = {"layer": l + 1, "name": net.names[l], "kind": net.kinds[l],
@@ -258,35 +282,28 @@ def _spectra_of_layer(ctx: _Context, stats, l: int, label: str, init_kernels):
          "learned_components": learned,
          "marchenko_pastur": {"ratio": law.ratio, "variance": law.variance,
                               "lower": law.lower, "upper": law.upper}}
-  if init_kernels is not None:
-    wev_init, _ = spectra.weight_spectrum(init_kernels[l])
+  if "wev_init" in arrays:
+    wev_init = arrays["wev_init"]
     rec["learned_components_at_init"] = int(spectra.learned_components(wev_init, law))
     ctx.figure(_plots().weight_spectrum(wev, wev_init, law,
                                        title=f"Weight covariance spectrum, {label}\n"
                                              f"{learned} eigenvalues above the edge"),
                f"weight_spectrum_layer{l + 1}.png")
-  return rec, ev1, e1, wvec
+  return rec
 
 
-def _seeds_of_layer(ctx: _Context, stats, l: int, label: str, e1) -> tuple[dict, jax.Array]:
+def _seeds_of_layer(ctx: _Context, arrays: dict, l: int, label: str) -> dict:
   """Alignment r² and eigenvector stability of layer l between networks 0
-  and 1, and network 1's activation eigenvalues (for the figure)."""
-  n_layers = len(ctx.nets.net)
-  ev2, e2 = spectra.activation_spectrum(moments.covariance(stats, n_layers + l))
-  al = align.align_moments(stats, l, n_layers + l)
-  act_stab = align.stability(e1, e2, al.matrix)
-  w1, w2 = (spectra.weight_matrix(k[l]) for k in ctx.kernels)
-  # Layer 1 reads the same pixels in both networks: no alignment needed.
-  w_stab = align.weight_stability(
-      w1, w2, None if l == 0 else spectra.input_map(al.matrix, ctx.kernels[0][l].shape))
+  and 1."""
+  act_stab, w_stab = np.asarray(arrays["act_stab"]), np.asarray(arrays["w_stab"])
   ctx.figure(_plots().stability(act_stab, title=f"Activation eigenvectors after alignment"
                                                f"\n{label}"),
              f"act_stability_layer{l + 1}.png")
   ctx.figure(_plots().stability(w_stab, title=f"Weight eigenvectors after alignment\n{label}"),
              f"weight_stability_layer{l + 1}.png")
-  return {"r2": float(al.r2),
-          "act_stability_diag_top10": [float(v) for v in jnp.diag(act_stab)[:10]],
-          "weight_stability_diag_top10": [float(v) for v in jnp.diag(w_stab)[:10]]}, ev2
+  return {"r2": float(arrays["r2"]),
+          "act_stability_diag_top10": [float(v) for v in np.diag(act_stab)[:10]],
+          "weight_stability_diag_top10": [float(v) for v in np.diag(w_stab)[:10]]}
 
 
 def _clipping_of_layer(ctx: _Context, l: int, label: str, e1, wvec, xc, yc,
