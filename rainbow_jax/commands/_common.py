@@ -56,7 +56,7 @@ def batches(x, size: int):
 
 
 class Networks(NamedTuple):
-  """What `run` analyses.
+  """What `rainbow_jax.commands.analyze.run` analyses.
 
   Attributes:
     net: the `rainbow_jax.network.Network`.
@@ -185,8 +185,6 @@ def user_networks(spec: str, checkpoints: Sequence[str], x: Any, *, init: Any = 
                   type(module).__name__,
                   f"{len(variables)} network(s) of {type(module).__name__} from {spec}, read"
                   f" from {', '.join(checkpoints)}")
-
-
 
 
 def pick_dataset(name: str) -> str:

@@ -52,9 +52,6 @@ def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
-
-
-
 def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
         batch: int = 1000, clip_layers: Sequence[int] | None = None,
         clip_samples: int | None = None, cka_samples: int = 2000, conv: str = "mean",
@@ -568,8 +565,6 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
       f.write("\n".join(html[:3] + [f"<h1>{esc(title)}: per layer</h1>",
                                      "<p><a href='report.html'>Back to the report</a></p>"]
                         + _figure_sections(per_layer, "html", esc)))
-
-
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

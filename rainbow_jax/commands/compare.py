@@ -111,8 +111,6 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
   return results
 
 
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
   """The ``compare`` subcommand's arguments."""
   cp = _common.network_arguments(

@@ -106,8 +106,6 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
   return results
 
 
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
   """The ``spectra`` subcommand's arguments."""
   sp = _common.network_arguments(

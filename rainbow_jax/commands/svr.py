@@ -203,8 +203,6 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
   return results
 
 
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
   """The ``svr`` subcommand's arguments."""
   sv = _common.network_arguments(

@@ -24,7 +24,6 @@ Pair = tuple[int, int]
 _HIGHEST = _precision.STATS  # float32-exact products on every backend
 
 
-
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=[

@@ -426,7 +426,6 @@ def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
   return net._with_stats(variables, new)
 
 
-
 def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
   """`norm_paths`: per BatchNorm in call order, (its module path, the path of
   its ``mean``/``var`` dict in the variables)."""

@@ -3,7 +3,6 @@ and the centred covariances of in-memory or streamed activations."""
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
@@ -25,7 +24,6 @@ def _safe(m: Array) -> Array:
 def _ratio(num: Array, den: Array) -> Array:
   """num / den, 0 where den ≤ 0 (degenerate inputs give 0, never NaN)."""
   return jnp.where(den > 0, num / _safe(den), 0.0)
-
 
 
 def _rms(x: Array) -> Array:

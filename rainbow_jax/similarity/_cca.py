@@ -38,7 +38,6 @@ def resolution_floor(evals: Array, d: int) -> Array:
   return 2.0 * jnp.sqrt(float(d)) * jnp.finfo(evals.dtype).eps * jnp.max(jnp.abs(evals))
 
 
-
 # --------------------------------------------------------------------------
 # CCA: one side's whitening, then a pair's singular values.
 

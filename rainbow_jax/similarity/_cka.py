@@ -56,7 +56,6 @@ def linear_cka_moments(state: _moments.Moments, i: int, j: int) -> Array:
   return linear_cka_from_covariance(sxx, syy, sxy)
 
 
-
 def gram_linear(x: Float[Array, "n d"]) -> Float[Array, "n n"]:
   """``[n, n]`` linear kernel x xᵀ of ``[n, d]`` features."""
   _checks.check_array(x, "x", 2, "[n, d]")

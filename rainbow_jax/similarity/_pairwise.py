@@ -27,7 +27,6 @@ Array = jax.Array
 # Layer × layer matrices.
 
 
-
 def _seq(f, *xs):
   """``vmap(f)(*xs)`` computed one slice at a time (`lax.map`).
 
