@@ -8,6 +8,7 @@ import scipy.stats
 
 from rainbow_jax import models, network
 from rainbow_jax import svr as V
+from rainbow_jax.svr._adjacency import _adjacency
 
 
 def _edge_samples(key, c, k, draws, init):
@@ -23,7 +24,7 @@ def _edge_samples(key, c, k, draws, init):
       w2 = jax.random.uniform(k2, (5, c * k * k), minval=-1, maxval=1)
     u = jnp.linalg.svd(w1, full_matrices=False)[0]
     v = jnp.linalg.svd(w2, full_matrices=False)[2].T
-    return V._adjacency(u, v)[0, 0]
+    return _adjacency(u, v)[0, 0]
   return np.asarray(jax.jit(jax.vmap(pair))(jax.random.split(key, draws)), np.float64)
 
 

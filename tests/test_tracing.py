@@ -14,6 +14,7 @@ import pytest
 from rainbow_jax import align, ensembles, moments, similarity, spectra, svr
 from rainbow_jax.compat import svcca as compat
 from rainbow_jax.similarity import svcca_compat
+from rainbow_jax.svr import _graph as svr_graph
 
 _Q = np.linalg.qr(np.random.default_rng(9).normal(size=(6, 6)))[0].astype(np.float32)
 
@@ -96,7 +97,7 @@ def test_library_programs_compile_once_per_shape():
   programs = [
       (lambda s: similarity.minibatch_cka(batches(s), batches(s + 1)),
        similarity._cka._minibatch_cka),
-      (lambda s: svr.svr([m + s for m in w]), svr._edge),
+      (lambda s: svr.svr([m + s for m in w]), svr_graph._edge),
       (lambda s: compat.get_cca_similarity(a1.astype(np.float32) + s,
                                            a1[::-1].astype(np.float32), compute_coefs=False),
        svcca_compat._cca),

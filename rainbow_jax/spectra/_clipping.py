@@ -1,0 +1,121 @@
+"""Clipping: a layer's input projected onto its top-k eigenvectors, and the
+accuracy sweep over k in one compiled evaluation."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Float
+
+from rainbow_jax import _precision
+from rainbow_jax import _checks
+
+
+Array = jax.Array
+_HP = _precision.STATS  # float32-exact products on every backend
+
+
+# --------------------------------------------------------------------------
+# Clipping.
+
+
+def projector(basis: Array, k: Array) -> Array:
+  """``[d, d]`` orthogonal projector on the first `k` rows of `basis`
+  (``[m, d]``, orthonormal rows); `k` may be traced (vmap over ranks)."""
+  mask = (jnp.arange(basis.shape[0]) < k).astype(basis.dtype)
+  return jnp.matmul(basis.T * mask[None, :], basis, precision=_HP)
+
+
+def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
+  """The kernel of a layer whose input is first projected on the top-`k`
+  rows of `basis`: W → W·P (the tutorial's ``weight @ projector``).
+
+  `basis` is ``[m, d]`` with d either the kernel's full fan-in (weight
+  eigenvectors; conv: ``K·K·C_in``) or, for a conv kernel, its input
+  channels ``C_in`` (activation eigenvectors with space folded into the
+  batch, projected at every position).
+  """
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5))
+  _checks.check_array(basis, "basis", 2, "[m, d] (orthonormal rows)")
+  kernel = jnp.asarray(kernel)
+  p = projector(basis, k)
+  if kernel.ndim >= 3 and basis.shape[1] == kernel.shape[-2]:
+    return jnp.einsum("ij,...jo->...io", p, kernel, precision=_HP)
+  flat = kernel.reshape(-1, kernel.shape[-1])
+  if basis.shape[1] != flat.shape[0]:
+    raise ValueError(f"basis of dimension {basis.shape[1]} does not match the kernel's"
+                     f" fan-in {flat.shape[0]} (or its input channels).")
+  return jnp.matmul(p, flat, precision=_HP).reshape(kernel.shape)
+
+
+def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequence[int],
+               x: Array, y: Array, *, batch_size: int = 1000) -> Array:
+  """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
+
+  One pass over ``x``: the clipped kernels of every rank are vmapped, and
+  the layers before `layer` do not depend on the rank, so they run once per
+  batch (the tutorial deep-copies a model per rank and runs each on the
+  whole network). Works on any classifier `rainbow_jax.network.Network`.
+
+  Args:
+    net: the `Network` (one network).
+    variables: its variables (no seed axis).
+    layer: index of the weight layer whose input is clipped (0 = first).
+    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first (`clip_kernel`).
+    ranks: the k's; each must be in [0, m].
+    x, y: evaluation data.
+
+  Returns:
+    ``[len(ranks)]`` accuracies in percent.
+  """
+  from rainbow_jax import evaluate
+
+  if not -len(net) <= layer < len(net):
+    raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
+  ranks = np.asarray(ranks)
+  if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
+    raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
+  xb, yb = evaluate.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+  return 100.0 * _clip_counts(net, layer % len(net), variables, basis, jnp.asarray(ranks),
+                              xb, yb) / len(x)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "layer"))
+def _clip_counts(net, layer, variables, basis, ranks, xb, yb):
+  """Correct predictions per rank."""
+  kernel = net.kernels(variables)[layer]
+
+  def one_rank(k, x):
+    return net.apply(net.with_kernels(variables, {layer: clip_kernel(kernel, basis, k)}), x)
+
+  def body(counts, batch):
+    x, y = batch
+    logits = jax.vmap(one_rank, in_axes=(0, None))(ranks, x)
+    return counts + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1), None
+
+  return lax.scan(body, jnp.zeros(ranks.shape, jnp.int32), (xb, yb))[0]
+
+
+def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:
+  """Alignment ``a`` of a layer's input channels as a map on its flattened
+  fan-in (`weight_matrix`): a conv fan-in flattens as (*window, C_in), so
+  the map is kron(I_window, A); a dense layer's is A itself."""
+  if len(kernel_shape) > 2:
+    window = int(np.prod(kernel_shape[:-2]))
+    return jnp.kron(jnp.eye(window, dtype=a.dtype), a)
+  return a
+
+
+def explained_variance(eigenvalues: Float[Array, "d"]) -> Float[Array, "d"]:
+  """Cumulative fraction of the total variance in the top-k eigenvalues
+  (all zeros when the total is zero: nothing to explain)."""
+  _checks.check_array(eigenvalues, "eigenvalues", 1, "[d]")
+  e = jnp.clip(jnp.asarray(eigenvalues), 0.0, None)
+  total = jnp.sum(e)
+  return jnp.where(total > 0, jnp.cumsum(e) / jnp.where(total > 0, total, 1.0), 0.0)
