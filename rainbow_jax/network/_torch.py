@@ -20,13 +20,38 @@ class TorchWeights(NamedTuple):
   Attributes:
     names: state-dict names of the weight layers, in registration order.
     kernels: kernels, Dense ``[in, out]``, Conv ``[K, K, C_in, C_out]``.
-    dropped: names of the tensors left out (biases, BatchNorm vectors and
-      statistics), as the SVR reference code drops them.
+    dropped: names of the tensors left out (biases, BatchNorm and LayerNorm
+      vectors and statistics, position embeddings and class tokens), as the
+      SVR reference code drops them.
+    kinds: per kernel ``'dense'``, ``'conv'``, ``'embedding'`` (a lookup
+      table ``[vocabulary, d]``: the kernel of a dense layer reading one-hot
+      tokens) or ``'attention'`` (a query, key or value projection
+      ``[d_model, heads · head_dim]``, split from a packed ``in_proj_weight``;
+      its name ends in ``[q]``, ``[k]`` or ``[v]``).
   """
 
   names: tuple
   kernels: list
   dropped: tuple
+  kinds: tuple = ()
+
+
+# Module classes whose ``weight`` is stored ``[in, out]`` (no transpose):
+# embedding tables and Hugging Face's GPT-2 ``Conv1D``.
+_IN_OUT = {"Embedding": "embedding", "Conv1D": "dense"}
+# Without a module: state-dict prefixes that name embedding tables.
+_EMBED_NAMES = ("embed", "wte", "wpe", "embedding", "embeddings", "tok_embeddings",
+                "word_embeddings", "position_embeddings")
+
+
+def _owners(module: Any) -> dict:
+  """``{module path: class name}`` of a torch module's submodules."""
+  return {name: type(m).__name__ for name, m in module.named_modules()}
+
+
+def _is_embedding_name(prefix: str) -> bool:
+  last = prefix.rsplit(".", 1)[-1].lower()
+  return last in _EMBED_NAMES or last.endswith("_embed") or last.endswith("embedding")
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -69,8 +94,23 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
     `TorchWeights`. A linear layer right after a conv layer reads PyTorch's
     channels-first flatten; its input is reordered to Flax's channels-last
     one, so the kernels are those of the same network written in Flax.
+
+  Transformers. ``nn.MultiheadAttention``'s packed ``in_proj_weight`` is
+  split into its query, key and value projections (``name[q]``, ``[k]``,
+  ``[v]``, kind ``'attention'``, each ``[d_model, d]``); separate
+  projections (``q_proj``, ``k_proj``, ``o_proj``, ``fc1``, … as Hugging
+  Face names them) are linear layers like any other. Embedding tables are
+  kept as ``[vocabulary, d]`` kernels (kind ``'embedding'``), and Hugging
+  Face's GPT-2 ``Conv1D``, stored ``[in, out]``, is read without a
+  transpose — both recognised from the module's classes when a module is
+  given; from a bare state dict, tables are recognised by name (``embed``,
+  ``wte``, ``wpe``, ``*_embedding``, …) and ``Conv1D`` cannot be told from
+  a linear layer (pass the module). Parameters that are not a layer's
+  ``weight`` (position embeddings, class tokens) are dropped.
   """
+  owners = None
   if hasattr(weights, "state_dict") and callable(weights.state_dict):
+    owners = _owners(weights) if hasattr(weights, "named_modules") else None
     weights = weights.state_dict()
   if isinstance(weights, Mapping):
     items = list(weights.items())
@@ -78,7 +118,7 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
     items = [(f"weights[{i}]", w) for i, w in enumerate(weights)]
   if not items:
     raise ValueError("no weights given.")
-  names, kernels, dropped = [], [], []
+  names, kernels, dropped, kinds = [], [], [], []
   pending = None  # index of the last weight layer, for folding
   i = 0
   while i < len(items):
@@ -99,20 +139,47 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
       dropped.extend(f"{prefix}.{k}" for k in group)
       i += n_group
       continue
-    if a.ndim < 2:
+    leaf = name.rsplit(".", 1)[-1]
+    named = isinstance(weights, Mapping)
+    if a.ndim < 2 or (named and not (leaf == "weight" or leaf.endswith("_weight"))):
+      # Vectors, and parameters that are not a layer's weight (position
+      # embeddings, class tokens, ...).
       dropped.append(name)
       i += 1
       continue
     if not np.issubdtype(a.dtype, np.floating):
       raise TypeError(f"{name}: weights must be floating, got {a.dtype}.")
+    owner = None if owners is None else owners.get(prefix)
+    if named and leaf == "in_proj_weight":
+      # nn.MultiheadAttention's packed [q; k; v] projections, each [d, d_model].
+      if a.ndim != 2 or a.shape[0] % 3:
+        raise ValueError(f"{name}: a packed in_proj_weight is [3·d, d_model], got {a.shape}.")
+      for part, w in zip("qkv", np.split(a, 3, axis=0)):
+        kernels.append(_torch_kernel(w, name))
+        names.append(f"{name}[{part}]")
+        kinds.append("attention")
+      pending = None
+      i += 1
+      continue
+    layout = _IN_OUT.get(owner) if owners is not None else (
+        "embedding" if named and a.ndim == 2 and _is_embedding_name(prefix) else None)
+    if layout is not None and a.ndim == 2:
+      kernels.append(np.ascontiguousarray(a))  # stored [in, out] already
+      names.append(name)
+      kinds.append(layout)
+      pending = len(kernels) - 1
+      i += 1
+      continue
     if a.ndim == 2 and kernels and kernels[-1].ndim >= 3:
       # A linear layer after a conv reads PyTorch's (C, *space) flatten;
       # canonical is Flax's (*space, C).
       a = _linalg.reorder_flatten(a, kernels[-1].shape[-1], channels_first=True, name=name)
     kernels.append(_torch_kernel(a, name))
     names.append(name)
+    kinds.append("dense" if a.ndim == 2 else "conv")
     pending = len(kernels) - 1
     i += 1
   if not kernels:
     raise ValueError("no weight of rank ≥ 2 among the given tensors.")
-  return TorchWeights(tuple(names), [jnp.asarray(k) for k in kernels], tuple(dropped))
+  return TorchWeights(tuple(names), [jnp.asarray(k) for k in kernels], tuple(dropped),
+                      tuple(kinds))

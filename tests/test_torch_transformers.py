@@ -1,0 +1,88 @@
+"""PyTorch transformer weights read into the canonical layout, checked
+against PyTorch's own forward passes: the packed attention projections,
+embedding tables, GPT-2's ``Conv1D`` and parameters that are no layer."""
+
+import numpy as np
+import pytest
+
+from rainbow_jax import network
+
+torch = pytest.importorskip("torch")
+
+
+def test_multihead_attention_split_into_q_k_v_reproduces_torch():
+  torch.manual_seed(0)
+  d, heads, n = 16, 4, 7
+  layer = torch.nn.TransformerEncoderLayer(d, heads, dim_feedforward=32, batch_first=True,
+                                           dropout=0.0).eval()
+  tw = network.from_torch(layer)
+  assert tw.names[:4] == ("self_attn.in_proj_weight[q]", "self_attn.in_proj_weight[k]",
+                          "self_attn.in_proj_weight[v]", "self_attn.out_proj.weight")
+  assert tw.kinds == ("attention",) * 3 + ("dense",) * 3
+  assert [tuple(k.shape) for k in tw.kernels] == [(d, d)] * 4 + [(d, 32), (32, d)]
+  assert "norm1.weight" in tw.dropped and "self_attn.in_proj_bias" in tw.dropped
+  # Attention rebuilt from our kernels (and torch's biases) equals torch's.
+  x = torch.randn(2, n, d)
+  with torch.no_grad():
+    want = layer.self_attn(x, x, x, need_weights=False)[0].numpy()
+  sd = {k: v.numpy() for k, v in layer.state_dict().items()}
+  bq, bk, bv = np.split(sd["self_attn.in_proj_bias"], 3)
+  kq, kk, kv, ko = (np.asarray(k, np.float64) for k in tw.kernels[:4])
+  xs = x.numpy().astype(np.float64)
+  split = lambda h: h.reshape(2, n, heads, d // heads).transpose(0, 2, 1, 3)
+  q, k, v = split(xs @ kq + bq), split(xs @ kk + bk), split(xs @ kv + bv)
+  logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads)
+  att = np.exp(logits - logits.max(-1, keepdims=True))
+  att /= att.sum(-1, keepdims=True)
+  out = (att @ v).transpose(0, 2, 1, 3).reshape(2, n, d) @ ko + sd["self_attn.out_proj.bias"]
+  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
+class _Conv1D(torch.nn.Module):
+  """Hugging Face GPT-2's Conv1D: weight stored [in, out], y = x W + b."""
+
+  def __init__(self, n_in, n_out):
+    super().__init__()
+    self.weight = torch.nn.Parameter(torch.randn(n_in, n_out))
+    self.bias = torch.nn.Parameter(torch.zeros(n_out))
+
+  def forward(self, x):
+    return x @ self.weight + self.bias
+
+
+_Conv1D.__name__ = "Conv1D"
+
+
+class _TinyLM(torch.nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.wte = torch.nn.Embedding(50, 12)
+    self.pos_embedding = torch.nn.Parameter(torch.randn(1, 6, 12))
+    self.c_fc = _Conv1D(12, 20)
+    self.head = torch.nn.Linear(20, 50, bias=False)
+
+  def forward(self, tokens):
+    h = self.wte(tokens) + self.pos_embedding[:, : tokens.shape[1]]
+    return self.head(torch.relu(self.c_fc(h)))
+
+
+def test_embeddings_conv1d_and_position_parameters():
+  torch.manual_seed(1)
+  lm = _TinyLM().eval()
+  tw = network.from_torch(lm)
+  assert tw.names == ("wte.weight", "c_fc.weight", "head.weight")
+  assert tw.kinds == ("embedding", "dense", "dense")
+  assert "pos_embedding" in tw.dropped
+  emb, fc, head = (np.asarray(k) for k in tw.kernels)
+  assert emb.shape == (50, 12) and fc.shape == (12, 20) and head.shape == (20, 50)
+  # One-hot tokens through the kernels equal the module's forward.
+  tokens = torch.randint(0, 50, (3, 6))
+  onehot = np.eye(50, dtype=np.float32)[tokens.numpy()]
+  h = onehot @ emb + lm.pos_embedding.detach().numpy()
+  logits = np.maximum(h @ fc, 0) @ head
+  with torch.no_grad():
+    np.testing.assert_allclose(logits, lm(tokens).numpy(), rtol=1e-4, atol=1e-4)
+  # From the bare state dict, the table is still recognised by its name.
+  sd = network.from_torch(lm.state_dict())
+  assert sd.kinds[0] == "embedding" and np.allclose(sd.kernels[0], emb)
