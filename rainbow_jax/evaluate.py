@@ -34,8 +34,6 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
   if jnp.ndim(y) != 1 or len(y) != len(x):
     raise ValueError(f"y: labels of shape {jnp.shape(y)} for {len(x)} inputs; pass [N]"
                      " integer class indices (argmax of one-hot labels).")
-  if not stacked:
-    net.check_variables(variables)
   xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
 
   def count(v):
@@ -66,8 +64,8 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
   ``rainbow-jax compare`` compare, so both give the same numbers."""
   import numpy as np
 
-  if conv not in ("mean", "flatten"):
-    raise ValueError(f"conv must be 'mean' or 'flatten' for per-image representations,"
+  if conv not in CONV_TEXT:
+    raise ValueError(f"conv must be one of {tuple(CONV_TEXT)} for per-image representations,"
                      f" got {conv!r}.")
   net.check_input(x)
   n = len(x)

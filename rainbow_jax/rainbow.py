@@ -67,11 +67,10 @@ from jax import lax
 import numpy as np
 
 from rainbow_jax import _precision
-from rainbow_jax import _axis, _checks
+from rainbow_jax import _axis, _batches, _checks
 from rainbow_jax._linalg import weight_factor as weight_factor
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
-from rainbow_jax import evaluate as _evaluate
 from rainbow_jax import spectra as _spectra
 
 Array = jax.Array
@@ -405,7 +404,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
                        " bias.")
   s = num_samples
   # Padded batches; the padding rows get weight 0 (label −1).
-  xb, yb = _evaluate.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
+  xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
                                   batch_size)
   wb = (yb >= 0).astype(jnp.result_type(x))
   stack = lambda a: jnp.broadcast_to(jnp.asarray(a), (s, *jnp.shape(a)))

@@ -40,12 +40,16 @@ def environment() -> dict:
           "device": str(jax.devices()[0])}
 
 
-def save_results(out_dir: str, results: dict) -> str:
+def save_results(out_dir: str, results: dict, md: list[str] | None = None) -> str:
   """Writes `results` as ``out_dir/results.json`` (the record every command
-  leaves; `environment` says where it ran); returns the path."""
+  leaves; `environment` says where it ran) and, given its lines, the
+  report ``out_dir/report.md``; returns the path of results.json."""
   path = os.path.join(out_dir, "results.json")
   with open(path, "w") as f:
     json.dump(results, f, indent=1)
+  if md is not None:
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+      f.write("\n".join(md) + "\n")
   return path
 
 

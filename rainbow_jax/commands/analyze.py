@@ -221,15 +221,14 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   t_clip, layers = 0.0, []
   for l in range(n_layers):
     label = f"layer {l + 1} {net.names[l]} ({net.kinds[l]}, input d={stats.dims[l]})"
-    arrays = jax.device_get(_layer_arrays(
-        stats, ctx.kernels[0][l], ctx.kernels[1][l] if two else None,
-        None if init_kernels is None else init_kernels[l], l, n_layers))
+    arrays = _layer_arrays(stats, ctx.kernels[0][l], ctx.kernels[1][l] if two else None,
+                           None if init_kernels is None else init_kernels[l], l, n_layers)
     rec = _spectra_of_layer(ctx, arrays, stats, l, label)
     shown = [arrays["ev1"]]
     if two:
       rec.update(_seeds_of_layer(ctx, arrays, l, label))
       shown.append(arrays["ev2"])
-    e1, wvec = jnp.asarray(arrays["e1"]), jnp.asarray(arrays["wvec"])
+    e1, wvec = arrays["e1"], arrays["wvec"]
     ctx.figure(_plots().spectrum(shown, nets.labels[:len(shown)],
                                 title=f"Activation covariance spectrum\n{label}"),
                f"activation_spectrum_layer{l + 1}.png")
@@ -599,7 +598,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                       " layers, else first, middle, last)")
   c.add_argument("--clip-samples", type=int, default=0,
                  help="test images of the clipping sweeps (0: all)")
-  c.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+  c.add_argument("--conv", choices=tuple(evaluate.CONV_TEXT), default="mean",
                  help="conv inputs of the CKA averaged over positions or flattened per image")
   c.add_argument("--cka-samples", type=int, default=2000,
                  help="test images of the layer × layer CKA")

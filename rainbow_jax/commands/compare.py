@@ -105,9 +105,7 @@ def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
     md += ["", f"![{r['measure']}]({r['figure']})", ""]
   results = {"command": "compare", "title": title, "layers": list(layer_names),
              "conv": conv, "comparisons": rows, **(extra or {})}
-  _common.save_results(out, results)
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write("\n".join(md) + "\n")
+  _common.save_results(out, results, md)
   return results
 
 
@@ -124,7 +122,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
   cp.add_argument("--measures", nargs="+", default=list(DEFAULT), choices=MEASURES,
                   help="any of `rainbow_jax.similarity.TABLE`")
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
-  cp.add_argument("--conv", choices=["mean", "flatten"], default="mean",
+  cp.add_argument("--conv", choices=tuple(evaluate.CONV_TEXT), default="mean",
                   help="conv inputs averaged over positions or flattened per image (as analyze)")
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
   cp.set_defaults(run=command)

@@ -77,7 +77,6 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
       row["figure"] = os.path.basename(
           plots.save(ax, os.path.join(out, f"esd_layer{row['layer']}.png")))
   results = {"command": "spectra", "title": title, "layers": rows, **(extra or {})}
-  _common.save_results(out, results)
   md = [f"# {title}", "",
         "Per weight layer: eigenvalues of C = WᵀW/n above the Marchenko–Pastur edge of the"
         " layer's initialisation (learned components), and WeightWatcher's power-law fit of"
@@ -101,8 +100,7 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
     md += [f"- layer {r['layer']} ({r['name']}): {r['fit_warning']}." for r in flagged]
     md.append("")
   md += [f"![layer {r['layer']}]({r['figure']})" for r in rows if "figure" in r]
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write("\n".join(md) + "\n")
+  _common.save_results(out, results, md)
   return results
 
 

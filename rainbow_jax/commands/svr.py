@@ -197,9 +197,7 @@ def write(graphs: list[Chain], names: Sequence[str], out: str, *,
            f"[interactive graph]({os.path.basename(page)})", ""]
     md += [f"![effective filters]({f})" for f in filters] + ([""] if filters else [])
   results = {"command": "svr", "title": title, "chains": chains, **(extra or {})}
-  _common.save_results(out, results)
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write("\n".join(md) + "\n")
+  _common.save_results(out, results, md)
   return results
 
 

@@ -40,8 +40,8 @@ class TorchWeights(NamedTuple):
 # embedding tables and Hugging Face's GPT-2 ``Conv1D``.
 _IN_OUT = {"Embedding": "embedding", "Conv1D": "dense"}
 # Without a module: state-dict prefixes that name embedding tables.
-_EMBED_NAMES = ("embed", "wte", "wpe", "embedding", "embeddings", "tok_embeddings",
-                "word_embeddings", "position_embeddings")
+_EMBED_NAMES = ("embed", "wte", "wpe")
+_EMBED_SUFFIXES = ("_embed", "embedding", "embeddings")
 
 
 def _owners(module: Any) -> dict:
@@ -51,7 +51,7 @@ def _owners(module: Any) -> dict:
 
 def _is_embedding_name(prefix: str) -> bool:
   last = prefix.rsplit(".", 1)[-1].lower()
-  return last in _EMBED_NAMES or last.endswith("_embed") or last.endswith("embedding")
+  return last in _EMBED_NAMES or last.endswith(_EMBED_SUFFIXES)
 
 
 def _numpy(t: Any) -> np.ndarray:

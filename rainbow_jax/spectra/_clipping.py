@@ -13,6 +13,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Float
 
+from rainbow_jax import _batches
 from rainbow_jax import _precision
 from rainbow_jax import _checks
 
@@ -74,14 +75,12 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
   Returns:
     ``[len(ranks)]`` accuracies in percent.
   """
-  from rainbow_jax import evaluate
-
   if not -len(net) <= layer < len(net):
     raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
   ranks = np.asarray(ranks)
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
-  xb, yb = evaluate.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+  xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
   return 100.0 * _clip_counts(net, layer % len(net), variables, basis, jnp.asarray(ranks),
                               xb, yb) / len(x)
 
