@@ -50,7 +50,9 @@ __all__ = ["accuracy", "eval_batches"]
 
 
 CONV_TEXT = {"mean": "averaged over positions (one C-vector per image)",
-             "flatten": "flattened per image (one H·W·C vector per image)"}
+             "flatten": "flattened per image (one H·W·C vector per image)",
+             "cls": "token sequences by their first (class) token, conv maps averaged over"
+                    " positions"}
 """How reports name the convention `representations` used."""
 
 

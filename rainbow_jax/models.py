@@ -1,6 +1,6 @@
 """Flax models: the rainbow tutorial's bias-free MLP and CNN, a
-CIFAR-style ResNet with BatchNorm, and the rainbow paper's learned
-scattering network.
+CIFAR-style ResNet with BatchNorm, the rainbow paper's learned
+scattering network, and a small Vision Transformer.
 
 Architectures (``../shared/seeds/000_…``, PyTorch there):
 
@@ -285,6 +285,77 @@ class ScatteringNet(nn.Module):
                     name=f"dense_{len(self.channels)}")(x)
 
 
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer encoder block (Dosovitskiy et al. 2021):
+  ``x + attention(LayerNorm(x))``, then ``x + mlp_down(gelu(mlp_up(LayerNorm(x))))``.
+
+  Attributes: heads; mlp (hidden width of the MLP).
+  """
+
+  heads: int
+  mlp: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Args: x ``[B, T, d]``. Returns ``[B, T, d]``."""
+    d = x.shape[-1]
+    y = nn.LayerNorm(name="norm_1")(x)
+    x = x + nn.MultiHeadDotProductAttention(self.heads, name="attention")(y, y)
+    y = nn.LayerNorm(name="norm_2")(x)
+    y = nn.gelu(nn.Dense(self.mlp, name="mlp_up")(y))
+    return x + nn.Dense(d, name="mlp_down")(y)
+
+
+class ViT(nn.Module):
+  """A small Vision Transformer (Dosovitskiy et al. 2021) for Fashion-MNIST
+  or CIFAR-sized images: non-overlapping ``patch × patch`` patches embedded
+  by one `PatchConv` (``patch_embed``, kernel ``[p, p, C, width]``), a learned
+  class token and position embedding, `depth` pre-norm `EncoderBlock`\ s, a
+  final LayerNorm and a dense classifier (``head``) on the class token.
+
+  Weight layers per block, in call order: ``attention/query``, ``key``,
+  ``value``, ``out`` (each ``[width, width]`` in the canonical layout, heads
+  as metadata), ``mlp_up`` ``[width, mlp]`` and ``mlp_down``; the residual
+  stream is ``[B, 1 + (H/p)·(W/p), width]``.
+
+  Attributes:
+    patch: patch side (the image sides must be multiples of it).
+    width: token dimension d.
+    depth: encoder blocks.
+    heads: attention heads (must divide width).
+    mlp: MLP hidden width (default 2·width).
+    num_classes: classifier width.
+  """
+
+  patch: int = 7
+  width: int = 64
+  depth: int = 4
+  heads: int = 4
+  mlp: int | None = None
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
+    if x.ndim != 4:
+      raise ValueError(f"ViT expects images [B, H, W, C], got {x.shape}.")
+    if x.shape[1] % self.patch or x.shape[2] % self.patch:
+      raise ValueError(f"ViT: image sides {x.shape[1:3]} are not multiples of patch="
+                       f"{self.patch}; pick a patch size that divides them.")
+    if self.width % self.heads:
+      raise ValueError(f"ViT: heads={self.heads} does not divide width={self.width}.")
+    h = PatchConv(self.width, self.patch, self.patch, name="patch_embed")(x)
+    h = h.reshape(h.shape[0], -1, self.width)
+    cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.width))
+    h = jnp.concatenate([jnp.broadcast_to(cls, (h.shape[0], 1, self.width)), h], axis=1)
+    h = h + self.param("position_embedding", nn.initializers.normal(0.02),
+                       (1, h.shape[1], self.width))
+    for i in range(self.depth):
+      h = EncoderBlock(self.heads, self.mlp or 2 * self.width, name=f"block_{i}")(h)
+    h = nn.LayerNorm(name="norm")(h[:, 0])
+    return nn.Dense(self.num_classes, name="head")(h)
+
+
 def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
          widths: Sequence[int] | None = None, init: str = "torch",
          conv: str = "patches", width: float = 1.0) -> nn.Module:
@@ -293,12 +364,14 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
 
   Args:
     arch: ``'mlp'``, ``'cnn'``, ``'resnet20'`` (`ResNet`; He init, its
-      own, whatever `init` says) or ``'scattering'`` (`ScatteringNet`).
+      own, whatever `init` says), ``'scattering'`` (`ScatteringNet`) or
+      ``'vit'`` (`ViT`: Flax's own initialisers, whatever `init` says).
     input_shape: ``(H, W, C)`` of one image.
     num_classes: number of classes.
     widths: hidden widths (MLP, default ``[512, 256]``), conv channels
       (CNN, default ``[32, 64]``) or learned mixing widths (scattering,
-      default ``[32, 64, 128]``).
+      default ``[32, 64, 128]``), or the ViT's ``[width, depth, heads]``
+      (default ``[64, 4, 4]``; patch 7 for 28×28 images, else 4).
     init: ``'torch'`` (default, as the tutorial) or ``'flax'``.
     conv: CNN convolution implementation (see `CNN`).
     width: ResNet channel multiplier.
@@ -316,8 +389,13 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
   if arch == "scattering":
     widths = [32, 64, 128] if widths is None else list(widths)
     return ScatteringNet(channels=tuple(widths), num_classes=num_classes, initializer=init)
-  raise ValueError(f"arch must be 'mlp', 'cnn', 'resnet20' or 'scattering', got {arch!r}.")
+  if arch == "vit":
+    width, depth, heads = [64, 4, 4] if widths is None else list(widths)
+    return ViT(patch=7 if h % 7 == 0 and w % 7 == 0 else 4, width=width, depth=depth,
+               heads=heads, num_classes=num_classes)
+  raise ValueError(f"arch must be 'mlp', 'cnn', 'resnet20', 'scattering' or 'vit', got"
+                   f" {arch!r}.")
 
 
-__all__ = ["MLP", "CNN", "PatchConv", "ResNet", "ResidualBlock", "ScatteringNet", "make", "kernel_init",
-           "conv_output_size"]
+__all__ = ["MLP", "CNN", "EncoderBlock", "PatchConv", "ResNet", "ResidualBlock", "ScatteringNet",
+           "ViT", "make", "kernel_init", "conv_output_size"]

@@ -68,6 +68,18 @@ def sgd(learning_rate: float = 0.01, momentum: float = 0.9):
   return optax.sgd(learning_rate, momentum=momentum)
 
 
+def adamw(learning_rate: float = 1e-3, *, weight_decay: float = 0.05, warmup_steps: int = 0,
+          total_steps: int | None = None) -> optax.GradientTransformation:
+  """AdamW with a linear warm-up over `warmup_steps` and, given
+  `total_steps`, a cosine decay to 0 by then (the usual ViT recipe)."""
+  if total_steps is None:
+    lr = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+  else:
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                            max(total_steps, warmup_steps + 1))
+  return optax.adamw(lr, weight_decay=weight_decay)
+
+
 def seed_keys(seeds: Sequence[int]) -> Array:
   """``[K]`` typed keys, one per seed, ``jax.random.key(seed)``."""
   return jnp.stack([jax.random.key(int(s)) for s in seeds])
@@ -512,6 +524,6 @@ def select(state_or_params: Any, k: int) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
 
 
-__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "seed_keys", "init",
+__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "adamw", "seed_keys", "init",
            "resolve_stack_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
            "shard_seeds", "to_host"]

@@ -156,12 +156,12 @@ def test_bad_models_get_errors_that_name_the_layer():
   class Shared(nn.Module):
     @nn.compact
     def __call__(self, x):
-      d = nn.Dense(4)
-      return d(d(x))
+      c = nn.Conv(2, (3, 3), padding="SAME")
+      return c(c(x))
 
   x = jnp.ones((2, 4))
-  with pytest.raises(ValueError, match="Dense_0 is called more than once"):
-    network.from_linen(Shared(), Shared().init(jax.random.key(0), x), x)
+  with pytest.raises(ValueError, match="Conv_0 is a convolution called more than once"):
+    network.from_linen(Shared(), Shared().init(jax.random.key(0), X), X)
 
   class Transposed(nn.Module):
     @nn.compact

@@ -18,7 +18,7 @@ def test_multihead_attention_split_into_q_k_v_reproduces_torch():
   tw = network.from_torch(layer)
   assert tw.names[:4] == ("self_attn.in_proj_weight[q]", "self_attn.in_proj_weight[k]",
                           "self_attn.in_proj_weight[v]", "self_attn.out_proj.weight")
-  assert tw.kinds == ("attention",) * 3 + ("dense",) * 3
+  assert tw.kinds == ("attention",) * 4 + ("dense",) * 2
   assert [tuple(k.shape) for k in tw.kernels] == [(d, d)] * 4 + [(d, 32), (32, d)]
   assert "norm1.weight" in tw.dropped and "self_attn.in_proj_bias" in tw.dropped
   # Attention rebuilt from our kernels (and torch's biases) equals torch's.

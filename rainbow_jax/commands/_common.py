@@ -18,7 +18,7 @@ import numpy as np
 
 from rainbow_jax import network
 
-ARCHS = ("mlp", "cnn", "resnet20", "scattering")
+ARCHS = ("mlp", "cnn", "resnet20", "scattering", "vit")
 """Architectures the commands train (`rainbow_jax.models.make`)."""
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
@@ -206,14 +206,38 @@ def load_data(name: str, data_dir: str | None):
                    normalize="tutorial" if name == "cifar10" else True)
 
 
-def optimizer(args):
-  """The optimiser of --optimizer: the tutorial's SGD or Adam."""
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def optimizer_args(c) -> None:
+  """--optimizer, --lr, --momentum, --weight-decay of a command that trains."""
+  c.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                 help="default: adamw for --arch vit (warm-up over the first tenth of the"
+                      " steps, cosine decay), else sgd")
+  c.add_argument("--lr", type=float, default=None,
+                 help="default: 0.01 for sgd, 0.001 for adam and adamw")
+  c.add_argument("--momentum", type=float, default=0.9)
+  c.add_argument("--weight-decay", type=float, default=0.05, help="adamw's")
+
+
+def optimizer(args, num_examples: int, batch_size: int = 128):
+  """The optimiser of --optimizer for `args.epochs` epochs over
+  `num_examples`, and a line describing it: the tutorial's SGD, Adam, or
+  AdamW with warm-up and cosine decay (the default for the ViT)."""
   import optax
 
   from rainbow_jax import train
-  if args.optimizer == "sgd":
-    return train.sgd(args.lr, args.momentum)
-  return optax.adam(args.lr)
+  name = args.optimizer or ("adamw" if getattr(args, "arch", None) == "vit" else "sgd")
+  lr = args.lr if args.lr is not None else (0.01 if name == "sgd" else 1e-3)
+  if name == "sgd":
+    return train.sgd(lr, args.momentum), f"SGD (lr {lr}, momentum {args.momentum})"
+  if name == "adam":
+    return optax.adam(lr), f"Adam (lr {lr})"
+  steps = max(1, args.epochs) * -(-num_examples // batch_size)
+  return (train.adamw(lr, weight_decay=args.weight_decay, warmup_steps=steps // 10,
+                      total_steps=steps),
+          f"AdamW (lr {lr}, weight decay {args.weight_decay}, warm-up {steps // 10} steps,"
+          " cosine decay)")
 
 
 def init_law(args):
@@ -243,7 +267,6 @@ class Loaded(NamedTuple):
 def networks(args, seeds: int = 1) -> Loaded:
   """The networks of --model/--checkpoint (every network the checkpoints
   hold), or `seeds` seeds of --arch trained here from --seed."""
-  from flax import linen as nn
 
   from rainbow_jax import models, train
 
@@ -261,13 +284,20 @@ def networks(args, seeds: int = 1) -> Loaded:
   state, hist = train.fit(model, x, ds.y_train, ds.x_test, ds.y_test, seeds=ids,
                           epochs=args.epochs)
   variables = [train.select(state.variables, i) for i in range(len(ids))]
-  law = "torch" if args.arch != "resnet20" else nn.initializers.he_normal()
+  law = arch_law(args.arch)
   acc = (", test accuracy " + " / ".join(f"{a:.2f}" for a in hist.test_accuracy[-1]) + " %"
          if args.epochs else "")
   what = (f"{args.arch.upper()} seed{'s' if seeds > 1 else ''}"
           f" {', '.join(map(str, ids))} trained {args.epochs} epoch(s) on {name}{acc}")
   return Loaded(name, ds, network.from_linen(model, variables[0], x[:2]), variables,
                  [f"seed {i}" for i in ids], what, law)
+
+
+def arch_law(arch: str):
+  """The initialiser of a built-in architecture (`spectra.layer_law`'s
+  `init`): He for the ResNet, Flax's for the ViT, PyTorch's otherwise."""
+  from flax import linen as nn
+  return {"resnet20": nn.initializers.he_normal(), "vit": "flax"}.get(arch, "torch")
 
 
 def network_arguments(sub, name: str, *, help: str, dataset_help: str, checkpoint_help: str,

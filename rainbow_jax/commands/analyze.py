@@ -590,9 +590,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
   c.add_argument("--init", default=None,
                  help="the initialiser of --model for the Marchenko–Pastur law:"
                       " flax (default) | torch | a variance")
-  c.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-  c.add_argument("--lr", type=float, default=0.01)
-  c.add_argument("--momentum", type=float, default=0.9)
+  _common.optimizer_args(c)
   c.add_argument("--clip-layers", type=int, nargs="+", default=None,
                  help="layers (1-based) with clipping curves (default: all up to 6 weight"
                       " layers, else first, middle, last)")
@@ -622,7 +620,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def command(args) -> dict:
   """Trains K seeds (or reads a user's model and checkpoints), then every
   analysis that applies; writes results.json, report.md/html, figures."""
-  from flax import linen as nn
 
   from rainbow_jax import models, network, train
 
@@ -645,7 +642,7 @@ def command(args) -> dict:
     model = models.make(args.arch, ds.x_train.shape[1:], ds.num_classes,
                         widths=args.widths, init="torch", width=args.width)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    tx = _common.optimizer(args)
+    tx, opt = _common.optimizer(args, len(x))
     t0 = time.perf_counter()
     init_vars = train.select(train.init(model, tx, seeds, x.shape[1:]).variables, 0)
     state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds,
@@ -654,18 +651,22 @@ def command(args) -> dict:
     variables = [train.select(state.variables, k) for k in range(len(seeds))]
     net = network.from_linen(model, variables[0], x[:2])
     resnet = args.arch == "resnet20"
-    law = nn.initializers.he_normal() if resnet else "torch"
-    opt = (f"SGD (lr {args.lr}, momentum {args.momentum})" if args.optimizer == "sgd"
-           else f"Adam (lr {args.lr})")
-    if not resnet:
+    law = _common.arch_law(args.arch)
+    if args.arch == "vit":
+      extra["vit"] = {k: int(getattr(model, k)) for k in ("patch", "width", "depth", "heads")}
+    elif not resnet:
       extra["widths"] = [int(w) for w in (model.dims[1:-1] if args.arch == "mlp" else
                          model.channels[1:] if args.arch == "cnn" else model.channels)]
     shape = ([int(model.dims[0])] + extra["widths"] + [int(model.dims[-1])]
              if args.arch == "mlp" else extra.get("widths"))
-    desc = (f"{args.arch.upper()} "
-            + (f"width ×{args.width}" if resnet else
-               f"{'dims' if args.arch == 'mlp' else 'channels'} {shape}")
-            + f", seeds {seeds}, {'He' if resnet else 'PyTorch-default'} init, trained"
+    if args.arch == "vit":
+      arch_text = ", ".join(f"{k} {v}" for k, v in extra["vit"].items())
+    elif resnet:
+      arch_text = f"width ×{args.width}"
+    else:
+      arch_text = f"{'dims' if args.arch == 'mlp' else 'channels'} {shape}"
+    init_text = {"resnet20": "He", "vit": "Flax-default"}.get(args.arch, "PyTorch-default")
+    desc = (f"{args.arch.upper()} {arch_text}, seeds {seeds}, {init_text} init, trained"
               f" {args.epochs} epoch(s) with {opt}, batch 128, each its own data order")
     nets = Networks(net, variables, [f"seed {s}" for s in seeds], init_vars, law,
                             args.arch.upper(), desc, hist)

@@ -22,14 +22,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
   t.add_argument("--arch", default="mlp", choices=_common.ARCHS)
   t.add_argument("--widths", type=int, nargs="+", default=None)
   t.add_argument("--width", type=float, default=1.0, help="resnet20 channel multiplier")
-  t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
   t.add_argument("--init", default="torch", choices=["torch", "flax"])
   t.add_argument("--seeds", type=int, default=4, help="number of seeds K")
   t.add_argument("--seed", type=int, default=0, help="first seed")
   t.add_argument("--epochs", type=int, default=5)
   t.add_argument("--batch-size", type=int, default=128)
-  t.add_argument("--lr", type=float, default=0.01)
-  t.add_argument("--momentum", type=float, default=0.9)
+  _common.optimizer_args(t)
   t.add_argument("--shared-order", action="store_true",
                  help="all seeds see the same data order")
   t.add_argument("--max-samples", type=int, default=0, help="0: all")
@@ -70,7 +68,8 @@ def command(args) -> dict:
   t0 = time.perf_counter()
   state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds,
                           epochs=args.epochs, batch_size=args.batch_size,
-                          tx=_common.optimizer(args), shared_order=args.shared_order,
+                          tx=_common.optimizer(args, len(x), args.batch_size)[0],
+                          shared_order=args.shared_order,
                           checkpoint_dir=args.checkpoint_dir, devices=devices)
   seconds = time.perf_counter() - t0
   acc = (hist.test_accuracy[-1] if len(hist.test_accuracy) else  # --epochs 0: at init

@@ -70,7 +70,7 @@ def _init_from_shapes(shapes, *, cross, names, dtype) -> Moments:
   feats = _as_list(shapes)
   names = _default_names(names, len(feats))
   for f, name in zip(feats, names):
-    _checks.check_rank(f, (2, 4), name)
+    _checks.check_min_rank(f, 2, name)
     _checks.check_floating(f, name)
   return init([f.shape[-1] for f in feats], cross=cross, names=names,
               dtype=dtype)

@@ -141,13 +141,15 @@ def fold(x: Array, name: str = "features") -> Array:
 
   ``[B, C]`` is returned as is; ``[B, H, W, C]`` (NHWC) becomes
   ``[B·H·W, C]``, spatial positions counted as samples (row-major, so the
-  rows of one example are contiguous).
+  rows of one example are contiguous); a token sequence ``[B, T, d]``
+  becomes ``[B·T, d]``, tokens counted as samples (any number of position
+  axes folds the same way).
 
   Raises:
-    ValueError: on a rank other than 2 or 4.
+    ValueError: on a rank below 2.
     TypeError: on a non-floating dtype.
   """
-  _checks.check_rank(x, (2, 4), name, "([samples, features] or NHWC)")
+  _checks.check_min_rank(x, 2, name, "([samples, features], NHWC or [B, T, d])")
   _checks.check_floating(x, name)
   return x.reshape(-1, x.shape[-1])
 
@@ -199,12 +201,14 @@ def _fold_all(state: Moments, features, mask):
           f"{name}: expected {d} features, got shape {tuple(x.shape)}."
       )
     if mask is not None:
-      if x.shape[0] != mask.shape[0]:
+      if mask.ndim >= x.ndim or x.shape[:mask.ndim] != mask.shape:
         raise ValueError(
-            f"{name}: batch of {x.shape[0]} examples but mask of shape"
-            f" {tuple(mask.shape)}."
+            f"{name}: features of shape {tuple(x.shape)} but mask of shape"
+            f" {tuple(mask.shape)}; pass a mask [B] per example or, for token"
+            " sequences, [B, T] per token."
         )
-      w = jnp.repeat(mask.astype(xf.dtype), math.prod(x.shape[1:-1]))
+      w = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - 1 - mask.ndim)),
+                           x.shape[:-1]).astype(xf.dtype).reshape(-1)
     else:
       w = None
     folded.append(xf)
@@ -252,10 +256,12 @@ def update(
 
   Args:
     state: the statistics so far.
-    features: one array per map, each ``[B, d_i]`` or ``[B, H, W, d_i]``
-      (a single array when the state has one map).
+    features: one array per map, each ``[B, d_i]``, ``[B, H, W, d_i]`` or
+      a token sequence ``[B, T, d_i]`` (a single array when the state has
+      one map); positions and tokens count as samples (`fold`).
     mask: optional ``[B]`` bool; examples where it is False are ignored
-      (used to pad a ragged last batch to the compiled shape).
+      (used to pad a ragged last batch to the compiled shape). For token
+      sequences it may be ``[B, T]``: padding tokens (False) are ignored.
 
   Returns:
     The updated statistics. Pure and jittable; non-finite inputs are recorded

@@ -27,11 +27,26 @@ class Layer(NamedTuple):
   Attributes:
     name: its parameter path joined by ``/`` (e.g. ``'block_1/Conv_0'``).
     path: the path of its parameter dict (keys into the params tree).
-    kind: ``'dense'`` or ``'conv'``.
-    kernel_shape: canonical (Flax) kernel shape.
+    kind: ``'dense'``, ``'conv'``, ``'embedding'`` (a table read by token ids:
+      a dense layer whose input is the one-hot tokens) or ``'attention'`` (a
+      query, key, value or output projection, a dense layer whose heads are
+      in `heads`).
+    kernel_shape: canonical kernel shape (``[in, out]`` or
+      ``[*window, C_in, C_out]``), what `Network.kernels` returns.
     bias: whether it has a bias.
-    input_shape: shape of its input in the discovery pass (batch of the
-      example input first).
+    input_shape: shape of its canonical input in the discovery pass (batch
+      of the example input first; a token sequence ``[B, T, d]``).
+    param: the name of its weight array (``'kernel'``; ``'embedding'`` for
+      an embedding table).
+    stored_shape: the shape of that array in the variables (a projection
+      ``[d, heads, head_dim]`` is the canonical ``[d, heads·head_dim]``; a
+      grouped conv's ``[*window, C_in/groups, C_out]``).
+    heads: the number of attention heads of a projection: the canonical
+      matrix's outputs (q, k, v) or inputs (output projection) are ``heads``
+      blocks of ``head_dim`` in head order; None for other layers.
+    groups: feature groups of a convolution (1: a plain one).
+    calls: how many times the forward pass calls the layer (shared weights):
+      its inputs from every call are samples of one layer.
   """
 
   name: str
@@ -40,6 +55,70 @@ class Layer(NamedTuple):
   kernel_shape: tuple
   bias: bool
   input_shape: tuple
+  param: str = "kernel"
+  stored_shape: tuple = ()
+  heads: int | None = None
+  groups: int = 1
+  calls: int = 1
+
+
+class _Reader(NamedTuple):
+  """How an adapter reads one weight layer's call (built from the module).
+
+  kind: as `Layer.kind`; param: the weight array's name; in_axes: trailing
+  input axes contracted with the kernel (their product is the canonical
+  fan-in); heads: as `Layer.heads`; groups: feature groups of a conv;
+  vocab: an embedding's number of rows (its input ids become one-hot rows).
+  """
+
+  kind: str
+  param: str = "kernel"
+  in_axes: int = 1
+  heads: int | None = None
+  groups: int = 1
+  vocab: int = 0
+
+  def canonical_input(self, h: Array) -> Array:
+    if self.vocab:
+      return jax.nn.one_hot(h, self.vocab, dtype=jnp.float32)
+    if self.in_axes > 1:
+      return h.reshape(*h.shape[:-self.in_axes], -1)
+    return h
+
+
+def general_reader(name: str, cls: str, axis: Any, features: Any, batched: bool, ndim: int,
+                   attention: bool) -> _Reader:
+  """The reader of a DenseGeneral / LinearGeneral layer: a plain matrix
+  product when it contracts trailing input axes (``axis``) into any
+  features; an attention projection (`Layer.heads`) when it sits in an
+  attention module (q, k, v: features ``(heads, head_dim)``; output:
+  input axes ``(heads, head_dim)``)."""
+  axes = tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else tuple(axis)))
+  feats = (features,) if isinstance(features, int) else tuple(features)
+  if batched or axes != tuple(range(ndim - len(axes), ndim)):
+    raise ValueError(f"layer {name}: {cls} with axis={axis}, batch dims={batched} on an"
+                     f" input of {ndim} dimensions is not a plain matrix product; only"
+                     " products over the trailing input axes without batch dims are"
+                     " supported.")
+  heads = feats[0] if attention and len(feats) == 2 else None  # an output projection's: _build
+  return _Reader("attention" if attention else "dense", in_axes=len(axes), heads=heads)
+
+
+def tapped_call(tap: "_Tap", reader: _Reader, h: Array, call: Callable[[Array], Array],
+                table: Callable[[], Array] | None = None) -> Array:
+  """One weight-layer call through `tap`: its canonical input is recorded
+  (and edited), its output passes `tap.post`. `call` is the layer's own
+  forward pass on an input of the form it was given; `table` returns an
+  embedding's table (its output from edited one-hot rows is rows @ table)."""
+  c = reader.canonical_input(h)
+  edited = tap(c)
+  if edited is c:
+    y = call(h)
+  elif reader.vocab:
+    y = jnp.matmul(edited, table(), precision=jax.lax.Precision.HIGHEST)
+  else:
+    y = call(edited.reshape(h.shape))
+  return tap.post(y)
 
 
 class _Stop(Exception):
@@ -51,31 +130,48 @@ class _Tap:
   order.
 
   At weight layer j: ``edits[j]`` replaces its input, the input is recorded
-  (when `stop` is set) and the pass stops after layer `stop`'s input;
-  ``outs[j]`` replaces its output. At every BatchNorm: inference mode from
-  its running statistics, or, with ``row_weights`` given, normalisation by
-  the statistics of the current batch (rows weighted, padding weight 0),
-  recorded in ``stats`` — what re-estimating the statistics needs.
+  (when `stop` is set) and the pass stops once layer `stop`'s input is in;
+  ``outs[j]`` replaces its output. `calls` maps the forward pass's weight-layer
+  calls to layer indices (None: call i is layer i); a layer called several
+  times (shared weights) is edited at every call, and its recorded input is
+  its calls' inputs stacked on axis 1 (``[B, calls, …]``). At every BatchNorm:
+  inference mode from its running statistics, or, with ``row_weights`` given,
+  normalisation by the statistics of the current batch (rows weighted,
+  padding weight 0), recorded in ``stats`` — what re-estimating the
+  statistics needs.
   """
 
-  def __init__(self, edits=None, stop=None, outs=None, row_weights=None):
+  def __init__(self, edits=None, stop=None, outs=None, row_weights=None, calls=None):
     self.edits, self.stop, self.outs = edits or {}, stop, outs or {}
-    self.row_weights = row_weights
-    self.count, self.captured, self.stats = 0, [], []
+    self.row_weights, self.calls = row_weights, calls
+    self.count, self.current, self.stats = 0, None, []
+    self._inputs: dict = {}
+    self._last = None
+    if stop is not None:
+      self._last = stop if calls is None else max(
+          c for c, j in enumerate(calls) if j <= stop)
 
   def __call__(self, h):
-    j = self.count
+    c = self.count
     self.count += 1
+    j = c if self.calls is None else self.calls[c]
+    self.current = j
     if j in self.edits:
       h = self.edits[j](h)
-    if self.stop is not None:
-      self.captured.append(h)
-      if j >= self.stop:
+    if self._last is not None:
+      self._inputs.setdefault(j, []).append(h)
+      if c >= self._last:
         raise _Stop
     return h
 
+  @property
+  def captured(self) -> list:
+    """The recorded inputs of layers 0…stop, in layer order."""
+    return [v[0] if len(v) == 1 else jnp.stack(v, axis=1)
+            for j, v in sorted(self._inputs.items()) if j <= self.stop]
+
   def post(self, y):
-    j = self.count - 1
+    j = self.current
     return self.outs[j](y) if j in self.outs else y
 
   def norm(self, x, mean, var, scale, bias, axis, epsilon, dtype):
@@ -143,6 +239,9 @@ class Network:
   """Per-example shape of the batch the network was built from."""
   _leaves: tuple = dataclasses.field(default=(), repr=False)
   """``(path, shape)`` of every array of the variables it was built from."""
+  _calls: tuple | None = dataclasses.field(default=None, repr=False)
+  """The layer index of each weight-layer call of the forward pass, where a
+  layer is called more than once (None: call i is layer i)."""
   precision: str = "float32"
   """Matmul precision of the model's forward pass (`rainbow_jax._precision`):
   ``"float32"`` (float32-exact on every device, the default),
@@ -152,6 +251,9 @@ class Network:
   def with_precision(self, precision: str) -> "Network":
     """The same network, its forward pass run at `precision`."""
     return dataclasses.replace(self, precision=_precision.check_forward(precision))
+
+  def _tap(self, **kwargs) -> "_Tap":
+    return _Tap(calls=self._calls, **kwargs)
 
   def _forward(self, variables: Any, x: Array, tap: "_Tap") -> Any:
     self._check_call(variables, x)
@@ -221,14 +323,17 @@ class Network:
     return layer % len(self.layers)
 
   def kernels(self, variables: Any) -> list[Array]:
-    """The weight layers' kernels in call order, canonical layout."""
+    """The weight layers' kernels in call order, canonical layout
+    (`Layer.kernel_shape`: an attention projection as its ``[d_model,
+    heads·head_dim]`` matrix, an embedding table ``[vocab, d]``, a grouped
+    conv as the block-diagonal kernel of the same operator)."""
     root = self._root(variables)
-    return [_get(root, l.path)["kernel"] for l in self.layers]
+    return [_canonical(l, _get(root, l.path)[l.param]) for l in self.layers]
 
   def biases(self, variables: Any) -> list[Array | None]:
     """The weight layers' biases ``[out]`` (None where a layer has none)."""
     root = self._root(variables)
-    return [_get(root, l.path)["bias"] if l.bias else None for l in self.layers]
+    return [_get(root, l.path)["bias"].reshape(-1) if l.bias else None for l in self.layers]
 
   def with_kernels(self, variables: Any, kernels: Mapping[int, Array] | Sequence[Array],
                    biases: Mapping[int, Array] | None = None) -> Any:
@@ -237,8 +342,9 @@ class Network:
     Args:
       variables: the model's variables.
       kernels: all kernels in call order, or ``{layer index: kernel}``;
-        shapes must equal the current ones.
-      biases: optional ``{layer index: bias}``.
+        canonical shapes (`Layer.kernel_shape`). A grouped conv keeps only
+        the entries inside its groups (its operator cannot hold others).
+      biases: optional ``{layer index: bias}``, ``[out]``.
 
     Returns:
       Variables of the same structure (nothing else changes).
@@ -255,11 +361,15 @@ class Network:
         layer = self.layers[self._index(j)]
         if key == "bias" and not layer.bias:
           raise ValueError(f"layer {layer.name} has no bias.")
-        old = _get(root, layer.path)[key]
-        if jnp.shape(value) != jnp.shape(old):
+        param = layer.param if key == "kernel" else "bias"
+        old = _get(root, layer.path)[param]
+        want = layer.kernel_shape if key == "kernel" else (int(np.prod(np.shape(old))),)
+        if jnp.shape(value) != tuple(want):
           raise ValueError(f"{layer.name}: {key} of shape {jnp.shape(value)}, expected"
-                           f" {jnp.shape(old)} (canonical Flax layout).")
-        root = _set(root, layer.path, key, jnp.asarray(value, jnp.result_type(old)))
+                           f" {tuple(want)} (canonical layout).")
+        value = jnp.asarray(value, jnp.result_type(old))
+        value = _stored(layer, value) if key == "kernel" else value.reshape(jnp.shape(old))
+        root = _set(root, layer.path, param, value)
     return self._with_root(variables, root)
 
   def apply(self, variables: Any, x: Array, *,
@@ -271,7 +381,7 @@ class Network:
     edited one do not depend on the mapped axis and run once.
     """
     edits = {self._index(j): f for j, f in (edits or {}).items()}
-    return self._forward(variables, x, _Tap(edits))
+    return self._forward(variables, x, self._tap(edits=edits))
 
   __call__ = apply
 
@@ -282,7 +392,7 @@ class Network:
     layer j's input is computed."""
     if upto is not None:
       upto = self._index(upto)
-    tap = _Tap(stop=len(self.layers) - 1 if upto is None else upto)
+    tap = self._tap(stop=len(self.layers) - 1 if upto is None else upto)
     self._forward(variables, x, tap)
     return tap.captured
 
@@ -305,7 +415,7 @@ class Network:
       # s_j: an input then depends on s_j only through paths that avoid
       # weight layers.
       outs = {j: (lambda y, j=j: jnp.full(y.shape, s[j], y.dtype)) for j in range(n)}
-      tap = _Tap(stop=n - 1, outs=outs)
+      tap = self._tap(stop=n - 1, outs=outs)
       self._forward(variables, x, tap)
       return tap.captured
 
@@ -412,7 +522,7 @@ def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
   wb = (yb >= 0).astype(jnp.float32)
 
   def one(xw):
-    tap = _Tap(stop=stop, row_weights=xw[1])
+    tap = net._tap(stop=stop, row_weights=xw[1])
     net._forward(variables, xw[0], tap)
     return tap.stats
 
@@ -426,35 +536,96 @@ def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
   return net._with_stats(variables, new)
 
 
+def _group_index(layer: Layer) -> tuple[Array, Array]:
+  """For a grouped conv: per canonical input channel, its index in the
+  stored kernel's group; per (input, output) channel, whether they share a
+  group."""
+  c_in, c_out = layer.kernel_shape[-2:]
+  per_in, per_out = c_in // layer.groups, c_out // layer.groups
+  c = np.arange(c_in)
+  same = (c // per_in)[:, None] == (np.arange(c_out) // per_out)[None, :]
+  return c % per_in, same
+
+
+def _canonical(layer: Layer, w: Array) -> Array:
+  """A stored weight array in the canonical layout (`Layer.kernel_shape`)."""
+  if layer.groups > 1:
+    idx, same = _group_index(layer)
+    return jnp.where(same, jnp.take(w, idx, axis=-2), 0).astype(w.dtype)
+  return w.reshape(layer.kernel_shape)
+
+
+def _stored(layer: Layer, w: Array) -> Array:
+  """A canonical kernel in the layout of the variables (`_canonical`'s
+  inverse; a grouped conv keeps the entries inside its groups)."""
+  if layer.groups > 1:
+    c_out = layer.kernel_shape[-1]
+    per_in = layer.kernel_shape[-2] // layer.groups
+    first = (np.arange(c_out) // (c_out // layer.groups)) * per_in  # group start per output
+    rows = first[None, :] + np.arange(per_in)[:, None]  # [per_in, C_out]
+    return jnp.take_along_axis(w, jnp.asarray(rows).reshape(
+        (1,) * (w.ndim - 2) + rows.shape), axis=-2)
+  return w.reshape(layer.stored_shape)
+
+
+def _canonical_shape(reader: _Reader, stored: tuple) -> tuple:
+  if reader.groups > 1:
+    return (*stored[:-2], stored[-2] * reader.groups, stored[-1])
+  if reader.kind == "conv":
+    return stored
+  return (int(np.prod(stored[:reader.in_axes])), int(np.prod(stored[reader.in_axes:])))
+
+
 def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
   """`norm_paths`: per BatchNorm in call order, (its module path, the path of
   its ``mean``/``var`` dict in the variables)."""
   if not found:
     raise ValueError("the model has no weight layer that rainbow_jax can analyse"
-                     " (Dense, Conv, plain DenseGeneral; NNX Linear, Conv).")
-  layers, seen = [], set()
-  for path, kind, in_shape in found:
+                     " (Dense, DenseGeneral, Conv, Embed; NNX Linear, LinearGeneral, Conv,"
+                     " Embed).")
+  order: dict = {}  # path -> layer index, in the order of first calls
+  for path, reader, in_shape in found:
+    order.setdefault(path, len(order))
+  calls = [order[path] for path, _, _ in found]
+  layers, first = [], {}
+  for path, reader, in_shape in found:
+    j = order[path]
     name = "/".join(str(p) for p in path)
-    if path in seen:
-      raise ValueError(f"layer {name} is called more than once in the forward pass (shared"
-                       " weights); rainbow_jax needs each weight layer called once.")
-    seen.add(path)
+    if j < len(layers):  # a later call of a shared layer
+      if reader.kind == "conv":
+        raise ValueError(f"layer {name} is a convolution called more than once in the forward"
+                         " pass (shared weights); only dense layers, projections and"
+                         " embeddings may be shared.")
+      if in_shape != first[j]:
+        raise ValueError(f"layer {name} is called more than once with inputs of different"
+                         f" shapes ({first[j]} and {in_shape}); a shared layer needs one"
+                         " input shape.")
+      n = layers[j].calls + 1
+      layers[j] = layers[j]._replace(calls=n, input_shape=(in_shape[0], n, *in_shape[1:]))
+      continue
+    first[j] = in_shape
     p = _get(params, path)
-    layers.append(Layer(name, path, kind, tuple(np.shape(p["kernel"])), "bias" in p,
-                        in_shape))
-  covered = {(*l.path, k) for l in layers for k in ("kernel", "bias")}
+    stored = tuple(np.shape(p[reader.param]))
+    heads = reader.heads
+    if reader.kind == "attention" and heads is None and reader.in_axes == 2:
+      heads = stored[0]  # an output projection reads [heads, head_dim]
+    layers.append(Layer(name, path, reader.kind, _canonical_shape(reader, stored), "bias" in p,
+                        in_shape, reader.param, stored, heads, reader.groups))
+  covered = {(*l.path, k) for l in layers for k in (l.param, "bias")}
   leftover = [
       "/".join(str(getattr(k, "key", k)) for k in kp)
       for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
       if np.ndim(leaf) >= 2
       and tuple(getattr(k, "key", getattr(k, "name", k)) for k in kp) not in covered]
   if leftover:
-    warnings.warn(f"parameters {leftover} belong to no Dense/Conv layer called in the forward"
-                  " pass; the analyses ignore them.", stacklevel=3)
+    warnings.warn(f"parameters {leftover} belong to no weight layer called in the forward"
+                  " pass (position embeddings, class tokens, …); the analyses ignore them.",
+                  stacklevel=3)
   names = tuple("/".join(str(k) for k in name) for name, _ in norm_paths)
   return Network(tuple(layers), names, run, root, with_root,
                  tuple(tuple(path) for _, path in norm_paths),
-                 tuple(getattr(x, "shape", np.shape(x)))[1:], tuple(_leaf_shapes(params)))
+                 tuple(getattr(x, "shape", np.shape(x)))[1:], tuple(_leaf_shapes(params)),
+                 tuple(calls) if calls != list(range(len(calls))) else None)
 
 
 def _leaf_shapes(tree: Any) -> list[tuple[str, tuple]]:

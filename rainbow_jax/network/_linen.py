@@ -7,38 +7,43 @@ from typing import Any
 
 import jax
 
-from rainbow_jax.network._core import (Network, _Stop, _Tap, _as_variables, _build)
+import numpy as np
+
+from rainbow_jax.network._core import (Network, _Reader, _Stop, _Tap, _as_variables, _build,
+                                       general_reader, tapped_call)
 
 Array = jax.Array
 
 
-def _linen_kind(mod: Any) -> str | None:
-  """``'dense'`` / ``'conv'`` for a supported weight layer, None if not a
-  weight layer; raises for a weight layer we cannot read as a matrix."""
+def _linen_reader(mod: Any, h: Any) -> _Reader | None:
+  """How to read linen module `mod` called on `h` as a weight layer; None if
+  it is not one; raises for a weight layer we cannot read as a matrix."""
   import flax.linen as nn
 
   from rainbow_jax import models
+  name = "/".join(mod.scope.path)
   if isinstance(mod, nn.Dense):
-    return "dense"
+    return _Reader("dense")
   if isinstance(mod, models.PatchConv):
-    return "conv"
-  if isinstance(mod, nn.Conv):
-    if mod.feature_group_count != 1:
-      raise ValueError(f"layer {'/'.join(mod.scope.path)}: grouped/depthwise convolutions"
-                       " (feature_group_count > 1) are not supported.")
-    return "conv"
+    return _Reader("conv")
+  if isinstance(mod, nn.Conv) and not isinstance(mod, (nn.ConvTranspose, nn.ConvLocal)):
+    return _Reader("conv", groups=mod.feature_group_count)
   if isinstance(mod, nn.DenseGeneral):
-    axis = mod.axis if isinstance(mod.axis, tuple) else (mod.axis,)
-    if axis not in ((-1,),) or not isinstance(mod.features, int) or mod.batch_dims:
-      raise ValueError(f"layer {'/'.join(mod.scope.path)}: DenseGeneral with axis={mod.axis},"
-                       f" features={mod.features}, batch_dims={mod.batch_dims} is not a plain"
-                       " matrix product; only axis=-1 with integer features is supported.")
-    return "dense"
-  if isinstance(mod, (nn.ConvTranspose, nn.ConvLocal, nn.Embed, nn.Einsum)):
-    raise ValueError(f"layer {'/'.join(mod.scope.path)} ({type(mod).__name__}) is a weight"
-                     " layer rainbow_jax cannot analyse (supported: Dense, Conv, plain"
-                     " DenseGeneral).")
+    return general_reader(name, "DenseGeneral", mod.axis, mod.features, bool(mod.batch_dims),
+                          np.ndim(h), _in_attention(mod))
+  if isinstance(mod, nn.Embed):
+    return _Reader("embedding", param="embedding", vocab=mod.num_embeddings)
+  if isinstance(mod, (nn.ConvTranspose, nn.ConvLocal, nn.Einsum)):
+    raise ValueError(f"layer {name} ({type(mod).__name__}) is a weight layer rainbow_jax"
+                     " cannot analyse yet (supported: Dense, DenseGeneral, Conv with any"
+                     " feature groups, Embed); remove it from the model or analyse the"
+                     " layers before it.")
   return None
+
+
+def _in_attention(mod: Any) -> bool:
+  import flax.linen as nn
+  return isinstance(getattr(mod, "parent", None), nn.MultiHeadDotProductAttention)
 
 
 def _linen_bn(mod: Any, x: Array, tap: _Tap) -> Array:
@@ -67,8 +72,8 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
     The `Network`; its functions take variables of the same form.
 
   Raises:
-    ValueError: no weight layer, a weight layer called twice (shared
-      weights), or a layer type that cannot be analysed (named).
+    ValueError: no weight layer, or a layer type that cannot be analysed
+      (named).
   """
   import flax.linen as nn
 
@@ -83,9 +88,11 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
         return next_fun(*args, **kw)
       if isinstance(mod, nn.BatchNorm):
         return _linen_bn(mod, args[0], tap)
-      if _linen_kind(mod) is None:
+      reader = _linen_reader(mod, args[0])
+      if reader is None:
         return next_fun(*args, **kw)
-      return tap.post(next_fun(tap(args[0]), *args[1:], **kw))
+      return tapped_call(tap, reader, args[0], lambda h: next_fun(h, *args[1:], **kw),
+                         lambda: mod.embedding)
 
     try:
       with nn.intercept_methods(interceptor):
@@ -110,9 +117,10 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
         norms.append(tuple(mod.scope.path))
         return _linen_bn(mod, args[0], _Tap())
       else:
-        kind = _linen_kind(mod)
-        if kind is not None:
-          found.append((tuple(mod.scope.path), kind, tuple(args[0].shape)))
+        reader = _linen_reader(mod, args[0])
+        if reader is not None:
+          found.append((tuple(mod.scope.path), reader,
+                        tuple(reader.canonical_input(args[0]).shape)))
     return next_fun(*args, **kw)
 
   vs = _as_variables(variables)

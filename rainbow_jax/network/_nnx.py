@@ -6,7 +6,8 @@ from typing import Any
 
 import jax
 
-from rainbow_jax.network._core import (Network, _Stop, _Tap, _build)
+from rainbow_jax.network._core import (Network, _Reader, _Stop, _Tap, _build, general_reader,
+                                       tapped_call)
 
 Array = jax.Array
 
@@ -32,18 +33,32 @@ def _nnx_wrapper(cls):
   return _NNX_WRAPPERS[cls]
 
 
-def _nnx_kind(mod: Any, name: str) -> str | None:
+_WEIGHT_TYPES = ("Linear", "LinearGeneral", "Conv", "Embed")
+
+
+def _nnx_reader(mod: Any, name: str, parent: Any, h: Any) -> _Reader:
+  """How to read NNX weight layer `mod` called on `h`; raises for one we
+  cannot read as a matrix."""
   from flax import nnx
-  if isinstance(mod, nnx.Linear):
-    return "dense"
+  if isinstance(mod, nnx.LinearGeneral):
+    return general_reader(name, "LinearGeneral", mod.axis, mod.out_features,
+                          bool(mod.batch_axis), h.ndim,
+                          isinstance(parent, nnx.MultiHeadAttention))
+  if isinstance(mod, nnx.Embed):
+    return _Reader("embedding", param="embedding", vocab=mod.num_embeddings)
   if isinstance(mod, nnx.Conv):
-    if mod.feature_group_count != 1:
-      raise ValueError(f"layer {name}: grouped/depthwise convolutions are not supported.")
-    return "conv"
-  if isinstance(mod, (nnx.LinearGeneral, nnx.Einsum, nnx.Embed, nnx.ConvTranspose)):
+    return _Reader("conv", groups=mod.feature_group_count)
+  return _Reader("dense")
+
+
+def _is_weight_layer(mod: Any, name: str) -> bool:
+  from flax import nnx
+  if isinstance(mod, (nnx.Einsum, nnx.ConvTranspose)):
     raise ValueError(f"layer {name} ({type(mod).__name__}) is a weight layer rainbow_jax"
-                     " cannot analyse (supported: Linear, Conv).")
-  return None
+                     " cannot analyse yet (supported: Linear, LinearGeneral, Conv with any"
+                     " feature groups, Embed); remove it from the model or analyse the"
+                     " layers before it.")
+  return isinstance(mod, tuple(getattr(nnx, t) for t in _WEIGHT_TYPES))
 
 
 def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
@@ -78,21 +93,29 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
     return hook
 
   def hook_all(m, weight_hook, tap):
-    for path, sub in nnx.iter_modules(m):
+    modules = dict(nnx.iter_modules(m))
+    for path, sub in modules.items():
       name = "/".join(str(p) for p in path)
       if isinstance(sub, nnx.BatchNorm):
         sub.__class__ = _nnx_wrapper(type(sub))
         sub._rj_hook = bn_hook(tap)
         continue
-      kind = _nnx_kind(sub, name)
-      if kind is not None:
+      if _is_weight_layer(sub, name):
+        parent = modules.get(tuple(path[:-1]))
+        reader = lambda h, sub=sub, name=name, parent=parent: _nnx_reader(sub, name, parent, h)
         sub.__class__ = _nnx_wrapper(type(sub))
-        sub._rj_hook = weight_hook(tuple(path), kind)
+        sub._rj_hook = weight_hook(tuple(path), reader)
 
   def run(vs, inp, tap):
     m = merged(vs)
-    hook_all(m, lambda path, kind: lambda self, call, h, *a, **k: tap.post(
-        call(tap(h), *a, **k)), tap)
+
+    def weight_hook(path, reader):
+      def hook(self, call, h, *a, **k):
+        return tapped_call(tap, reader(h), h, lambda g: call(g, *a, **k),
+                           lambda: self.embedding[...])
+      return hook
+
+    hook_all(m, weight_hook, tap)
     try:
       return m(inp, **call_kwargs)
     except _Stop:
@@ -103,9 +126,10 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
   def discover(vs, inp):
     m = merged(vs)
 
-    def weight_hook(path, kind):
+    def weight_hook(path, reader):
       def hook(self, call, h, *a, **k):
-        found.append((path, kind, tuple(h.shape)))
+        r = reader(h)
+        found.append((path, r, tuple(r.canonical_input(h).shape)))
         return call(h, *a, **k)
       return hook
 

@@ -26,8 +26,10 @@ class TorchWeights(NamedTuple):
     kinds: per kernel ``'dense'``, ``'conv'``, ``'embedding'`` (a lookup
       table ``[vocabulary, d]``: the kernel of a dense layer reading one-hot
       tokens) or ``'attention'`` (a query, key or value projection
-      ``[d_model, heads · head_dim]``, split from a packed ``in_proj_weight``;
-      its name ends in ``[q]``, ``[k]`` or ``[v]``).
+      ``[d_model, heads · head_dim]``; split from a packed ``in_proj_weight``
+      or GPT-2's ``c_attn``, its name ends in ``[q]``, ``[k]`` or ``[v]``;
+      or an output projection: ``out_proj`` of ``nn.MultiheadAttention``,
+      Hugging Face's ``o_proj`` and GPT-2's ``attn.c_proj``).
   """
 
   names: tuple
@@ -42,6 +44,21 @@ _IN_OUT = {"Embedding": "embedding", "Conv1D": "dense"}
 # Without a module: state-dict prefixes that name embedding tables.
 _EMBED_NAMES = ("embed", "wte", "wpe")
 _EMBED_SUFFIXES = ("_embed", "embedding", "embeddings")
+
+
+# State-dict prefixes of attention projections: Hugging Face's names, and
+# the output projection of torch's nn.MultiheadAttention.
+_ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "query", "key",
+                    "value", "c_proj")
+
+
+def _is_attention(prefix: str, owners: dict | None) -> bool:
+  parent, _, last = prefix.rpartition(".")
+  if last == "c_proj":  # GPT-2: attn.c_proj is attention, mlp.c_proj is not
+    return parent.rsplit(".", 1)[-1] == "attn"
+  if owners is not None and last == "out_proj":
+    return owners.get(parent) == "MultiheadAttention"
+  return last in _ATTENTION_NAMES
 
 
 def _owners(module: Any) -> dict:
@@ -163,10 +180,20 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
       continue
     layout = _IN_OUT.get(owner) if owners is not None else (
         "embedding" if named and a.ndim == 2 and _is_embedding_name(prefix) else None)
+    attention = named and a.ndim == 2 and _is_attention(prefix, owners)
+    if layout is not None and a.ndim == 2 and prefix.rsplit(".", 1)[-1] == "c_attn":
+      # GPT-2's packed attention, a Conv1D [d_model, 3·d]: q, k, v side by side.
+      for part, w in zip("qkv", np.split(a, 3, axis=1)):
+        kernels.append(np.ascontiguousarray(w))
+        names.append(f"{name}[{part}]")
+        kinds.append("attention")
+      pending = None
+      i += 1
+      continue
     if layout is not None and a.ndim == 2:
       kernels.append(np.ascontiguousarray(a))  # stored [in, out] already
       names.append(name)
-      kinds.append(layout)
+      kinds.append("attention" if attention else layout)
       pending = len(kernels) - 1
       i += 1
       continue
@@ -176,7 +203,7 @@ def from_torch(weights: Any, *, fold_batchnorm: bool = False, eps: float = 1e-5
       a = _linalg.reorder_flatten(a, kernels[-1].shape[-1], channels_first=True, name=name)
     kernels.append(_torch_kernel(a, name))
     names.append(name)
-    kinds.append("dense" if a.ndim == 2 else "conv")
+    kinds.append("attention" if attention else "dense" if a.ndim == 2 else "conv")
     pending = len(kernels) - 1
     i += 1
   if not kernels:

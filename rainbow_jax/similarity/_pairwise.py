@@ -123,8 +123,9 @@ def _pairwise_jit(xs, ys, *, measure, epsilon, threshold, keep, variance, signs)
                               keep=keep, variance=variance, signs=signs)
 
 
-CONV = ("mean", "flatten", "positions")
-"""How `features` turns a conv feature map ``[n, H, W, C]`` into ``[n', d]``."""
+CONV = ("mean", "flatten", "positions", "cls")
+"""How `features` turns a conv feature map ``[n, H, W, C]`` or a token
+sequence ``[n, T, d]`` into ``[n', d]``."""
 
 
 def features(h: Array, conv: str = "mean") -> Array:
@@ -133,7 +134,8 @@ def features(h: Array, conv: str = "mean") -> Array:
   ``rainbow-jax analyze`` and ``compare``).
 
   Args:
-    h: ``[n, d]`` (returned as is) or a conv map ``[n, *space, C]``.
+    h: ``[n, d]`` (returned as is), a conv map ``[n, *space, C]`` or a
+      token sequence ``[n, T, d]`` (tokens are positions).
     conv: ``"mean"`` (default) averages over positions, ``[n, C]``: every
       layer of a network compares with every other whatever its spatial
       size, and d stays the channel count (what CCA's d × d covariances
@@ -141,7 +143,9 @@ def features(h: Array, conv: str = "mean") -> Array:
       vector per image, ``[n, H·W·C]`` (Kornblith et al.'s CKA; d grows
       with the map: use linear CKA there); ``"positions"`` makes every
       position a datapoint, ``[n·H·W, C]`` (the SVCCA tutorial's conv CCA;
-      only layers with equal n·H·W compare).
+      only layers with equal n·H·W compare); ``"cls"`` keeps the first
+      token of a sequence ``[n, T, d]`` (a ViT's or BERT's class token) and
+      averages conv maps (rank 4 and more) over positions.
 
   Returns:
     ``[n, d]`` (``[n·H·W, C]`` for ``"positions"``).
@@ -150,7 +154,9 @@ def features(h: Array, conv: str = "mean") -> Array:
   h = jnp.asarray(h)
   if h.ndim <= 2:
     return h
-  if conv == "mean":
+  if conv == "cls" and h.ndim == 3:
+    return h[:, 0]
+  if conv in ("mean", "cls"):
     return h.reshape(h.shape[0], -1, h.shape[-1]).mean(axis=1)
   if conv == "flatten":
     return h.reshape(h.shape[0], -1)
