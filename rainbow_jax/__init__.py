@@ -15,6 +15,7 @@ from rainbow_jax import data as data
 from rainbow_jax import ensembles as ensembles
 from rainbow_jax import gaussianity as gaussianity
 from rainbow_jax import evaluate as evaluate
+from rainbow_jax import fourier as fourier
 from rainbow_jax import models as models
 from rainbow_jax import network as network
 from rainbow_jax import moments as moments
@@ -40,7 +41,8 @@ from rainbow_jax.moments import layer_moments as layer_moments
 __version__ = "0.1.0"
 
 __all__ = [
-    "align", "compat", "consensus", "data", "ensembles", "evaluate", "gaussianity", "models",
+    "align", "compat", "consensus", "data", "ensembles", "evaluate", "fourier", "gaussianity",
+    "models",
     "moments", "network", "rainbow", "scaling", "similarity", "spectra", "streaming", "svr",
     "train", "wavelets", "Alignment", "align_features", "align_moments",
     "procrustes", "stability", "Moments", "accumulate", "accumulate_stack",

@@ -241,6 +241,31 @@ def load(
                  source)
 
 
+def modular_addition(p: int = 113, *, train_fraction: float = 0.3, seed: int = 0) -> Dataset:
+  """The grokking task of Power et al. (2022) and Nanda et al. (2023),
+  generated in code: every pair ``(a, b)`` of ``0…p−1`` as the token ids
+  ``[a, b, p]`` (``p`` is the "=" token; vocabulary p + 1), labelled
+  ``(a + b) mod p``, split at random into `train_fraction` of the p² pairs
+  for training and the rest for testing.
+
+  Returns:
+    A `Dataset` with ``x`` ``[N, 3]`` int32 and ``num_classes = p``.
+  """
+  if p < 3:
+    raise ValueError(f"p must be at least 3, got {p}.")
+  if not 0 < train_fraction < 1:
+    raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}.")
+  a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+  x = np.stack([a.ravel(), b.ravel(), np.full(p * p, p)], axis=1).astype(np.int32)
+  y = ((a + b) % p).ravel().astype(np.int32)
+  order = np.random.default_rng(seed).permutation(p * p)
+  n = int(round(train_fraction * p * p))
+  tr, te = order[:n], order[n:]
+  return Dataset(x[tr], y[tr], x[te], y[te], p, f"modular_addition_{p}",
+                 f"generated: (a + b) mod {p}, {train_fraction:.0%} of the pairs for training"
+                 f" (split seed {seed})")
+
+
 def _as_nhwc(x: np.ndarray) -> np.ndarray:
   x = np.asarray(x)
   if x.ndim == 3:
@@ -259,4 +284,4 @@ def available(name: str, *, data_dir: str | None = None) -> bool:
   ) or os.path.isdir(os.path.expanduser(f"~/tensorflow_datasets/{name}"))
 
 
-__all__ = ["Dataset", "load", "read_idx", "read_records", "available", "NAMES"]
+__all__ = ["Dataset", "load", "read_idx", "read_records", "available", "modular_addition", "NAMES"]

@@ -1,6 +1,7 @@
 """Flax models: the rainbow tutorial's bias-free MLP and CNN, a
 CIFAR-style ResNet with BatchNorm, the rainbow paper's learned
-scattering network, and a small Vision Transformer.
+scattering network, a small Vision Transformer, and a decoder-only
+transformer on token ids (modular addition).
 
 Architectures (``../shared/seeds/000_…``, PyTorch there):
 
@@ -286,24 +287,83 @@ class ScatteringNet(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer encoder block (Dosovitskiy et al. 2021):
-  ``x + attention(LayerNorm(x))``, then ``x + mlp_down(gelu(mlp_up(LayerNorm(x))))``.
+  """Pre-norm transformer block (Dosovitskiy et al. 2021):
+  ``x + attention(LayerNorm(x))``, then ``x + mlp_down(act(mlp_up(LayerNorm(x))))``.
 
-  Attributes: heads; mlp (hidden width of the MLP).
+  Attributes:
+    heads: attention heads.
+    mlp: hidden width of the MLP.
+    causal: each token attends to itself and earlier tokens only (a
+      decoder's block).
+    norm: with the two LayerNorms (False: none, as Nanda et al. 2023's
+      modular-addition transformer).
+    activation: ``'gelu'`` or ``'relu'``.
   """
 
   heads: int
   mlp: int
+  causal: bool = False
+  norm: bool = True
+  activation: str = "gelu"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """Args: x ``[B, T, d]``. Returns ``[B, T, d]``."""
     d = x.shape[-1]
-    y = nn.LayerNorm(name="norm_1")(x)
-    x = x + nn.MultiHeadDotProductAttention(self.heads, name="attention")(y, y)
-    y = nn.LayerNorm(name="norm_2")(x)
-    y = nn.gelu(nn.Dense(self.mlp, name="mlp_up")(y))
+    act = {"gelu": nn.gelu, "relu": nn.relu}[self.activation]
+    mask = nn.make_causal_mask(jnp.ones(x.shape[:2])) if self.causal else None
+    y = nn.LayerNorm(name="norm_1")(x) if self.norm else x
+    x = x + nn.MultiHeadDotProductAttention(self.heads, name="attention")(y, y, mask=mask)
+    y = nn.LayerNorm(name="norm_2")(x) if self.norm else x
+    y = act(nn.Dense(self.mlp, name="mlp_up")(y))
     return x + nn.Dense(d, name="mlp_down")(y)
+
+
+class Transformer(nn.Module):
+  """A decoder-only transformer reading token ids, its logits read at the
+  last position: the modular-addition model of Power et al. (2022) and
+  Nanda et al. (2023) (one block, d = 128, 4 heads, MLP 512, ReLU, no
+  LayerNorm, untied embedding and unembedding).
+
+  Weight layers in call order: ``embed`` (``[vocab, width]``, kind
+  ``'embedding'``), per block ``attention/query, key, value, out``,
+  ``mlp_up``, ``mlp_down``, then ``unembed`` ``[width, classes]``. The
+  position embedding is a plain parameter.
+
+  Attributes:
+    vocab: token ids 0…vocab−1.
+    num_classes: outputs (default: vocab).
+    width, depth, heads, mlp: as `ViT` (mlp default 4·width).
+    layer_norm: LayerNorms in the blocks and before the unembedding.
+    activation: the MLPs' (``'relu'`` as Nanda et al.).
+  """
+
+  vocab: int
+  num_classes: int | None = None
+  width: int = 128
+  depth: int = 1
+  heads: int = 4
+  mlp: int | None = None
+  layer_norm: bool = False
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, tokens: Array) -> Array:
+    """Args: tokens ``[B, T]`` integer ids. Returns logits ``[B, classes]``."""
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"Transformer expects integer token ids [B, T], got {tokens.shape}"
+                       f" {tokens.dtype}.")
+    h = nn.Embed(self.vocab, self.width, name="embed")(tokens)
+    h = h + self.param("position_embedding", nn.initializers.normal(0.02),
+                       (1, tokens.shape[1], self.width))
+    for i in range(self.depth):
+      h = EncoderBlock(self.heads, self.mlp or 4 * self.width, causal=True,
+                       norm=self.layer_norm, activation=self.activation,
+                       name=f"block_{i}")(h)
+    h = h[:, -1]
+    if self.layer_norm:
+      h = nn.LayerNorm(name="norm")(h)
+    return nn.Dense(self.num_classes or self.vocab, use_bias=False, name="unembed")(h)
 
 
 class ViT(nn.Module):
@@ -398,4 +458,4 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
 
 
 __all__ = ["MLP", "CNN", "EncoderBlock", "PatchConv", "ResNet", "ResidualBlock", "ScatteringNet",
-           "ViT", "make", "kernel_init", "conv_output_size"]
+           "Transformer", "ViT", "make", "kernel_init", "conv_output_size"]

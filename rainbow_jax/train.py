@@ -86,7 +86,7 @@ def seed_keys(seeds: Sequence[int]) -> Array:
 
 
 def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int],
-         input_shape: Sequence[int]) -> TrainState:
+         input_shape: Sequence[int], input_dtype: Any = jnp.float32) -> TrainState:
   """Initialises K seeds: params from each seed's init key, and optimiser state.
 
   Args:
@@ -94,13 +94,14 @@ def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int
     tx: optax optimiser.
     seeds: K integer seeds.
     input_shape: one example's shape, e.g. ``(28, 28, 1)``.
+    input_dtype: its dtype (an integer type for a model of token ids).
   """
   if len(seeds) == 0:
     raise ValueError("need at least one seed.")
 
   def one(key):
     init_key, data_key = jax.random.split(key)
-    variables = model.init(init_key, jnp.zeros((1, *input_shape)))
+    variables = model.init(init_key, jnp.zeros((1, *input_shape), input_dtype))
     params = variables["params"]
     return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32),
                       variables.get("batch_stats"))
@@ -113,8 +114,8 @@ def _check_data(model, x, y, num_classes=None):
     raise ValueError(f"no examples: images of shape {x.shape}.")
   if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
     raise ValueError(f"need images [N, ...] and labels [N], got {x.shape} and {y.shape}.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"images must be floating, got {x.dtype}.")
+  if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+    raise TypeError(f"inputs must be floating (images) or integer (token ids), got {x.dtype}.")
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise TypeError(f"labels must be integers, got {y.dtype}.")
   # Shape check against the model (raises the model's own ValueError).
@@ -313,7 +314,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     _check_data(model, x_test, y_test)
   tx = sgd(learning_rate, momentum) if tx is None else tx
   if state is None:
-    state = init(model, tx, seeds, x_train.shape[1:])
+    state = init(model, tx, seeds, x_train.shape[1:], x_train.dtype)
   if devices is not None:
     state = shard_seeds(state, devices)
     stack_axis = "vmap"
@@ -436,7 +437,7 @@ def fit_stream(model: nn.Module, epoch_batches: Any, *, seeds: Sequence[int] = (
       if size is None:
         size = b
         if state is None:
-          state = init(model, tx, seeds, xb.shape[1:])
+          state = init(model, tx, seeds, xb.shape[1:], xb.dtype)
         if classes is None:  # shapes and dtypes, once (labels: counted in every step)
           classes = _check_data(model, jnp.asarray(xb[:1]), jnp.asarray(yb[:1]))
       if b > size:

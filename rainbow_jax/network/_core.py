@@ -576,6 +576,12 @@ def _canonical_shape(reader: _Reader, stored: tuple) -> tuple:
   return (int(np.prod(stored[:reader.in_axes])), int(np.prod(stored[reader.in_axes:])))
 
 
+_TOKEN_PARAMS = ("position", "pos_emb", "cls", "class_token", "register")
+"""Names of parameters added to a token sequence rather than multiplied
+(position embeddings, class and register tokens): no weight layer, and
+expected to be none, so `_build` does not warn about them."""
+
+
 def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
   """`norm_paths`: per BatchNorm in call order, (its module path, the path of
   its ``mean``/``var`` dict in the variables)."""
@@ -617,10 +623,11 @@ def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
       for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
       if np.ndim(leaf) >= 2
       and tuple(getattr(k, "key", getattr(k, "name", k)) for k in kp) not in covered]
+  leftover = [n for n in leftover if not any(t in n.rsplit("/", 1)[-1].lower()
+                                             for t in _TOKEN_PARAMS)]
   if leftover:
     warnings.warn(f"parameters {leftover} belong to no weight layer called in the forward"
-                  " pass (position embeddings, class tokens, …); the analyses ignore them.",
-                  stacklevel=3)
+                  " pass; the analyses ignore them.", stacklevel=3)
   names = tuple("/".join(str(k) for k in name) for name, _ in norm_paths)
   return Network(tuple(layers), names, run, root, with_root,
                  tuple(tuple(path) for _, path in norm_paths),
