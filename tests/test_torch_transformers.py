@@ -2,6 +2,8 @@
 against PyTorch's own forward passes: the packed attention projections,
 embedding tables, GPT-2's ``Conv1D`` and parameters that are no layer."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,22 @@ def test_embeddings_conv1d_and_position_parameters():
   # From the bare state dict, the table is still recognised by its name.
   sd = network.from_torch(lm.state_dict())
   assert sd.kinds[0] == "embedding" and np.allclose(sd.kernels[0], emb)
+
+
+def test_spectra_command_reads_a_saved_pytorch_transformer(tmp_path):
+  from rainbow_jax import commands
+  torch.manual_seed(0)
+  enc = torch.nn.TransformerEncoder(
+      torch.nn.TransformerEncoderLayer(96, 4, dim_feedforward=192, batch_first=True),
+      1, enable_nested_tensor=False)
+  path = tmp_path / "encoder.pt"
+  torch.save(enc.state_dict(), path)
+  assert commands.main(["spectra", "--torch", str(path), "--out", str(tmp_path / "out")]) == 0
+  rows = json.loads((tmp_path / "out" / "results.json").read_text())["layers"]
+  assert [r["kind"] for r in rows] == ["attention"] * 4 + ["dense"] * 2
+  assert [r["kernel_shape"] for r in rows] == [[96, 96]] * 4 + [[96, 192], [192, 96]]
+  # Untrained, every layer is noise: no eigenvalue above the Marchenko–Pastur
+  # edge of its own PyTorch initialiser (Xavier for the packed q/k/v,
+  # uniform ±1/√fan_in for the linear layers).
+  assert [r["learned_components"] for r in rows] == [0] * 6
+  assert "| attention |" in (tmp_path / "out" / "report.md").read_text()

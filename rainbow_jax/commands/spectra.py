@@ -42,12 +42,21 @@ def layer_rows(net: Any, variables: Any, init: Any, *, seed: int = 0
   correlation traps; and per layer ``(esd, fit)`` (fit None when the ESD
   has fewer than 2 eigenvalues above WeightWatcher's threshold), what
   `write` plots."""
+  return kernel_rows(net.names, net.kinds, net.kernels(variables), init, seed=seed)
+
+
+def kernel_rows(names, kinds, kernels, init: Any, *, seed: int = 0
+                ) -> tuple[list[dict], list[tuple[Any, Any]]]:
+  """`layer_rows` of canonical kernels with their names and kinds (a
+  `rainbow_jax.network.TorchWeights`' fields, or a Network's); `init` is
+  one initialiser or one per layer."""
   rows, fits = [], []
-  for j, (name, kernel) in enumerate(zip(net.names, net.kernels(variables))):
+  inits = list(init) if isinstance(init, (list, tuple)) else [init] * len(kernels)
+  for j, (name, kind, kernel) in enumerate(zip(names, kinds, kernels)):
     ev, _ = spectra.weight_spectrum(kernel)
-    law = spectra.layer_law(kernel, init)
+    law = spectra.layer_law(kernel, inits[j])
     esd = spectra.esd(kernel)
-    row = {"layer": j + 1, "name": name, "kernel_shape": list(kernel.shape),
+    row = {"layer": j + 1, "name": name, "kind": kind, "kernel_shape": list(kernel.shape),
            "mp_upper_edge": law.upper,
            "learned_components": int(spectra.learned_components(ev, law)),
            "num_eigenvalues": int(esd.shape[0])}
@@ -84,14 +93,14 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
         " α-weighted = α·log₁₀ λ_max; correlation traps of the element-wise shuffled"
         " weights). α ≲ 2: very heavy tails; 2–6: the range WeightWatcher calls well"
         " trained; ≳ 6: close to random.", "",
-        "| layer | name | kernel | learned components | α ± σ | x_min | D | α-weighted |"
-        " traps |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        "| layer | name | kind | kernel | learned components | α ± σ | x_min | D |"
+        " α-weighted | traps |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
     mark = " †" if r.get("fit_warning") else ""
     fit = (f"{r['alpha']:.2f} ± {r['alpha_sigma']:.2f}{mark} | {r['xmin']:.3g} |"
            f" {r['ks_distance']:.3f} | {r['alpha_weighted']:.2f} | {r['correlation_traps']}"
            if "alpha" in r else "— | — | — | — | —")
-    md.append(f"| {r['layer']} | {r['name']} | {r['kernel_shape']} |"
+    md.append(f"| {r['layer']} | {r['name']} | {r.get('kind', '')} | {r['kernel_shape']} |"
               f" {r['learned_components']} | {fit} |")
   md.append("")
   flagged = [r for r in rows if r.get("fit_warning")]
@@ -104,6 +113,38 @@ def write(rows: list[dict], fits: list[tuple[Any, Any]], out: str, *, title: str
   return results
 
 
+def _torch_weights(path: str):
+  """`network.from_torch` of a ``torch.save`` file (a module or a state dict)."""
+  from rainbow_jax import network
+  try:
+    import torch
+  except ImportError:
+    raise ValueError("--torch needs PyTorch: pip install torch.") from None
+  if not os.path.exists(path):
+    raise ValueError(f"--torch {path}: no such file.")
+  obj = torch.load(path, map_location="cpu", weights_only=False)
+  if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+    obj = obj["state_dict"]  # a training checkpoint's usual layout
+  return network.from_torch(obj)
+
+
+def _torch_inits(tw) -> list:
+  """PyTorch's default initialiser of each layer, for its Marchenko–Pastur
+  law: ``nn.Linear`` / ``nn.Conv`` uniform ±1/√fan_in ('torch'),
+  ``nn.MultiheadAttention``'s packed ``in_proj_weight`` Xavier-uniform over
+  ``[3·d, d_model]`` (variance 2 / (d_model + 3·d)), ``nn.Embedding``
+  N(0, 1)."""
+  out = []
+  for name, kind, k in zip(tw.names, tw.kinds, tw.kernels):
+    if name.endswith(("in_proj_weight[q]", "in_proj_weight[k]", "in_proj_weight[v]")):
+      out.append(2.0 / (k.shape[0] + 3 * k.shape[1]))
+    elif kind == "embedding":
+      out.append(1.0)
+    else:
+      out.append("torch")
+  return out
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
   """The ``spectra`` subcommand's arguments."""
   sp = _common.network_arguments(
@@ -111,6 +152,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
       " of a trained network", dataset_help="for the input shape (and training)",
       checkpoint_help="its trained variables (orbax directory or .msgpack); the first"
                       " network is reported", init=True)
+  sp.add_argument("--torch", default=None, metavar="FILE",
+                  help="a PyTorch checkpoint instead (torch.save of a module or a state dict:"
+                       " a transformer's attention, embeddings and GPT-2 Conv1D are read);"
+                       " without --init each layer's law is PyTorch's default initialiser")
   sp.set_defaults(run=command)
   return sp
 
@@ -119,12 +164,19 @@ def command(args) -> dict:
   """Per-layer Marchenko–Pastur and power-law report of a user's trained
   network (--model/--checkpoint, the first one) or of one seed of --arch
   trained here."""
-  nets = _common.networks(args)
-  net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
-  rows, fits = layer_rows(net, variables, nets.law, seed=args.seed)
-  results = write(rows, fits, args.out,
-                                 title=f"rainbow_jax spectra — {what}",
-                                 extra={"dataset": name, "networks": what})
+  if args.torch:
+    tw = _torch_weights(args.torch)
+    law = _common.init_law(args) if args.init else _torch_inits(tw)
+    rows, fits = kernel_rows(tw.names, tw.kinds, tw.kernels, law, seed=args.seed)
+    what = f"PyTorch weights {os.path.basename(args.torch)}"
+    results = write(rows, fits, args.out, title=f"rainbow_jax spectra — {what}",
+                    extra={"networks": what, "dropped": list(tw.dropped)})
+  else:
+    nets = _common.networks(args)
+    net, variables, what, name = nets.net, nets.variables[0], nets.what, nets.dataset
+    rows, fits = layer_rows(net, variables, nets.law, seed=args.seed)
+    results = write(rows, fits, args.out, title=f"rainbow_jax spectra — {what}",
+                    extra={"dataset": name, "networks": what})
   for r in rows:
     if r.get("fit_warning"):
       print(f"warning: layer {r['layer']} {r['name']}: power-law fit unreliable,"
@@ -138,4 +190,5 @@ def command(args) -> dict:
   return results
 
 
-__all__ = ["MAX_KS", "MIN_TAIL", "add_parser", "command", "fit_warning", "layer_rows", "write"]
+__all__ = ["MAX_KS", "MIN_TAIL", "add_parser", "command", "fit_warning", "kernel_rows",
+           "layer_rows", "write"]

@@ -21,13 +21,38 @@ kernel is ``[in, out]``; a conv kernel ``[*window, C_in, C_out]`` (2-D:
 (`rainbow_jax.spectra.weight_matrix`). PyTorch weights are converted to it
 once, in `from_torch`.
 
-Weight layers: ``nn.Dense``, ``nn.Conv`` (any stride, padding, dilation; no
-feature groups), ``nn.DenseGeneral`` where it is a plain matrix product,
-`rainbow_jax.models.PatchConv`; NNX ``Linear`` and ``Conv``. BatchNorm is
-always evaluated in inference mode from its running statistics (whatever
-flag the model passes), so nothing is ever written to ``batch_stats``.
-Other layers (pooling, LayerNorm, dropout in deterministic mode, skip
-connections) run as the model defines them.
+Weight layers (`Layer.kind`), each with its canonical matrix:
+
+* ``'dense'``: ``nn.Dense`` / NNX ``Linear``, and ``DenseGeneral`` /
+  ``LinearGeneral`` contracting trailing input axes (the contracted axes
+  flatten into the fan-in, the features into the outputs);
+* ``'attention'``: the query, key, value and output projections of
+  ``nn.MultiHeadDotProductAttention`` / NNX ``MultiHeadAttention``: q, k, v
+  ``[d_model, heads·head_dim]`` (stored ``[d_model, heads, head_dim]``), the
+  output ``[heads·head_dim, d_model]``, the heads in `Layer.heads`; their
+  inputs are token sequences ``[B, T, d]`` (the output projection's, the
+  heads' concatenated values);
+* ``'embedding'``: ``nn.Embed`` / NNX ``Embed``, the table ``[vocab, d]``
+  read as a dense layer whose input is the one-hot tokens ``[B, T, vocab]``
+  (an edit of that input multiplies the table); ``Embed.attend`` (a tied
+  output layer) is not a separate layer;
+* ``'conv'``: ``nn.Conv`` / NNX ``Conv`` of any stride, padding, dilation and
+  feature groups, and `rainbow_jax.models.PatchConv`; a grouped or depthwise
+  conv is its block-diagonal ``[*window, C_in, C_out]`` kernel (the same
+  operator: its spectra are the union of the per-group matrices' spectra;
+  `Network.with_kernels` keeps the entries inside the groups).
+
+A layer called several times (a shared block) is one `Layer` with
+``calls > 1``: its inputs from every call are samples of that layer,
+stacked on axis 1 (``[B, calls, …]``), and an edit applies at every call.
+BatchNorm is always evaluated in inference mode from its running statistics
+(whatever flag the model passes), so nothing is ever written to
+``batch_stats``. Other layers (pooling, LayerNorm, RMSNorm, GroupNorm,
+dropout in deterministic mode, skip connections, attention's softmax) run
+as the model defines them. Token sequences: every statistic counts tokens
+as samples (`rainbow_jax.moments.fold`, with a ``[B, T]`` padding mask in
+`rainbow_jax.moments.update`); `rainbow_jax.similarity.features` turns a
+sequence into one vector per sequence (``'mean'``, ``'cls'``).
 
 The functions of a `Network` are pure and take the model's variables
 explicitly (linen: the dict `module.init` returns, ``{'params': …,
@@ -37,8 +62,9 @@ explicitly (linen: the dict `module.init` returns, ``{'params': …,
 
 Layout: ``_core`` (`Layer`, `Network`, the tap, the structure helpers),
 ``_linen``, ``_nnx``, ``_torch`` (one adapter per framework). A new layer
-kind is read by the adapters (``_linen_kind``, ``_nnx_kind``) and, if its
-input is not a plain matrix product's, by the tap.
+kind is read by the adapters (``_linen_reader``, ``_nnx_reader``) as a
+``_core._Reader``: how its input becomes the canonical one (reshape,
+one-hot) and how its stored weight becomes the canonical matrix.
 """
 
 from rainbow_jax.network._core import Layer as Layer
