@@ -107,3 +107,36 @@ def test_spectra_command_reads_a_saved_pytorch_transformer(tmp_path):
   # uniform ±1/√fan_in for the linear layers).
   assert [r["learned_components"] for r in rows] == [0] * 6
   assert "| attention |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_compare_command_reads_features_saved_from_pytorch_hooks(tmp_path):
+  from rainbow_jax import commands
+  torch.manual_seed(0)
+  enc = torch.nn.TransformerEncoder(
+      torch.nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True), 2,
+      enable_nested_tensor=False).eval()
+  feats = {}
+  for i, layer in enumerate(enc.layers):
+    layer.register_forward_hook(lambda m, inp, out, i=i: feats.__setitem__(f"layer{i}", out))
+  with torch.no_grad():
+    enc(torch.randn(200, 6, 32))
+  a = {k: v.numpy() for k, v in feats.items()}  # [200, 6, 32] token sequences
+  np.savez(tmp_path / "a.npz", **a)
+  # Linear CKA is invariant to rotations and isotropic scaling of the
+  # features: a rotated, scaled copy scores 1 on the matched layers.
+  q = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 32)))[0]
+  np.savez(tmp_path / "rotated.npz", **{k: 3.0 * v @ q for k, v in a.items()})
+  np.savez(tmp_path / "other.npz", only=np.random.default_rng(1).normal(size=(200, 5)))
+  out = tmp_path / "out"
+  assert commands.main(["compare", "--features", str(tmp_path / "a.npz"), "--features",
+                        str(tmp_path / "rotated.npz"), "--features", str(tmp_path / "other.npz"),
+                        "--measures", "linear_cka", "--null", "2", "--out", str(out)]) == 0
+  res = json.loads((out / "results.json").read_text())
+  first = res["comparisons"][0]
+  assert (first["a"], first["b"]) == ("a", "rotated")
+  np.testing.assert_allclose(np.diag(first["value"]), 1.0, atol=1e-5)
+  assert np.asarray(res["comparisons"][1]["value"]).shape == (2, 1)
+  assert res["layers"]["other"] == ["only"]
+  np.savez(tmp_path / "short.npz", x=np.zeros((10, 4), np.float32))
+  assert commands.main(["compare", "--features", str(tmp_path / "a.npz"), "--features",
+                        str(tmp_path / "short.npz"), "--out", str(out)]) == 2

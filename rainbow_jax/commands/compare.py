@@ -81,32 +81,72 @@ def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
   return out
 
 
-def write(rows: list[dict], layer_names: Sequence[str], out: str, *, title: str,
+def write(rows: list[dict], layer_names: Sequence[str] | dict, out: str, *, title: str,
           conv: str = "mean", extra: dict | None = None) -> dict:
-  """results.json, report.md and one heat map per (pair, measure) in `out`."""
+  """results.json, report.md and one heat map per (pair, measure) in `out`;
+  `layer_names`: one list for networks of one architecture, or per network
+  label its own."""
   from rainbow_jax import plots
   os.makedirs(out, exist_ok=True)
+  names_of = (lambda label: list(layer_names[label])) if isinstance(layer_names, dict) else (
+      lambda label: list(layer_names))
   md = [f"# {title}", "",
         "Each cell: the measure between a layer of the first network (row) and one of the"
         " second (column), and in brackets its z-score against the same measure with the"
         " images shuffled (how many null standard deviations above chance). Layers are"
         f" the inputs of the weight layers; conv inputs {evaluate.CONV_TEXT[conv]}.", ""]
   for n, r in enumerate(rows):
-    ax = plots.heatmap(np.asarray(r["value"]), layer_names, layer_names,
+    row_names, col_names = names_of(r["a"]), names_of(r["b"])
+    ax = plots.heatmap(np.asarray(r["value"]), row_names, col_names,
                        title=f"{r['measure']}: {r['a']} vs {r['b']}",
                        xlabel=str(r["b"]), ylabel=str(r["a"]))
     r["figure"] = os.path.basename(plots.save(ax, os.path.join(out, f"compare_{n}.png")))
     md += [f"## {r['measure']}: {r['a']} (rows) vs {r['b']} (columns)", "",
-           "| | " + " | ".join(layer_names) + " |",
-           "| --- " * (len(layer_names) + 1) + "|"]
-    for name, vals, zs in zip(layer_names, r["value"], r["zscore"]):
+           "| | " + " | ".join(col_names) + " |",
+           "| --- " * (len(col_names) + 1) + "|"]
+    for name, vals, zs in zip(row_names, r["value"], r["zscore"]):
       md.append(f"| {name} | " + " | ".join(f"{v:.3f} ({z:.0f})" for v, z in zip(vals, zs))
                 + " |")
     md += ["", f"![{r['measure']}]({r['figure']})", ""]
-  results = {"command": "compare", "title": title, "layers": list(layer_names),
+  results = {"command": "compare", "title": title,
+             "layers": ({k: list(v) for k, v in layer_names.items()}
+                        if isinstance(layer_names, dict) else list(layer_names)),
              "conv": conv, "comparisons": rows, **(extra or {})}
   _common.save_results(out, results, md)
   return results
+
+
+def read_features(paths: Sequence[str], conv: str = "mean"
+                  ) -> tuple[list[list[np.ndarray]], dict, list[str]]:
+  """Per ``.npz`` file (one network), its layers' features as ``[N, d]``
+  (`rainbow_jax.similarity.features` with `conv`), their names (the
+  arrays' keys, in file order) and a label (the file's name)."""
+  if len(paths) < 2:
+    raise ValueError(f"--features: compare needs at least two files, got {len(paths)}.")
+  reps, names, labels = [], {}, []
+  for path in paths:
+    if not os.path.exists(path):
+      raise ValueError(f"--features {path}: no such file.")
+    label = os.path.splitext(os.path.basename(path))[0]
+    if label in names:
+      label = f"{label} ({len(labels)})"
+    with np.load(path) as f:
+      keys = list(f.keys())
+      if not keys:
+        raise ValueError(f"--features {path}: the file holds no array.")
+      layers = [np.asarray(S.features(f[k], conv)) for k in keys]
+    for k, a in zip(keys, layers):
+      if a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"--features {path}: array {k!r} of shape {a.shape} and dtype"
+                         f" {a.dtype}; each layer must be floating [N, ...].")
+      if a.shape[0] != layers[0].shape[0] or (reps and a.shape[0] != reps[0][0].shape[0]):
+        raise ValueError(f"--features {path}: array {k!r} has {a.shape[0]} inputs, others"
+                         f" {layers[0].shape[0] if not reps else reps[0][0].shape[0]}; every"
+                         " layer must hold the features of the same inputs.")
+    reps.append(layers)
+    names[label] = keys
+    labels.append(label)
+  return reps, names, labels
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -125,6 +165,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
   cp.add_argument("--conv", choices=tuple(evaluate.CONV_TEXT), default="mean",
                   help="conv inputs averaged over positions or flattened per image (as analyze)")
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
+  cp.add_argument("--features", action="append", default=[], metavar="FILE.npz",
+                  help="instead of networks: one .npz per network (repeat, ≥ 2) holding its"
+                       " layers' features of the same inputs in the same order, one array"
+                       " [N, d], [N, T, d] or [N, H, W, C] per layer (e.g. saved from PyTorch"
+                       " forward hooks); --conv folds the sequences and maps")
   cp.set_defaults(run=command)
   return cp
 
@@ -133,19 +178,28 @@ def command(args) -> dict:
   """Layer × layer similarity (CKA, mutual k-NN, RSA) with null z-scores of a
   user's networks (--model/--checkpoint, two or more) or of K seeds of
   --arch trained here."""
-  nets = _common.networks(args, seeds=args.seeds)
-  net, variables, labels, what, name, ds = (nets.net, nets.variables, nets.labels,
-                                            nets.what, nets.dataset, nets.data)
-  if len(variables) < 2:
-    raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds ≥ 2).")
-  x = ds.x_test[: args.test_images]
-  reps = [evaluate.representations(net, v, x, conv=args.conv) for v in variables]
-  rows = compare(reps, labels, measures=args.measures, k=args.k,
-                                null_samples=args.null, seed=args.seed)
-  layer_names = [f"in {n}" for n in net.names]
-  results = write(rows, layer_names, args.out, conv=args.conv,
-                                 title=f"rainbow_jax compare — {what}",
-                                 extra={"dataset": name, "networks": what, "images": len(x)})
+  if args.features:
+    reps, layer_names, labels = read_features(args.features, args.conv)
+    what = f"features of {', '.join(labels)}"
+    rows = compare(reps, labels, measures=args.measures, k=args.k, null_samples=args.null,
+                   seed=args.seed)
+    results = write(rows, layer_names, args.out, conv=args.conv,
+                    title=f"rainbow_jax compare — {what}",
+                    extra={"networks": what, "images": int(len(reps[0][0]))})
+  else:
+    nets = _common.networks(args, seeds=args.seeds)
+    net, variables, labels, what, name, ds = (nets.net, nets.variables, nets.labels,
+                                              nets.what, nets.dataset, nets.data)
+    if len(variables) < 2:
+      raise ValueError("compare needs at least two networks (two --checkpoint, or --seeds"
+                       " ≥ 2).")
+    x = ds.x_test[: args.test_images]
+    reps = [evaluate.representations(net, v, x, conv=args.conv) for v in variables]
+    rows = compare(reps, labels, measures=args.measures, k=args.k, null_samples=args.null,
+                   seed=args.seed)
+    results = write(rows, [f"in {n}" for n in net.names], args.out, conv=args.conv,
+                    title=f"rainbow_jax compare — {what}",
+                    extra={"dataset": name, "networks": what, "images": len(x)})
   for r in rows:
     diag = [f"{r['value'][i][i]:.3f} (z {r['zscore'][i][i]:.0f})"
             for i in range(min(len(r["value"]), len(r["value"][0])))]
@@ -154,4 +208,5 @@ def command(args) -> dict:
   return results
 
 
-__all__ = ["DEFAULT", "MEASURES", "add_parser", "command", "compare", "measure_fn", "write"]
+__all__ = ["DEFAULT", "MEASURES", "add_parser", "command", "compare", "measure_fn",
+           "read_features", "write"]
