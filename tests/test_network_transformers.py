@@ -274,3 +274,15 @@ def test_transformer_projection_alphas_equal_weightwatchers():
     np.testing.assert_allclose(float(fit.alpha), row["alpha"], rtol=1e-3, err_msg=key)
     np.testing.assert_allclose(float(fit.xmin), row["xmin"], rtol=1e-4, err_msg=key)
   assert seen == 3
+
+
+def test_recurrent_scans_get_an_error_that_names_the_layer():
+  class Recurrent(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(3)(nn.RNN(nn.SimpleCell(16))(x)[:, -1])
+
+  x = jnp.ones((4, 5, 8))
+  m = Recurrent()
+  with pytest.raises(ValueError, match="SimpleCell_0/i .Dense. is called inside a lifted"):
+    network.from_linen(m, m.init(jax.random.key(0), x), x)

@@ -22,6 +22,19 @@ def _linen_reader(mod: Any, h: Any) -> _Reader | None:
 
   from rainbow_jax import models
   name = "/".join(mod.scope.path)
+  if not mod.scope.path:
+    return None  # the wrapper a lifted transform puts around a layer: its inner call counts
+  top = mod
+  while isinstance(getattr(top, "parent", None), nn.Module):
+    top = top.parent
+  if top.scope.path and isinstance(mod, (nn.Dense, nn.DenseGeneral, nn.Conv, nn.Embed,
+                                         nn.Einsum, models.PatchConv)):
+    raise ValueError(
+        f"layer {name} ({type(mod).__name__}) is called inside a lifted Flax transform"
+        " (nn.scan, nn.RNN, nn.remat, nn.vmap, …): a recurrent scan or a transformed block"
+        " runs its layers in an inner trace whose inputs rainbow_jax cannot read. Analyse"
+        " the model with the block unrolled (a Python loop, without nn.remat), or the"
+        " layers outside it.")
   if isinstance(mod, nn.Dense):
     return _Reader("dense")
   if isinstance(mod, models.PatchConv):
