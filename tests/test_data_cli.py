@@ -225,6 +225,18 @@ def test_scattering_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_vit_benchmark_quick(tmp_path):
+  res = _quick_benchmark("vit", tmp_path)
+  recs = res["records"]
+  seeds = {r["case"]["seeds"] for r in recs if r["impl"] == "rainbow_jax"}
+  assert seeds == {1, 2} and all(r["compile_seconds"] is not None for r in recs
+                                 if r["impl"] == "rainbow_jax")
+  counts = {r["impl"]: r["extra"]["count"] for r in recs if r["impl"].endswith("_params")}
+  if "pytorch_params" in counts:  # the same architecture on both sides
+    assert counts["pytorch_params"] == counts["rainbow_jax_params"]
+
+
+@pytest.mark.slow
 def test_resnet_benchmark_quick(tmp_path):
   res = _quick_benchmark("resnet", tmp_path)
   recs = res["records"]
