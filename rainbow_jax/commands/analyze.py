@@ -597,7 +597,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
   c.add_argument("--clip-samples", type=int, default=0,
                  help="test images of the clipping sweeps (0: all)")
   c.add_argument("--conv", choices=tuple(evaluate.CONV_TEXT), default="mean",
-                 help="conv inputs of the CKA averaged over positions or flattened per image")
+                 help="conv inputs (and token sequences) of the CKA averaged over positions,"
+                      " flattened per image, or (cls) a sequence's first token")
   c.add_argument("--cka-samples", type=int, default=2000,
                  help="test images of the layer × layer CKA")
   c.add_argument("--align-samples", type=int, default=0,

@@ -163,7 +163,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                   help="any of `rainbow_jax.similarity.TABLE`")
   cp.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
   cp.add_argument("--conv", choices=tuple(evaluate.CONV_TEXT), default="mean",
-                  help="conv inputs averaged over positions or flattened per image (as analyze)")
+                  help="conv inputs (and token sequences) averaged over positions, flattened"
+                       " per image, or (cls) a sequence's first token (as analyze)")
   cp.add_argument("--null", type=int, default=20, help="shuffles per z-score")
   cp.add_argument("--features", action="append", default=[], metavar="FILE.npz",
                   help="instead of networks: one .npz per network (repeat, ≥ 2) holding its"
