@@ -50,7 +50,7 @@ print(name, x.shape, ds.source)
 
 # %%
 width, depth, heads = (16, 2, 2) if QUICK else (64, 4, 4)
-epochs = 2 if QUICK else 5
+epochs = 4 if QUICK else 5
 vit = models.make("vit", x.shape[1:], ds.num_classes, widths=[width, depth, heads])
 steps = epochs * -(-len(x) // 128)
 state, hist = train.fit(vit, x, y, ds.x_test, ds.y_test, seeds=[0, 1], epochs=epochs,

@@ -342,9 +342,11 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       own, `weight_factor` of `neuron_matrix`); see `reference_factors` to
       average seeds.
     layers: indices of the layers to sample (default: every layer but the
-      classifier whose output only the next weight layer reads; see the
-      module docstring on residual networks). Others keep the reference
-      weights, realigned.
+      classifier whose output only the next weight layer reads, and that
+      neither is nor feeds a grouped convolution; see the module docstring
+      on residual networks). Others keep the reference weights, realigned
+      (a grouped convolution's as they are: its kernel cannot hold a
+      channel-mixing alignment).
     batch_size: batch of the alignment passes (memory only).
     stack_axis: the S networks in each alignment pass run in turn
       (``'map'``) or vmapped (``'vmap'``); ``'auto'`` (default): in turn on
@@ -369,7 +371,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   x = jnp.asarray(x)
   example = jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype)
   links = net.chain_links(variables, example)
-  free = [j for j in range(n_layers - 1) if links[j]]
+  groups = [l.groups for l in net.layers]
+  # A grouped conv can neither be sampled nor take a realigned input: either
+  # would mix channels across its groups.
+  free = [j for j in range(n_layers - 1) if links[j] and groups[j] == 1 and groups[j + 1] == 1]
   if layers is None:
     layers = free
   layers = sorted({int(j) for j in layers})
@@ -377,6 +382,11 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if not 0 <= j < n_layers - 1:
       raise ValueError(f"layers must lie in [0, {n_layers - 2}] (the classifier is never"
                        f" sampled), got {layers}.")
+    if j not in free and (groups[j] > 1 or groups[j + 1] > 1):
+      raise ValueError(
+          f"layer {j} ({net.names[j]}) cannot be sampled: it or the next layer is a grouped"
+          f" convolution, whose kernel cannot hold new or realigned channels across its"
+          f" groups. Layers that can be sampled: {free}.")
     if j not in free:
       raise ValueError(
           f"layer {j} ({net.names[j]}) cannot be sampled: its output meets a skip connection"
@@ -427,7 +437,9 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       w, b = drawn if gen_bias[j] else (drawn, None)
     else:
       w, b = stack(ref_k[j]), None if ref_b[j] is None else stack(ref_b[j])
-    if a is not None:
+    if a is not None and groups[j] == 1:
+      # A grouped conv keeps the reference's kernel: its producer is never
+      # sampled, and a realigned kernel would mix channels across groups.
       w = jax.vmap(realign)(w, a)
     if w.shape[1:] != gen_shapes[j]:
       raise ValueError(f"layer {j}: generated kernel {w.shape[1:]} ≠ the generated network's"

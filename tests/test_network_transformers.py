@@ -286,3 +286,40 @@ def test_recurrent_scans_get_an_error_that_names_the_layer():
   m = Recurrent()
   with pytest.raises(ValueError, match="SimpleCell_0/i .Dense. is called inside a lifted"):
     network.from_linen(m, m.init(jax.random.key(0), x), x)
+
+
+class _ConvNeXtBlock(nn.Module):
+  """ConvNeXt's block (Liu et al. 2022): depthwise 7×7 conv, LayerNorm,
+  pointwise MLP, residual add; a stem and a classifier around it."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(8, (2, 2), strides=2, name="stem")(x)
+    h = nn.Conv(8, (7, 7), feature_group_count=8, padding="SAME", name="depthwise")(x)
+    h = nn.Dense(16, name="pw_up")(nn.LayerNorm()(h))
+    x = x + nn.Dense(8, name="pw_down")(nn.gelu(h))
+    return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_a_convnext_block_keeps_its_depthwise_conv_out_of_rainbow_and_clipping():
+  from rainbow_jax import rainbow
+
+  x = jax.random.normal(jax.random.key(10), (64, 8, 8, 1))
+  y = jnp.arange(64) % 10
+  m = _ConvNeXtBlock()
+  v = m.init(jax.random.key(11), x)
+  net = network.from_linen(m, v, x[:2])
+  assert net.names == ("stem", "depthwise", "pw_up", "pw_down", "head")
+  assert net.layers[1].groups == 8 and net.layers[1].kernel_shape == (7, 7, 8, 8)
+  # depthwise → pw_up and pw_up → pw_down are chain links; only the second
+  # may be resampled: the first would give the depthwise conv new channels.
+  assert net.chain_links(v, x[:2]) == [False, True, True, False]
+  gen = rainbow.generate(jax.random.key(0), net, v, x, num_samples=2, progress=False)
+  want = net.kernels(v)[1]  # the depthwise kernel is the reference's, untouched
+  for s in range(2):
+    got = net.kernels(jax.tree_util.tree_map(lambda a: a[s], gen.params))[1]
+    np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match="grouped convolution"):
+    rainbow.generate(jax.random.key(0), net, v, x, layers=[1], progress=False)
+  with pytest.raises(ValueError, match="depthwise.*grouped convolution"):
+    spectra.clip_sweep(net, v, 1, jnp.eye(392), [1], x, y)

@@ -210,6 +210,11 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   clip_layers = [int(c) for c in clip_layers]
   if any(not 1 <= c <= n_layers for c in clip_layers):
     raise ValueError(f"--clip-layers must lie in [1, {n_layers}], got {clip_layers}.")
+  grouped = [c for c in clip_layers if net.layers[c - 1].groups > 1]
+  if grouped:
+    clip_layers = [c for c in clip_layers if c not in grouped]
+    ctx.notes.append(f"Clipping: layers {grouped} are grouped convolutions, whose kernels"
+                     " cannot hold a clipped (channel-mixing) input; not clipped.")
   if len(clip_layers) < n_layers:
     ctx.notes.append(f"Clipping curves were computed for layers {clip_layers} only"
                      " (--clip-layers; each costs a sweep of test-set passes).")
@@ -361,13 +366,20 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
   nets, net = ctx.nets, ctx.nets.net
   t0 = time.perf_counter()
   links = network.links_of(ctx.producers)
-  sampled = [j for j in range(len(net) - 1) if links[j]]
-  kept = [j for j in range(len(net) - 1) if j not in sampled]
+  groups = [l.groups for l in net.layers]
+  grouped = [j for j in range(len(net) - 1) if links[j] and max(groups[j], groups[j + 1]) > 1]
+  sampled = [j for j in range(len(net) - 1) if links[j] and j not in grouped]
+  kept = [j for j in range(len(net) - 1) if not links[j]]
   if kept:
     ctx.notes.append(
         f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
         " reference's neurons (realigned on their inputs); layers"
         f" {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+  if grouped:
+    ctx.notes.append(
+        f"Rainbow: layers {[j + 1 for j in grouped]} are, or feed, grouped convolutions, whose"
+        " kernels cannot hold new or realigned channels across groups: their neurons are"
+        " kept.")
   gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
                          num_samples=samples, batch_size=ctx.batch)
   rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,

@@ -77,6 +77,10 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
   """
   if not -len(net) <= layer < len(net):
     raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
+  if net.layers[layer].groups > 1:
+    raise ValueError(f"layer {layer} ({net.names[layer]}) is a grouped convolution: a kernel"
+                     " clipped on its input basis mixes channels across groups, which the"
+                     " layer cannot hold; clip a layer without feature groups.")
   ranks = np.asarray(ranks)
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
