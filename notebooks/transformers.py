@@ -50,7 +50,7 @@ print(name, x.shape, ds.source)
 
 # %%
 width, depth, heads = (16, 2, 2) if QUICK else (64, 4, 4)
-epochs = 4 if QUICK else 5
+epochs = 2 if QUICK else 5
 vit = models.make("vit", x.shape[1:], ds.num_classes, widths=[width, depth, heads])
 steps = epochs * -(-len(x) // 128)
 state, hist = train.fit(vit, x, y, ds.x_test, ds.y_test, seeds=[0, 1], epochs=epochs,
@@ -135,7 +135,7 @@ p = 13 if QUICK else 23
 mod = data.modular_addition(p, train_fraction=0.6)
 tr = models.Transformer(vocab=p + 1, num_classes=p, width=32 if QUICK else 48, heads=4)
 st, h = train.fit(tr, mod.x_train, mod.y_train, mod.x_test, mod.y_test, seeds=[0, 1],
-                  epochs=150 if QUICK else 1500, batch_size=len(mod.x_train),
+                  epochs=100 if QUICK else 1500, batch_size=len(mod.x_train),
                   tx=optax.adamw(3e-3, b1=0.9, b2=0.98, weight_decay=1.0), progress=False)
 tnet = network.from_linen(tr, train.select(st.params, 0), mod.x_train[:2])
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -323,3 +323,20 @@ def test_a_convnext_block_keeps_its_depthwise_conv_out_of_rainbow_and_clipping()
     rainbow.generate(jax.random.key(0), net, v, x, layers=[1], progress=False)
   with pytest.raises(ValueError, match="depthwise.*grouped convolution"):
     spectra.clip_sweep(net, v, 1, jnp.eye(392), [1], x, y)
+
+
+def test_layer_moments_reads_sequences_as_tokens_their_mean_or_class_token():
+  m, v = _vit()
+  net = network.from_linen(m, v, IMAGES)
+  ins = [np.asarray(h, np.float64) for h in net.layer_inputs(v, IMAGES)]
+  j = net.names.index("block_1/mlp_down")  # [6, 5, 24]
+  for mode, fold in (("tokens", lambda h: h.reshape(-1, h.shape[-1])),
+                     ("mean", lambda h: h.mean(1)), ("cls", lambda h: h[:, 0])):
+    st = moments.layer_moments(net, v, [IMAGES], sequences=mode)
+    want = fold(ins[j])
+    assert int(st.count[j]) == len(want)
+    np.testing.assert_allclose(moments.covariance(st, j), want.T @ want / len(want),
+                               rtol=1e-4, atol=1e-6)
+    assert int(st.count[0]) == 6 * 8 * 8  # conv maps keep positions as samples
+  with pytest.raises(ValueError, match="sequences"):
+    moments.layer_moments(net, v, [IMAGES], sequences="first")

@@ -49,6 +49,7 @@ from rainbow_jax.moments._drivers import layer_moments as layer_moments
 from rainbow_jax.moments._drivers import layer_names as layer_names
 from rainbow_jax.moments._drivers import layer_pairs as layer_pairs
 from rainbow_jax.moments._drivers import IN_FLIGHT as IN_FLIGHT
+from rainbow_jax.moments._drivers import SEQUENCES as SEQUENCES
 from rainbow_jax.moments._state import Pair as Pair
 
 __all__ = [
@@ -71,4 +72,5 @@ __all__ = [
     "layer_moments",
     "layer_names",
     "layer_pairs",
+    "SEQUENCES",
 ]

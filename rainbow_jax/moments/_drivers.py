@@ -311,12 +311,21 @@ class _TwoModels:
 
   apply1: Callable
   apply2: Callable | None
+  sequences: str = "tokens"
 
   def __call__(self, params, batch):
     feats = list(_as_list(self.apply1(params[0], batch)))
     if self.apply2 is not None:
       feats += list(_as_list(self.apply2(params[1], batch)))
+    if self.sequences == "mean":
+      feats = [f.mean(axis=1) if f.ndim == 3 else f for f in feats]
+    elif self.sequences == "cls":
+      feats = [f[:, 0] if f.ndim == 3 else f for f in feats]
     return feats
+
+
+SEQUENCES = ("tokens", "mean", "cls")
+"""How `layer_moments` reads a token sequence ``[B, T, d]``."""
 
 
 def layer_moments(
@@ -327,6 +336,7 @@ def layer_moments(
     params2: Any | None = None,
     apply_fn2: Callable | None = None,
     cross: str = "matched",
+    sequences: str = "tokens",
     **kwargs,
 ) -> Moments:
   """Statistics of every layer of one or two models in one pass over data.
@@ -340,6 +350,12 @@ def layer_moments(
     params2: the second model's parameters (enables cross moments).
     apply_fn2: the second model's Network or function (default `apply_fn`).
     cross: ``'matched'``, ``'all'`` or ``'none'`` (see `layer_pairs`).
+    sequences: how a layer input of rank 3, a token sequence ``[B, T, d]``,
+      enters: ``'tokens'`` (default) every token is a sample, as conv
+      positions are (what alignment and rainbow sampling need: the layer's
+      weights act on each token); ``'mean'`` one vector per sequence, its
+      tokens averaged; ``'cls'`` its first (class) token. Padding tokens:
+      pass a ``[B, T]`` mask to `update` from your own loop.
     **kwargs: passed to `accumulate` (progress, sharding, ...).
 
   Returns:
@@ -356,6 +372,7 @@ def layer_moments(
     >>> moments.covariance(m, 0, 2).shape
     (3, 3)
   """
+  _checks.check_choice(sequences, SEQUENCES, "sequences")
   names = [None, None]
   if hasattr(apply_fn, "layer_inputs"):
     names[0], apply_fn = apply_fn.names, apply_fn.layer_inputs
@@ -372,12 +389,12 @@ def layer_moments(
   if params2 is None:
     if apply_fn2 is not None:
       raise ValueError("apply_fn2 given without params2.")
-    fn = _TwoModels(apply_fn, None)
+    fn = _TwoModels(apply_fn, None, sequences)
     pairs, counts = (), (n1,)
   else:
     apply_fn2 = apply_fn if apply_fn2 is None else apply_fn2
     n2 = len(_as_list(jax.eval_shape(apply_fn2, params2, first)))
-    fn = _TwoModels(apply_fn, apply_fn2)
+    fn = _TwoModels(apply_fn, apply_fn2, sequences)
     pairs, counts = layer_pairs(n1, n2, cross), (n1, n2)
   if all(n is not None for n in names[:len(counts)]):
     kwargs.setdefault("names", tuple(f"model{m}/{name}" for m in range(len(counts))
