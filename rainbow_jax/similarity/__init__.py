@@ -46,7 +46,9 @@ Numerics: float32 resolves directions whose variance is above roughly
 rounding noise); pass float64 arrays with x64 enabled for finer structure.
 
 Layout (one file per family; this package re-exports their public names):
-  ``_cca`` (CCA, SVCCA, PWCCA, `resolution_floor`), ``_cka`` (linear, RBF,
+  ``_cca`` (CCA, SVCCA, PWCCA, `resolution_floor`; real or Hermitian
+  covariances), ``_dft`` (`fourier_cca`: CCA per spatial frequency of conv
+  maps, google/svcca's ``dft_ccas``), ``_cka`` (linear, RBF,
   debiased, minibatch), ``_procrustes``, ``_pairwise`` (layer × layer
   matrices, `features`), ``_table`` (`TABLE`: every measure by name, what
   `pairwise`, ``rainbow-jax compare`` and the command line read), ``_null``
@@ -94,6 +96,8 @@ from rainbow_jax.similarity._cka import minibatch_cka_value as minibatch_cka_val
 from rainbow_jax.similarity._cka import rbf_cka as rbf_cka
 from rainbow_jax.similarity._procrustes import procrustes_distance as procrustes_distance
 from rainbow_jax.similarity._procrustes import procrustes_distance_from_covariance as procrustes_distance_from_covariance
+from rainbow_jax.similarity._dft import FourierCCAResult as FourierCCAResult
+from rainbow_jax.similarity._dft import fourier_cca as fourier_cca
 from rainbow_jax.similarity._pairwise import CONV as CONV
 from rainbow_jax.similarity._table import MEASURES as MEASURES
 from rainbow_jax.similarity._table import TABLE as TABLE
@@ -107,6 +111,8 @@ from rainbow_jax.similarity._null import null_baseline as null_baseline
 __all__ = [
     "CCAResult",
     "CONV",
+    "FourierCCAResult",
+    "fourier_cca",
     "MEASURES",
     "Measure",
     "TABLE",

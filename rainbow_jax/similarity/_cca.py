@@ -73,19 +73,19 @@ def _side(s: Array, mask: Array | None, epsilon: float, symmetric: bool) -> _Sid
     keep = keep & mask
   a = (jnp.where(keep[:, None] & keep[None, :], s, 0.0)
        + jnp.diag(jnp.where(keep, epsilon, 0.0).astype(s.dtype)))
+  real = jnp.real(jnp.diagonal(a))  # a Hermitian (complex) covariance has a real diagonal
   if symmetric:
-    dg = keep.astype(s.dtype)
+    dg = keep.astype(real.dtype)
   else:
-    diag = jnp.diagonal(a)
-    dg = jnp.where(keep & (diag > 0), lax.rsqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
+    dg = jnp.where(keep & (real > 0), lax.rsqrt(jnp.where(real > 0, real, 1.0)), 0.0)
   w, v = jnp.linalg.eigh(a * dg[:, None] * dg[None, :])
   # A direction is resolved when the data's own variance along it (its
   # eigenvalue less epsilon's share, a Rayleigh quotient) clears the floor:
   # epsilon must not lift rounding noise into the whitening.
-  data = w - epsilon * _mm(jnp.square(v).T, jnp.square(dg))
+  data = w - epsilon * _mm(jnp.square(jnp.abs(v)).T, jnp.square(dg))
   ok = data > resolution_floor(w, d)
   root = jnp.where(ok, lax.rsqrt(jnp.where(ok, w, 1.0)), 0.0)
-  return _Side(keep, smax, root[:, None] * v.T * dg[None, :], w, v, jnp.sum(ok))
+  return _Side(keep, smax, root[:, None] * jnp.conj(v).T * dg[None, :], w, v, jnp.sum(ok))
 
 
 def _white(side: _Side) -> Array:
@@ -99,8 +99,8 @@ def _whitened_cross(sx: _Side, sy: _Side, sxy: Array, rotate: bool = True) -> Ar
   the same singular values for two products fewer."""
   sxy = sxy / jnp.sqrt(_safe(sx.scale) * _safe(sy.scale))
   sxy = jnp.where(sx.keep[:, None] & sy.keep[None, :], sxy, 0.0)
-  c = _mm(sx.half, _mm(sxy, sy.half.T))
-  return _mm(sx.evecs, _mm(c, sy.evecs.T)) if rotate else c
+  c = _mm(sx.half, _mm(sxy, jnp.conj(sy.half).T))
+  return _mm(sx.evecs, _mm(c, jnp.conj(sy.evecs).T)) if rotate else c
 
 
 def _summary(s: Array, k: Array, threshold: float) -> tuple[Array, Array, Array]:
