@@ -241,6 +241,17 @@ def load(
                  source)
 
 
+def shuffle_labels(y, seed: int = 0) -> np.ndarray:
+  """The labels `y` ``[N]`` randomly permuted: every class keeps its count,
+  and the link between images and labels is gone (Zhang et al. 2017's
+  random labels; Morcos et al. 2018 compare networks that memorise them
+  with networks that generalise)."""
+  y = np.asarray(y)
+  if y.ndim != 1 or y.size == 0:
+    raise ValueError(f"y: labels must be a non-empty [N] array, got shape {y.shape}.")
+  return y[np.random.default_rng(seed).permutation(y.size)]
+
+
 def modular_addition(p: int = 113, *, train_fraction: float = 0.3, seed: int = 0) -> Dataset:
   """The grokking task of Power et al. (2022) and Nanda et al. (2023),
   generated in code: every pair ``(a, b)`` of ``0…p−1`` as the token ids
@@ -284,4 +295,5 @@ def available(name: str, *, data_dir: str | None = None) -> bool:
   ) or os.path.isdir(os.path.expanduser(f"~/tensorflow_datasets/{name}"))
 
 
-__all__ = ["Dataset", "load", "read_idx", "read_records", "available", "modular_addition", "NAMES"]
+__all__ = ["Dataset", "load", "read_idx", "read_records", "available", "modular_addition",
+           "shuffle_labels", "NAMES"]
