@@ -34,7 +34,6 @@ scikit-learn's digits.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import os
@@ -62,7 +61,7 @@ def svcca_basis(h: np.ndarray, g: np.ndarray, variance: float = 0.99) -> np.ndar
   gc = np.asarray(g, np.float64) - np.mean(g, 0)
 
   def top(a):
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    _, s, vt = np.linalg.svd(a, full_matrices=False)
     frac = np.cumsum(s ** 2) / np.sum(s ** 2)
     r = int(np.searchsorted(frac, variance) + 1)
     return vt[:r].T  # [d, r] principal directions
