@@ -3,7 +3,8 @@ et al. 2018): bottom-up learning, compression onto SVCCA directions,
 generalising vs memorising networks, and class sensitivity.
 
 An MLP [784, 512, 256, 128, 10] (ReLU, the tutorial's bias-free layers) is
-trained from K seeds as one program (Adam), keeping every epoch's weights.
+trained from K seeds as one program (the tutorial's SGD, or Adam), keeping
+every epoch's weights.
 The hidden layers are the inputs of weight layers 1–3.
 
 1. **Learning dynamics**: SVCCA (99 % of the variance kept) of every hidden
@@ -109,6 +110,9 @@ def main(argv=None):
   ap.add_argument("--train", type=int, default=5000, help="training images (0: all)")
   ap.add_argument("--eval", type=int, default=2000, help="test images of the comparisons")
   ap.add_argument("--widths", type=int, nargs="+", default=[512, 256, 128])
+  ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                  help="of the true-label networks: the tutorial's SGD (lr 0.01, momentum"
+                       " 0.9), or Adam (lr 1e-3); random labels are fitted with Adam")
   ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
   args = ap.parse_args(argv)
   if args.quick:
@@ -127,8 +131,9 @@ def main(argv=None):
   model = models.make("mlp", x.shape[1:], ds.num_classes, widths=args.widths)
   seeds = list(range(args.seeds))
   snaps = []
+  tx = train.sgd() if args.optimizer == "sgd" else optax.adam(1e-3)
   state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds, epochs=args.epochs,
-                          tx=optax.adam(1e-3), progress=False,
+                          tx=tx, progress=False,
                           callback=lambda e, st, m: snaps.append(st.variables))
   final = [train.select(state.variables, k) for k in seeds]
   net = network.from_linen(model, final[0], x[:2])
