@@ -340,3 +340,21 @@ def test_layer_moments_reads_sequences_as_tokens_their_mean_or_class_token():
     assert int(st.count[0]) == 6 * 8 * 8  # conv maps keep positions as samples
   with pytest.raises(ValueError, match="sequences"):
     moments.layer_moments(net, v, [IMAGES], sequences="first")
+
+
+def test_a_bare_layer_is_a_model_and_remat_gets_the_lifted_transform_error():
+  x = jnp.ones((4, 5))
+  dense = nn.Dense(3)
+  v = dense.init(jax.random.key(0), x)
+  net = network.from_linen(dense, v, x)
+  assert len(net) == 1 and net.layers[0].kernel_shape == (5, 3)
+  np.testing.assert_allclose(net.apply(v, x), dense.apply(v, x), rtol=1e-6)
+
+  class Remat(nn.Module):
+    @nn.compact
+    def __call__(self, h):
+      return nn.Dense(2)(nn.remat(nn.Dense)(4)(h))
+
+  m = Remat()
+  with pytest.raises(ValueError, match="CheckpointDense_0 .Dense. is called inside a lifted"):
+    network.from_linen(m, m.init(jax.random.key(1), x), x)

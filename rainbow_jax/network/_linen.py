@@ -15,14 +15,15 @@ from rainbow_jax.network._core import (Network, _Reader, _Stop, _Tap, _as_variab
 Array = jax.Array
 
 
-def _linen_reader(mod: Any, h: Any) -> _Reader | None:
+def _linen_reader(mod: Any, h: Any, root: type) -> _Reader | None:
   """How to read linen module `mod` called on `h` as a weight layer; None if
-  it is not one; raises for a weight layer we cannot read as a matrix."""
+  it is not one; raises for a weight layer we cannot read as a matrix.
+  `root`: the class of the model (a bare ``nn.Dense`` may be the model)."""
   import flax.linen as nn
 
   from rainbow_jax import models
   name = "/".join(mod.scope.path)
-  if not mod.scope.path:
+  if not mod.scope.path and type(mod) is not root:
     return None  # the wrapper a lifted transform puts around a layer: its inner call counts
   top = mod
   while isinstance(getattr(top, "parent", None), nn.Module):
@@ -101,7 +102,7 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
         return next_fun(*args, **kw)
       if isinstance(mod, nn.BatchNorm):
         return _linen_bn(mod, args[0], tap)
-      reader = _linen_reader(mod, args[0])
+      reader = _linen_reader(mod, args[0], type(module))
       if reader is None:
         return next_fun(*args, **kw)
       return tapped_call(tap, reader, args[0], lambda h: next_fun(h, *args[1:], **kw),
@@ -130,7 +131,7 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
         norms.append(tuple(mod.scope.path))
         return _linen_bn(mod, args[0], _Tap())
       else:
-        reader = _linen_reader(mod, args[0])
+        reader = _linen_reader(mod, args[0], type(module))
         if reader is not None:
           found.append((tuple(mod.scope.path), reader,
                         tuple(reader.canonical_input(args[0]).shape)))
