@@ -9,7 +9,13 @@ The hidden layers are the inputs of weight layers 1–3.
 
 1. **Learning dynamics**: SVCCA (99 % of the variance kept) of every hidden
    layer at epoch t with the same layer at the end of training, per seed, on
-   test images. The paper: lower layers converge first ("bottom-up").
+   test images. The paper: lower layers converge first ("bottom-up"). Then
+   **freeze training** (`train.freezable`, `train.freeze`): the lowest
+   weight layers are frozen, one by one, once their output's SVCCA with the
+   previous epoch passes ``--freeze-at``; test accuracy against normal
+   training, and the share of the training FLOPs their backward pass would
+   no longer need (estimated from the layer shapes: the backward of frozen
+   bottom layers can be skipped; `freezable` itself still computes it).
 2. **Compression**: the first hidden layer (512 neurons) projected onto its
    top-k SVCCA directions against another seed, or onto its top-k principal
    directions (both centred projections, the other directions replaced by
@@ -113,6 +119,9 @@ def main(argv=None):
   ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                   help="of the true-label networks: the tutorial's SGD (lr 0.01, momentum"
                        " 0.9), or Adam (lr 1e-3); random labels are fitted with Adam")
+  ap.add_argument("--freeze-at", type=float, default=0.98,
+                  help="freeze training: SVCCA with the previous epoch above which a layer"
+                       " is frozen")
   ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
   args = ap.parse_args(argv)
   if args.quick:
@@ -164,6 +173,38 @@ def main(argv=None):
                      xlabel="epoch", ylabel="SVCCA with the final layer",
                      title="learning dynamics (mean over seeds)")
   plots.save(ax, os.path.join(args.out, "dynamics.png"))
+
+  # 1b. Freeze training: freeze the lowest weight layers once their outputs
+  # stop moving (SVCCA with the previous epoch ≥ --freeze-at), as the paper
+  # proposes; the others keep training.
+  ftx = train.freezable(tx)
+  fstate = train.init(model, ftx, seeds, x.shape[1:])
+  prev, frozen, frozen_at = None, 0, {}
+  for e in range(args.epochs):
+    fstate, _ = train.fit(model, x, y, seeds=seeds, epochs=e + 1, tx=ftx, state=fstate,
+                          progress=False)
+    cur = [reps(train.select(fstate.variables, k)) for k in seeds]
+    if prev is not None:
+      while frozen < len(hidden) - 1:  # the classifier's input layer keeps training
+        j = hidden[frozen]  # the output of weight layer j − 1
+        sim = np.mean([float(similarity.svcca(cur[k][j], prev[k][j]).mean) for k in seeds])
+        if sim < args.freeze_at:
+          break
+        fstate = train.freeze(fstate, [net.layers[j - 1].path[-1]])
+        frozen_at[net.names[j - 1]] = e + 1
+        frozen += 1
+    prev = cur
+  fwd = [2.0 * np.prod(l.kernel_shape) for l in net.layers]  # multiply-adds ×2 per example
+  total = 3.0 * sum(fwd) * args.epochs
+  saved = sum(2.0 * fwd[net.names.index(n)] * (args.epochs - e) for n, e in frozen_at.items())
+  facc = np.asarray(train.accuracy(fstate.params, ds.x_test, ds.y_test, model=model))
+  out["freeze_training"] = {"freeze_at": args.freeze_at, "frozen_after_epoch": frozen_at,
+                            "test_accuracy": _mean_sd(facc),
+                            "normal_test_accuracy": _mean_sd(hist.test_accuracy[-1]),
+                            "backward_flops_saved_fraction": saved / total}
+  log(f"freeze training: frozen {frozen_at}, test accuracy {facc.mean():.2f} % vs"
+      f" {np.mean(hist.test_accuracy[-1]):.2f} %, {100 * saved / total:.1f} % of the"
+      " training FLOPs skippable")
 
   # 2. Compression of the first hidden layer: SVCCA vs principal directions.
   j = hidden[0]
@@ -239,6 +280,11 @@ def main(argv=None):
     json.dump(out, fh, indent=1)
   print("| finding | result |\n| --- | --- |")
   print(f"| first epoch with SVCCA to the end ≥ 0.9, per layer (seeds) | {first} |")
+  ft = out["freeze_training"]
+  print(f"| freeze training: frozen after epoch | {ft['frozen_after_epoch']}; test accuracy"
+        f" {ft['test_accuracy']['mean']:.2f} ± {ft['test_accuracy']['sd']:.2f} % vs"
+        f" {ft['normal_test_accuracy']['mean']:.2f} %; FLOPs skippable"
+        f" {100 * ft['backward_flops_saved_fraction']:.1f} % |")
   print("| compression, test accuracy at k = " + ", ".join(map(str, ks)) + " | SVCCA "
         + ", ".join(f"{s:.1f}" for s in sv) + "; PCA " + ", ".join(f"{p:.1f}" for p in pc)
         + f"; unprojected {np.mean(unprojected):.1f} |")

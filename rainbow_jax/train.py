@@ -80,6 +80,62 @@ def adamw(learning_rate: float = 1e-3, *, weight_decay: float = 0.05, warmup_ste
   return optax.adamw(lr, weight_decay=weight_decay)
 
 
+class FreezeState(NamedTuple):
+  """State of `freezable`: the wrapped optimiser's, and per parameter a
+  float32 scalar, 1 while it trains and 0 once frozen."""
+
+  inner: Any
+  trainable: Any
+
+
+def freezable(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` with parameters that can be frozen during training (`freeze`).
+
+  A frozen parameter's update is 0 whatever `tx` does (momentum, weight
+  decay), and `tx` sees a zero gradient for it; the other parameters get
+  exactly `tx`'s updates, as if the frozen ones were constants (for
+  element-wise optimisers: SGD, momentum, Adam, AdamW). Freezing does not
+  skip the frozen layers' backward pass; `freeze` reports what it would
+  save.
+  """
+
+  def init(params):
+    return FreezeState(tx.init(params), jax.tree_util.tree_map(
+        lambda p: jnp.ones((), jnp.float32), params))
+
+  def update(grads, state, params=None):
+    mask = lambda tree: jax.tree_util.tree_map(
+        lambda g, m: g * m.astype(jnp.result_type(g)), tree, state.trainable)
+    updates, inner = tx.update(mask(grads), state.inner, params)
+    return mask(updates), FreezeState(inner, state.trainable)
+
+  return optax.GradientTransformation(init, update)
+
+
+def freeze(state: TrainState, frozen: Sequence[str]) -> TrainState:
+  """`state` (of a `freezable` optimiser) with the parameters under the
+  given paths frozen, for every seed: a path is a params key path joined
+  by ``/`` (``'Dense_0'`` freezes that layer's kernel and bias; a full path
+  such as ``'Dense_0/kernel'`` one array). Others keep their state."""
+  if not isinstance(state.opt_state, FreezeState):
+    raise ValueError("freeze needs the state of a train.freezable(...) optimiser;"
+                     f" got {type(state.opt_state).__name__}.")
+  paths = [p.strip("/") for p in frozen]
+
+  def hit(keypath):
+    name = "/".join(str(getattr(k, "key", k)) for k in keypath)
+    return any(name == p or name.startswith(p + "/") for p in paths)
+
+  known = [("/".join(str(getattr(k, "key", k)) for k in kp))
+           for kp, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+  missing = [p for p in paths if not any(n == p or n.startswith(p + "/") for n in known)]
+  if missing:
+    raise ValueError(f"freeze: no parameter under {missing}; parameters: {known}.")
+  trainable = jax.tree_util.tree_map_with_path(
+      lambda kp, m: jnp.zeros_like(m) if hit(kp) else m, state.opt_state.trainable)
+  return state._replace(opt_state=state.opt_state._replace(trainable=trainable))
+
+
 def seed_keys(seeds: Sequence[int]) -> Array:
   """``[K]`` typed keys, one per seed, ``jax.random.key(seed)``."""
   return jnp.stack([jax.random.key(int(s)) for s in seeds])
@@ -525,6 +581,7 @@ def select(state_or_params: Any, k: int) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
 
 
-__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "adamw", "seed_keys", "init",
+__all__ = ["TrainState", "EpochMetrics", "History", "FreezeState", "sgd", "adamw", "freezable",
+           "freeze", "seed_keys", "init",
            "resolve_stack_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
            "shard_seeds", "to_host"]

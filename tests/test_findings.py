@@ -4,6 +4,7 @@ random labels, and compression onto SVCCA directions."""
 import importlib.util
 import os
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -57,3 +58,32 @@ def test_compression_at_full_width_is_the_unprojected_network():
   pca = f.pca_basis(h)
   assert f.projected_accuracy(net, v[0], 1, pca, h.mean(0), [32], ds.x_test, ds.y_test)[0] \
       == pytest.approx(float(full), abs=1e-3)  # the same number of correct images
+
+
+def test_freezing_matches_optax_partition_and_leaves_frozen_weights_alone():
+  ds = data.load("digits")
+  x, y = ds.x_train[:512], ds.y_train[:512]
+  model = models.make("mlp", x.shape[1:], 10, widths=[32, 16])
+  sgd = train.sgd(0.05, 0.9)
+  fit = lambda tx, state=None, epochs=2: train.fit(
+      model, x, y, seeds=[0, 1], epochs=epochs, tx=tx, state=state, progress=False)[0]
+  # Nothing frozen: exactly the wrapped optimiser.
+  plain, wrapped = fit(sgd), fit(train.freezable(sgd))
+  for a, b in zip(jax.tree_util.tree_leaves(plain.params),
+                  jax.tree_util.tree_leaves(wrapped.params)):
+    np.testing.assert_array_equal(a, b)
+  # dense_0 frozen from the start, against optax's own partitioning with
+  # set_to_zero for it: the same trajectory for every other layer.
+  tx = train.freezable(sgd)
+  start = train.freeze(train.init(model, tx, [0, 1], x.shape[1:]), ["dense_0"])
+  ours = fit(tx, start)
+  labels = lambda p: {k: "frozen" if k == "dense_0" else "train" for k in p}
+  theirs = fit(optax.multi_transform({"train": sgd, "frozen": optax.set_to_zero()}, labels))
+  np.testing.assert_array_equal(ours.params["dense_0"]["kernel"],
+                                start.params["dense_0"]["kernel"])  # unchanged
+  for k in ("dense_1", "dense_2"):
+    np.testing.assert_allclose(ours.params[k]["kernel"], theirs.params[k]["kernel"],
+                               rtol=1e-6, atol=1e-7)
+    assert not np.allclose(ours.params[k]["kernel"], start.params[k]["kernel"])
+  with pytest.raises(ValueError, match="no parameter under"):
+    train.freeze(start, ["conv_9"])
