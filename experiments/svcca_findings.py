@@ -198,12 +198,13 @@ def main(argv=None):
   total = 3.0 * sum(fwd) * args.epochs
   saved = sum(2.0 * fwd[net.names.index(n)] * (args.epochs - e) for n, e in frozen_at.items())
   facc = np.asarray(train.accuracy(fstate.params, ds.x_test, ds.y_test, model=model))
+  nacc = np.asarray(train.accuracy(state.params, ds.x_test, ds.y_test, model=model))
   out["freeze_training"] = {"freeze_at": args.freeze_at, "frozen_after_epoch": frozen_at,
                             "test_accuracy": _mean_sd(facc),
-                            "normal_test_accuracy": _mean_sd(hist.test_accuracy[-1]),
+                            "normal_test_accuracy": _mean_sd(nacc),
                             "backward_flops_saved_fraction": saved / total}
   log(f"freeze training: frozen {frozen_at}, test accuracy {facc.mean():.2f} % vs"
-      f" {np.mean(hist.test_accuracy[-1]):.2f} %, {100 * saved / total:.1f} % of the"
+      f" {nacc.mean():.2f} %, {100 * saved / total:.1f} % of the"
       " training FLOPs skippable")
 
   # 2. Compression of the first hidden layer: SVCCA vs principal directions.
