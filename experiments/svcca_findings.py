@@ -30,6 +30,10 @@ The hidden layers are the inputs of weight layers 1–3.
 4. **Class sensitivity**: per hidden layer and class c, the canonical
    correlation between the layer and the indicator of class c (test images):
    which classes a layer separates early.
+5. **CCA of conv layers**: two seeds of the tutorial's CNN compared at the
+   input of its second conv (a 12 × 12 × 32 map) by `similarity.fourier_cca`
+   (a CCA per spatial frequency, google/svcca's DFT CCA), by CCA with the
+   positions as datapoints, and by CCA of the maps averaged over positions.
 
     python experiments/svcca_findings.py --out results/svcca_findings [--quick]
 
@@ -276,6 +280,29 @@ def main(argv=None):
                            title="canonical correlation of a layer with each class",
                            xlabel="class", ylabel="layer"),
              os.path.join(args.out, "class_sensitivity.png"))
+  # 5. CCA of conv layers: per spatial frequency (google/svcca's DFT CCA)
+  # against positions as datapoints and the average over positions.
+  cnn = models.make("cnn", x.shape[1:], ds.num_classes)
+  cstate, chist = train.fit(cnn, x, y, ds.x_test, ds.y_test, seeds=[0, 1],
+                            epochs=max(1, args.epochs // 2), tx=train.sgd(), progress=False)
+  cvars = [train.select(cstate.variables, k) for k in range(2)]
+  cnet = network.from_linen(cnn, cvars[0], x[:2])
+  maps = [np.asarray(cnet.layer_inputs(v, xt, upto=1)[1]) for v in cvars]  # [n, H, W, C]
+  conv = {"layer": cnet.names[1], "map_shape": list(maps[0].shape[1:]),
+          "test_accuracy": _mean_sd(chist.test_accuracy[-1])}
+  t1 = time.time()
+  fc = similarity.fourier_cca(maps[0], maps[1])
+  conv["dft_mean"] = float(np.mean(fc.mean))
+  conv["dft_seconds"] = time.time() - t1
+  for mode in ("positions", "mean"):
+    t1 = time.time()
+    r = similarity.cca(similarity.features(maps[0], mode), similarity.features(maps[1], mode))
+    conv[f"{mode}_mean"] = float(r.mean)
+    conv[f"{mode}_seconds"] = time.time() - t1
+  out["conv_cca"] = conv
+  log(f"conv CCA of {conv['layer']} {conv['map_shape']}, seeds 0 vs 1: DFT (mean over"
+      f" frequencies) {conv['dft_mean']:.3f}, positions as datapoints"
+      f" {conv['positions_mean']:.3f}, averaged over positions {conv['mean_mean']:.3f}")
   out["seconds"] = time.time() - t0
   with open(os.path.join(args.out, "results.json"), "w") as fh:
     json.dump(out, fh, indent=1)
@@ -295,6 +322,9 @@ def main(argv=None):
             sims[f"true labels/{measure}"], sims[f"random labels/{measure}"])) + " |")
   print("| class sensitivity (mean over layers and seeds) per class | " + ", ".join(
       f"{v:.3f}" for v in sens.mean((0, 1))) + " |")
+  print(f"| conv CCA of {conv['layer']}: DFT / positions / averaged | {conv['dft_mean']:.3f}"
+        f" ({conv['dft_seconds']:.1f} s) / {conv['positions_mean']:.3f}"
+        f" ({conv['positions_seconds']:.1f} s) / {conv['mean_mean']:.3f} |")
   log(f"wrote {args.out}/results.json")
 
 
