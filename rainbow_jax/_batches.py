@@ -3,6 +3,8 @@ shares (accuracy, BatchNorm re-estimation, representations)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -14,6 +16,11 @@ def eval_batches(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
   −1 (never counted as correct)."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+  return _padded(x, y, int(batch_size))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _padded(x: Array, y: Array, batch_size: int) -> tuple[Array, Array]:
   n = x.shape[0]
   nb = -(-n // batch_size)
   pad = nb * batch_size - n

@@ -53,7 +53,12 @@ def weight_factor(matrices: Sequence[Array]) -> Array:
   for i, m in enumerate(matrices[1:], 1):
     _checks.check_shape(m, (None, np.shape(matrices[0])[1]), f"matrices[{i}]",
                         "Every matrix needs the same fan-in (one input basis).")
-  w = jnp.concatenate([jnp.asarray(m) for m in matrices], axis=0)
+  return _factor([jnp.asarray(m) for m in matrices])
+
+
+@jax.jit
+def _factor(matrices: list) -> Array:
+  w = jnp.concatenate(matrices, axis=0)
   _, s, vh = jnp.linalg.svd(w, full_matrices=False)
   return s[:, None] * vh / jnp.sqrt(jnp.asarray(w.shape[0], w.dtype))
 

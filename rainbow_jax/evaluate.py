@@ -78,4 +78,4 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
     return [_similarity.features(h, conv) for h in net.layer_inputs(variables, xs)]
 
   per = jax.lax.map(one, xb)
-  return [np.asarray(p.reshape(-1, p.shape[-1])[:n]) for p in per]
+  return [np.asarray(p).reshape(-1, p.shape[-1])[:n] for p in per]  # host: no program

@@ -107,6 +107,18 @@ def sample_kernel(key: Array, factor: Array, shape: Sequence[int], *,
   return w.T.reshape(shape)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _broadcast(arrays: list, s: int) -> list:
+  """Each array repeated `s` times on a new leading axis, one program."""
+  return [jnp.broadcast_to(a, (s, *a.shape)) for a in arrays]
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sample_stack(keys: Array, factor: Array, shape: tuple, bias: bool):
+  """`sample_kernel` for each of ``keys [S]``, one compiled program."""
+  return jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
+
+
 def realign(kernel: Array, a: Array) -> Array:
   """Kernel reading the reference's input → kernel reading the generated
   network's input ψ ≈ A φ (W ← W Aᵀ; ``a`` is ``[d_gen, d_ref]``). Conv
@@ -417,9 +429,11 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
                                   batch_size)
   wb = (yb >= 0).astype(jnp.result_type(x))
-  stack = lambda a: jnp.broadcast_to(jnp.asarray(a), (s, *jnp.shape(a)))
-  gen_k = [stack(k) for k in gen_net.kernels(template)]
-  gen_b = {j: stack(b) for j, b in enumerate(gen_net.biases(template)) if b is not None}
+  stack = lambda a: _broadcast([a], s)[0]
+  gen_k = _broadcast(gen_net.kernels(template), s)
+  gen_b = {j: b for j, b in zip(
+      [j for j, b in enumerate(gen_net.biases(template)) if b is not None],
+      _broadcast([b for b in gen_net.biases(template) if b is not None], s))}
   build = jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
@@ -432,8 +446,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     ref_shape = (*ref_k[j].shape[:-1], gen_shapes[j][-1])
     if j in layers:
       keys = jax.random.split(jax.random.fold_in(key, j), s)
-      drawn = jax.vmap(functools.partial(sample_kernel, factor=factors[j], shape=ref_shape,
-                                         bias=gen_bias[j]))(keys)
+      drawn = _sample_stack(keys, factors[j], ref_shape, gen_bias[j])
       w, b = drawn if gen_bias[j] else (drawn, None)
     else:
       w, b = stack(ref_k[j]), None if ref_b[j] is None else stack(ref_b[j])

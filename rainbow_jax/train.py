@@ -176,9 +176,11 @@ def _check_data(model, x, y, num_classes=None):
     raise TypeError(f"labels must be integers, got {y.dtype}.")
   # Shape check against the model (raises the model's own ValueError).
   logits = jax.eval_shape(
-      lambda a: model.apply(model.init(jax.random.key(0), a), a), x[:1])
+      lambda a: model.apply(model.init(jax.random.key(0), a), a),
+      jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
   classes = logits.shape[-1]
-  lo, hi = int(np.min(y)), int(np.max(y))
+  yh = np.asarray(y)  # on the host: no program
+  lo, hi = int(yh.min()), int(yh.max())
   if lo < 0 or hi >= classes:
     raise ValueError(f"labels must lie in [0, {classes}), got range [{lo}, {hi}].")
   return classes
@@ -577,8 +579,14 @@ def shard_seeds(tree: Any, devices: Sequence[Any]) -> Any:
 
 
 def select(state_or_params: Any, k: int) -> Any:
-  """Seed ``k``'s slice of a K-seed pytree."""
-  return jax.tree_util.tree_map(lambda a: a[k], state_or_params)
+  """Seed ``k``'s slice of a K-seed pytree (one compiled program per tree
+  structure; ``k`` is traced)."""
+  return _select(state_or_params, k)
+
+
+@jax.jit
+def _select(tree: Any, k: Array) -> Any:
+  return jax.tree_util.tree_map(lambda a: a[k], tree)
 
 
 __all__ = ["TrainState", "EpochMetrics", "History", "FreezeState", "sgd", "adamw", "freezable",

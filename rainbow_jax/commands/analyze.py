@@ -48,6 +48,7 @@ def _ranks(d: int) -> list[int]:
   return sorted(set(r + [d]))
 
 
+@jax.jit
 def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 

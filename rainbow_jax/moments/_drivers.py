@@ -87,6 +87,12 @@ class _NoParams:
     return self.fn(batch)
 
 
+@jax.jit
+def _copy(tree):
+  """Fresh device buffers of every leaf, one compiled program for the tree."""
+  return jax.tree_util.tree_map(jnp.copy, tree)
+
+
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
 def _jit_step(fn, params, state, batch, mask):
   return update(state, fn(params, batch), mask=mask)
@@ -156,7 +162,7 @@ def accumulate(
   shapes = jax.eval_shape(functools.partial(step_fn, params), first)
   if state is None:
     state = _init_from_shapes(shapes, cross=cross, names=names, dtype=dtype)
-  state = jax.tree_util.tree_map(jnp.array, state)  # own buffers: donated.
+  state = _copy(state)  # own buffers: donated.
   # Rows per example of each map (conv positions), to guard the int32 count.
   rows_per_example = max(math.prod(f.shape[1:-1]) for f in _as_list(shapes))
   rows = max(int(c) for c in state.count)

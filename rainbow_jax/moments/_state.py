@@ -110,6 +110,12 @@ def init(
           f"cross pair {(i, j)} must name two different maps among"
           f" {len(dims)}; self moments are always kept."
       )
+  return _zero_state(dims, pairs, names, jnp.dtype(dtype).name, compensated)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _zero_state(dims, pairs, names, dtype, compensated) -> Moments:
+  """`init`'s zeros, one compiled program for the whole state."""
   zeros = lambda *shape: jnp.zeros(shape, dtype)
   return Moments(
       count=tuple(jnp.zeros((), jnp.int32) for _ in dims),

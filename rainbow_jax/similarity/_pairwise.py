@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from rainbow_jax import _checks
@@ -151,7 +152,8 @@ def features(h: Array, conv: str = "mean") -> Array:
     ``[n, d]`` (``[n·H·W, C]`` for ``"positions"``).
   """
   _checks.check_choice(conv, CONV, "conv")
-  h = jnp.asarray(h)
+  if not isinstance(h, (np.ndarray, jax.Array)):
+    h = jnp.asarray(h)  # numpy stays numpy: reshaped on the host, no program
   if h.ndim <= 2:
     return h
   if conv == "cls" and h.ndim == 3:

@@ -73,7 +73,7 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
     x, y: evaluation data.
 
   Returns:
-    ``[len(ranks)]`` accuracies in percent.
+    ``[len(ranks)]`` accuracies in percent (numpy).
   """
   if not -len(net) <= layer < len(net):
     raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
@@ -85,8 +85,8 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
   if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
     raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
   xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
-  return 100.0 * _clip_counts(net, layer % len(net), variables, basis, jnp.asarray(ranks),
-                              xb, yb) / len(x)
+  counts = _clip_counts(net, layer % len(net), variables, basis, ranks.astype(np.int32), xb, yb)
+  return 100.0 * np.asarray(counts) / len(x)  # on the host: no program
 
 
 @functools.partial(jax.jit, static_argnames=("net", "layer"))

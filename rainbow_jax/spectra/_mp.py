@@ -90,7 +90,10 @@ def learned_components(eigenvalues: Array, law: MarchenkoPastur, *,
                        margin: float = 0.0) -> Array:
   """Number of eigenvalues above the law's upper edge × (1 + margin)."""
   _checks.check_array(eigenvalues, "eigenvalues", min_rank=1, what="[..., d]")
-  return jnp.sum(jnp.asarray(eigenvalues) > law.upper * (1.0 + margin))
+  edge = law.upper * (1.0 + margin)
+  if isinstance(eigenvalues, jax.core.Tracer):
+    return jnp.sum(eigenvalues > edge)
+  return jnp.asarray(np.sum(np.asarray(eigenvalues) > edge))  # concrete: counted on the host
 
 
 def layer_law(kernel: Array, init: Any = "torch") -> MarchenkoPastur:
@@ -104,11 +107,12 @@ def layer_law(kernel: Array, init: Any = "torch") -> MarchenkoPastur:
       ``nn.initializers.he_normal()``), whose σ² is measured on one draw of
       the kernel's shape.
   """
-  n, d = weight_matrix(kernel).shape
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  shape = tuple(jnp.shape(kernel))
+  n, d = shape[-1], int(np.prod(shape[:-1]))  # weight_matrix's [n_out, fan_in]
   if isinstance(init, str):
     variance = init_variance(init, d)
   elif callable(init):
-    shape = tuple(jnp.shape(kernel))
     variance = float(jnp.mean(jnp.square(init(jax.random.key(0), shape, jnp.float32))))
   else:
     variance = float(init)

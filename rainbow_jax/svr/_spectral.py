@@ -44,6 +44,14 @@ def _svd_stack(m: Array) -> Spectral:
   return Spectral(u, s, jnp.swapaxes(vh, -1, -2))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _spectra_of(solver: str, mats: list) -> list:
+  """One program per group of same-shape matrices: stacked, decomposed,
+  and split back into one `Spectral` each."""
+  res = (_svd_stack if solver == "svd" else _gram_stack)(jnp.stack(mats))
+  return [Spectral(res.u[n], res.s[n], res.v[n]) for n in range(len(mats))]
+
+
 def _gram_one(a: Array) -> Spectral:
   flip = a.shape[0] > a.shape[1]
   b = a.T if flip else a  # rows ≤ cols
@@ -121,7 +129,6 @@ def spectra(weights: Sequence[Array], *, co: bool = False, top_k: int | None = N
     if out[i] is None:
       groups.setdefault((m.shape, m.dtype), []).append(i)
   for idx in groups.values():
-    res = (_svd_stack if solver == "svd" else _gram_stack)(jnp.stack([mats[i] for i in idx]))
-    for n, i in enumerate(idx):
-      out[i] = Spectral(res.u[n], res.s[n], res.v[n])
+    for i, sp in zip(idx, _spectra_of(solver, [mats[i] for i in idx])):
+      out[i] = sp
   return out
