@@ -61,6 +61,46 @@ def torch_device(torch) -> str:
   return "cpu"
 
 
+def fashion_mnist_or_random(samples: int) -> tuple[np.ndarray, np.ndarray, str]:
+  """The first `samples` Fashion-MNIST training images and labels when the
+  dataset is installed, else random images of its shape; and a note saying
+  which."""
+  from rainbow_jax import data
+  if data.available("fashion_mnist"):
+    ds = data.load("fashion_mnist")
+    return (ds.x_train[:samples], ds.y_train[:samples],
+            f"data: first {samples} Fashion-MNIST training images")
+  rng = np.random.default_rng(0)
+  return (rng.normal(size=(samples, 28, 28, 1)).astype(np.float32),
+          rng.integers(0, 10, samples).astype(np.int32),
+          "data: random images of Fashion-MNIST's shape (dataset not installed)")
+
+
+def torch_epoch(torch, model, opt, x: np.ndarray, y: np.ndarray, *, batch_size: int = 128,
+                seed: int = 0) -> Callable[[], None]:
+  """The usual PyTorch loop for one epoch (a seeded shuffle; forward,
+  cross-entropy, backward, optimiser step per batch) over NHWC images `x`
+  and labels `y`, moved once to `model`'s device as NCHW tensors; returns
+  the no-argument epoch runner that the timers call."""
+  dev = next(model.parameters()).device
+  loss_fn = torch.nn.CrossEntropyLoss()
+  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dev)
+  yt = torch.from_numpy(y.astype(np.int64)).to(dev)
+  gen = torch.Generator().manual_seed(seed)
+
+  def epoch():
+    model.train()
+    perm = torch.randperm(len(xt), generator=gen).to(dev)
+    for i in range(0, len(xt), batch_size):
+      idx = perm[i:i + batch_size]
+      loss = loss_fn(model(xt[idx]), yt[idx])
+      opt.zero_grad()
+      loss.backward()
+      opt.step()
+
+  return epoch
+
+
 def cpu_model() -> str:
   """The CPU's model name (/proc/cpuinfo on Linux; platform's otherwise):
   machines differ, so every JSON names its CPU."""

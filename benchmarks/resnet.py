@@ -77,23 +77,7 @@ def torch_epoch_fn(torch, x, y, width, batch_size=128, seed=0):
   dev = C.torch_device(torch)
   model = torch_resnet20(torch, width).to(dev)
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  loss_fn = torch.nn.CrossEntropyLoss()
-  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dev)
-  yt = torch.from_numpy(y.astype(np.int64)).to(dev)
-  gen = torch.Generator().manual_seed(seed)
-
-  def epoch():
-    model.train()
-    perm = torch.randperm(len(xt), generator=gen).to(dev)
-    for i in range(0, len(xt), batch_size):
-      idx = perm[i:i + batch_size]
-      loss = loss_fn(model(xt[idx]), yt[idx])
-      opt.zero_grad()
-      loss.backward()
-      opt.step()
-    return 0
-
-  return epoch
+  return C.torch_epoch(torch, model, opt, x, y, batch_size=batch_size, seed=seed)
 
 
 def main(argv=None):

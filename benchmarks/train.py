@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _common as C
-from rainbow_jax import data, models, train
+from rainbow_jax import models, train
 
 
 def flops_per_example(arch: str) -> float:
@@ -99,15 +99,8 @@ def main(argv=None):
   notes = []
   if torch is None:
     notes.append("torch not installed: pytorch peer skipped")
-  if data.available("fashion_mnist"):
-    ds = data.load("fashion_mnist")
-    x, y = ds.x_train[:samples], ds.y_train[:samples]
-    notes.append(f"data: first {samples} Fashion-MNIST training images")
-  else:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(samples, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, samples).astype(np.int32)
-    notes.append("data: random images of Fashion-MNIST's shape (dataset not installed)")
+  x, y, note = C.fashion_mnist_or_random(samples)
+  notes.append(note)
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   records = []
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _common as C
-from rainbow_jax import data, models, train
+from rainbow_jax import models, train
 
 WIDTH, DEPTH, HEADS, PATCH = 64, 4, 4, 7
 
@@ -66,24 +66,8 @@ def torch_epoch_fn(torch, x, y, batch_size=128, seed=0):
   dev = C.torch_device(torch)
   model = torch_vit(torch).to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-  loss_fn = torch.nn.CrossEntropyLoss()
-  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dev)
-  yt = torch.from_numpy(y.astype(np.int64)).to(dev)
-  gen = torch.Generator().manual_seed(seed)
-
-  def epoch():
-    model.train()
-    perm = torch.randperm(len(xt), generator=gen).to(dev)
-    for i in range(0, len(xt), batch_size):
-      idx = perm[i:i + batch_size]
-      loss = loss_fn(model(xt[idx]), yt[idx])
-      opt.zero_grad()
-      loss.backward()
-      opt.step()
-    if dev == "cuda":
-      torch.cuda.synchronize()
-
-  return epoch, sum(p.numel() for p in model.parameters())
+  return (C.torch_epoch(torch, model, opt, x, y, batch_size=batch_size, seed=seed),
+          sum(p.numel() for p in model.parameters()))
 
 
 def main(argv=None):
@@ -93,15 +77,8 @@ def main(argv=None):
                            "accel": (60000, [1, 4], 2)}[args.size]
   torch = C.torch_or_none()
   notes = [] if torch is not None else ["torch not installed: pytorch peer skipped"]
-  if data.available("fashion_mnist"):
-    ds = data.load("fashion_mnist")
-    x, y = ds.x_train[:samples], ds.y_train[:samples]
-    notes.append(f"data: first {samples} Fashion-MNIST training images")
-  else:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(samples, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, samples).astype(np.int32)
-    notes.append("data: random images of Fashion-MNIST's shape (dataset not installed)")
+  x, y, note = C.fashion_mnist_or_random(samples)
+  notes.append(note)
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   model = models.ViT(patch=PATCH, width=WIDTH, depth=DEPTH, heads=HEADS)
   tx = train.adamw(1e-3, weight_decay=0.05)

@@ -31,28 +31,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
 import numpy as np
 
-from rainbow_jax import (align, data, evaluate, models, network, plots, rainbow, spectra,
+from rainbow_jax import (align, evaluate, models, network, plots, rainbow, spectra,
                          train)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as E  # noqa: E402
 
 DEFAULT_WIDTHS = {"mlp": [512, 256], "cnn": [32, 64], "scattering": [32, 64, 128]}
 QUICK_WIDTHS = {"mlp": [32, 16], "cnn": [4, 8], "scattering": [4, 8]}
-
-
-def _dataset(name):
-  if name == "auto":
-    name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
-  return data.load(name, grayscale=True, normalize="tutorial" if name == "cifar10" else True)
-
-
-def _mean_sd(values):
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-          "values": v.tolist()}
 
 
 def _rainbow_accuracy(key, net, variables, x_align, x_test, y_test, samples, **kw):
@@ -82,17 +75,17 @@ def run_arch(arch, ds, args, log):
   net = network.from_linen(model, per_seed[0], x_train[:2])
   key = jax.random.key(args.seed)
   out = {"arch": arch, "widths": widths, "train_seconds": train_s,
-         "trained_accuracy": _mean_sd(hist.test_accuracy[-1]),
+         "trained_accuracy": E.mean_sd(hist.test_accuracy[-1]),
          "trained_accuracy_seed0": float(hist.test_accuracy[-1][0])}
 
   t0 = time.time()
   acc, r2 = _rainbow_accuracy(key, net, per_seed[0], x_align, x_test, y_test, args.samples)
-  out["rainbow_one_seed"] = dict(_mean_sd(acc), r2=r2.mean(0).tolist())
+  out["rainbow_one_seed"] = dict(E.mean_sd(acc), r2=r2.mean(0).tolist())
   out["rainbow_seconds"] = time.time() - t0
   factors, r2_mean = rainbow.seed_averaged_factors(net, per_seed, x_align[:args.mean_align])
   acc, r2 = _rainbow_accuracy(key, net, per_seed[0], x_align, x_test, y_test, args.samples,
                               factors=factors)
-  out["rainbow_seed_average"] = dict(_mean_sd(acc), r2=r2.mean(0).tolist(),
+  out["rainbow_seed_average"] = dict(E.mean_sd(acc), r2=r2.mean(0).tolist(),
                                      r2_to_mean=[np.asarray(v).tolist() for v in r2_mean])
   out["ratio_one_seed"] = out["rainbow_one_seed"]["mean"] / out["trained_accuracy_seed0"]
   out["ratio_seed_average"] = (out["rainbow_seed_average"]["mean"]
@@ -110,7 +103,7 @@ def run_arch(arch, ds, args, log):
     gen_net = network.from_linen(gen_model, gen_vars, x_train[:2])
     acc, _ = _rainbow_accuracy(jax.random.fold_in(key, f + 10), net, per_seed[0], x_align,
                                x_test, y_test, args.samples, gen=(gen_net, gen_vars))
-    out["width_factors"].append(dict(_mean_sd(acc), factor=2.0 ** f, widths=gw))
+    out["width_factors"].append(dict(E.mean_sd(acc), factor=2.0 ** f, widths=gw))
     log(f"{arch}: widths ×{2.0 ** f:g} {gw}: rainbow {np.mean(acc):.2f} ± {np.std(acc, ddof=1):.2f} %")
 
   dyn = {"epoch": [], "learned_components": [], "r2_seed0_seed1": [], "rainbow": []}
@@ -128,7 +121,7 @@ def run_arch(arch, ds, args, log):
     dyn["epoch"].append(e)
     dyn["learned_components"].append(comps)
     dyn["r2_seed0_seed1"].append(r2s)
-    dyn["rainbow"].append(_mean_sd(acc))
+    dyn["rainbow"].append(E.mean_sd(acc))
   dyn["test_accuracy"] = [None] + hist.test_accuracy[:, 0].tolist()
   out["dynamics"] = dyn
   log(f"{arch}: dynamics: learned components {dyn['learned_components'][-1]}, r²"
@@ -208,7 +201,7 @@ def main(argv=None):
     args.seeds, args.epochs, args.samples, args.dyn_samples = 2, 1, 2, 2
     args.train, args.align, args.mean_align, args.eval, args.factors = 1000, 300, 300, 300, [-1, 1]
   os.makedirs(args.out, exist_ok=True)
-  ds = _dataset(args.dataset)
+  ds = E.dataset(args.dataset)
   t0 = time.time()
   log = lambda msg: print(f"[{time.time() - t0:5.0f} s] {msg}", flush=True)
   results = [run_arch(a, ds, args, log) for a in args.archs]

@@ -48,6 +48,7 @@ import argparse
 import itertools
 import json
 import os
+import sys
 import time
 
 import jax
@@ -57,11 +58,9 @@ import optax
 
 from rainbow_jax import data, evaluate, models, network, plots, similarity, train
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _mean_sd(values):
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-          "values": v.tolist()}
+import _common as E  # noqa: E402
 
 
 def svcca_basis(h: np.ndarray, g: np.ndarray, variance: float = 0.99) -> np.ndarray:
@@ -132,10 +131,7 @@ def main(argv=None):
     args.seeds, args.epochs, args.random_epochs = 2, 3, 20
     args.train, args.eval, args.widths = 600, 300, [64, 32, 16]
   os.makedirs(args.out, exist_ok=True)
-  name = args.dataset
-  if name == "auto":
-    name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
-  ds = data.load(name, grayscale=True, normalize=True)
+  ds = E.dataset(args.dataset)
   x, y = (ds.x_train[:args.train], ds.y_train[:args.train]) if args.train else (
       ds.x_train, ds.y_train)
   xt, yt = ds.x_test[:args.eval], ds.y_test[:args.eval]
@@ -153,7 +149,7 @@ def main(argv=None):
   hidden = list(range(1, len(net)))  # inputs of weight layers 1…L−1
   names = [f"hidden {j} ({net.layers[j].kernel_shape[0]})" for j in hidden]
   out = {"dataset": ds.name, "seeds": args.seeds, "widths": args.widths,
-         "train_images": len(x), "test_accuracy": _mean_sd(hist.test_accuracy[-1])}
+         "train_images": len(x), "test_accuracy": E.mean_sd(hist.test_accuracy[-1])}
   log(f"trained: test accuracy {np.round(hist.test_accuracy[-1], 2).tolist()}")
 
   # 1. Learning dynamics: SVCCA of each hidden layer at epoch t with the end.
@@ -204,8 +200,8 @@ def main(argv=None):
   facc = np.asarray(train.accuracy(fstate.params, ds.x_test, ds.y_test, model=model))
   nacc = np.asarray(train.accuracy(state.params, ds.x_test, ds.y_test, model=model))
   out["freeze_training"] = {"freeze_at": args.freeze_at, "frozen_after_epoch": frozen_at,
-                            "test_accuracy": _mean_sd(facc),
-                            "normal_test_accuracy": _mean_sd(nacc),
+                            "test_accuracy": E.mean_sd(facc),
+                            "normal_test_accuracy": E.mean_sd(nacc),
                             "backward_flops_saved_fraction": saved / total}
   log(f"freeze training: frozen {frozen_at}, test accuracy {facc.mean():.2f} % vs"
       f" {nacc.mean():.2f} %, {100 * saved / total:.1f} % of the"
@@ -241,8 +237,8 @@ def main(argv=None):
   rstate, rhist = train.fit(model, x, y_random, seeds=[100 + k for k in seeds],
                             epochs=args.random_epochs, tx=optax.adam(1e-3), progress=False)
   rand = [train.select(rstate.variables, k) for k in range(len(seeds))]
-  out["random_labels"] = {"train_accuracy": _mean_sd(rhist.train_accuracy[-1]),
-                          "test_accuracy": _mean_sd(np.asarray(
+  out["random_labels"] = {"train_accuracy": E.mean_sd(rhist.train_accuracy[-1]),
+                          "test_accuracy": E.mean_sd(np.asarray(
                               train.accuracy(rstate.params, ds.x_test, ds.y_test, model=model))),
                           "epochs": args.random_epochs}
   log(f"random labels: train accuracy {np.round(rhist.train_accuracy[-1], 2).tolist()}")
@@ -253,7 +249,7 @@ def main(argv=None):
                         ("linear_cka", similarity.linear_cka)):
       vals = [[float(fn(rs[a][j], rs[b][j])) for a, b in itertools.combinations(seeds, 2)]
               for j in hidden]
-      sims[f"{gname}/{measure}"] = [_mean_sd(v) for v in vals]
+      sims[f"{gname}/{measure}"] = [E.mean_sd(v) for v in vals]
   out["generalising_vs_memorising"] = {"layers": names, **sims}
   for measure in ("pwcca", "linear_cka"):
     log(f"{measure} between seeds per layer: true " + ", ".join(
@@ -289,7 +285,7 @@ def main(argv=None):
   cnet = network.from_linen(cnn, cvars[0], x[:2])
   maps = [np.asarray(cnet.layer_inputs(v, xt, upto=1)[1]) for v in cvars]  # [n, H, W, C]
   conv = {"layer": cnet.names[1], "map_shape": list(maps[0].shape[1:]),
-          "test_accuracy": _mean_sd(chist.test_accuracy[-1])}
+          "test_accuracy": E.mean_sd(chist.test_accuracy[-1])}
   t1 = time.time()
   fc = similarity.fourier_cca(maps[0], maps[1])
   conv["dft_mean"] = float(np.mean(fc.mean))

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -51,11 +52,9 @@ import optax
 from rainbow_jax import (align, data, evaluate, fourier, models, network, plots, rainbow,
                          similarity, spectra, train)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _mean_sd(values):
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-          "values": v.tolist()}
+import _common as E  # noqa: E402
 
 
 def _short(name):
@@ -85,8 +84,8 @@ def vit_part(ds, args, log):
   cnn_vars, cnn_hist = _train(cnn, ds, x, y, seeds, args.epochs, train.sgd())
   out = {"vit": {"patch": vit.patch, "width": vit.width, "depth": vit.depth, "heads": vit.heads},
          "train_images": len(x), "epochs": args.epochs, "vit_train_seconds": vit_s,
-         "vit_accuracy": _mean_sd(vit_hist.test_accuracy[-1]),
-         "cnn_accuracy": _mean_sd(cnn_hist.test_accuracy[-1])}
+         "vit_accuracy": E.mean_sd(vit_hist.test_accuracy[-1]),
+         "cnn_accuracy": E.mean_sd(cnn_hist.test_accuracy[-1])}
   log(f"ViT accuracy {out['vit_accuracy']['values']}, CNN {out['cnn_accuracy']['values']}")
   net = network.from_linen(vit, vit_vars[0], x[:2])
   cnet = network.from_linen(cnn, cnn_vars[0], x[:2])
@@ -137,7 +136,7 @@ def vit_part(ds, args, log):
       for k, suffix in kinds.items():
         if name.endswith(suffix):
           alphas[k].append(float(spectra.power_law(spectra.esd(kernel)).alpha))
-  out["alpha"] = {k: _mean_sd(a) for k, a in alphas.items()}
+  out["alpha"] = {k: E.mean_sd(a) for k, a in alphas.items()}
   plots.save(plots.bars([out["alpha"][k]["mean"] for k in kinds], list(kinds),
                         ylabel="power-law α", title="ViT projections (mean over blocks, seeds)",
                         ylim=(0, max(8.0, max(out["alpha"][k]["mean"] for k in kinds) + 1))),
@@ -149,7 +148,7 @@ def vit_part(ds, args, log):
                          num_samples=args.samples, progress=False)
   acc = np.asarray(evaluate.accuracy(net, gen.params, ds.x_test, ds.y_test, stacked=True))
   ref = float(vit_hist.test_accuracy[-1][0])
-  out["rainbow_mlp"] = dict(_mean_sd(acc), trained=ref, ratio=float(acc.mean() / ref),
+  out["rainbow_mlp"] = dict(E.mean_sd(acc), trained=ref, ratio=float(acc.mean() / ref),
                             sampled_layers=[net.names[j] for j, link in enumerate(
                                 net.chain_links(vit_vars[0], x[:2])) if link],
                             seconds=time.time() - t0)
@@ -179,8 +178,8 @@ def modular_part(args, log):
   net = network.from_linen(model, params[0], ds.x_train[:2])
   test = np.asarray(hist.test_accuracy)
   out = {"p": p, "train_fraction": args.fraction, "width": args.width, "steps": args.steps,
-         "train_seconds": secs, "test_accuracy": _mean_sd(test[-1]),
-         "train_accuracy": _mean_sd(np.asarray(hist.train_accuracy)[-1]),
+         "train_seconds": secs, "test_accuracy": E.mean_sd(test[-1]),
+         "train_accuracy": E.mean_sd(np.asarray(hist.train_accuracy)[-1]),
          "step_to_90": [int(np.argmax(test[:, k] > 90)) + 1 if (test[:, k] > 90).any()
                         else None for k in range(len(seeds))]}
   log(f"modular addition p={p}: test accuracy {np.round(test[-1], 1).tolist()}, step"
@@ -279,10 +278,7 @@ def main(argv=None):
     args.align, args.samples, args.vit = 500, 2, [16, 2, 2]
     args.p, args.steps, args.every, args.width = 13, 200, 50, 32
   os.makedirs(args.out, exist_ok=True)
-  name = args.dataset
-  if name == "auto":
-    name = "fashion_mnist" if data.available("fashion_mnist") else "digits"
-  ds = data.load(name, grayscale=True, normalize=True)
+  ds = E.dataset(args.dataset)
   t0 = time.time()
   log = lambda msg: print(f"[{time.time() - t0:5.0f} s] {msg}", flush=True)
   doc = {"dataset": ds.name, "seeds": args.seeds, "vit": vit_part(ds, args, log),
