@@ -45,6 +45,7 @@ scikit-learn's digits.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -94,10 +95,14 @@ def pca_basis(h: np.ndarray) -> np.ndarray:
 def projected_accuracy(net, variables, layer: int, basis, mean, ks, x, y) -> list[float]:
   """Test accuracy (%) with `layer`'s input replaced by its projection
   ``m + (h − m) B_kᵀ B_k`` onto the first k rows of `basis`, for each k."""
-  basis = jnp.asarray(basis, jnp.float32)
-  mean = jnp.asarray(mean, jnp.float32)
+  counts = _projected_counts(net, layer, variables, jnp.asarray(basis, jnp.float32),
+                             jnp.asarray(mean, jnp.float32), jnp.asarray(ks, jnp.int32), x, y)
+  return (100.0 * np.asarray(counts) / len(y)).tolist()
 
-  @jax.jit
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _projected_counts(net, layer, variables, basis, mean, ks, x, y):
+  """Correct predictions for each k: one program, the ks in turn."""
   def correct(k):
     keep = (jnp.arange(basis.shape[0]) < k).astype(jnp.float32)
     p = jnp.matmul(basis.T * keep[None, :], basis, precision="highest")
@@ -105,7 +110,7 @@ def projected_accuracy(net, variables, layer: int, basis, mean, ks, x, y) -> lis
     logits = net.apply(variables, x, edits={layer: edit})
     return jnp.sum(jnp.argmax(logits, -1) == y)
 
-  return [100.0 * float(correct(k)) / len(y) for k in ks]
+  return jax.lax.map(correct, ks)
 
 
 def main(argv=None):

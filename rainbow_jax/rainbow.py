@@ -107,6 +107,16 @@ def sample_kernel(key: Array, factor: Array, shape: Sequence[int], *,
   return w.T.reshape(shape)
 
 
+def sampleable(net: Any, links: Sequence[bool]) -> list[int]:
+  """The layers `generate` samples by default: those whose output only the
+  next weight layer reads (`links`, `Network.chain_links`), unless it or
+  the next layer is a grouped convolution (a new or realigned channel would
+  mix channels across its groups)."""
+  groups = [l.groups for l in net.layers]
+  return [j for j, link in enumerate(links)
+          if link and groups[j] == 1 and groups[j + 1] == 1]
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _broadcast(arrays: list, s: int) -> list:
   """Each array repeated `s` times on a new leading axis, one program."""
@@ -384,9 +394,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   example = jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype)
   links = net.chain_links(variables, example)
   groups = [l.groups for l in net.layers]
-  # A grouped conv can neither be sampled nor take a realigned input: either
-  # would mix channels across its groups.
-  free = [j for j in range(n_layers - 1) if links[j] and groups[j] == 1 and groups[j + 1] == 1]
+  free = sampleable(net, links)
   if layers is None:
     layers = free
   layers = sorted({int(j) for j in layers})
@@ -431,9 +439,8 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   wb = (yb >= 0).astype(jnp.result_type(x))
   stack = lambda a: _broadcast([a], s)[0]
   gen_k = _broadcast(gen_net.kernels(template), s)
-  gen_b = {j: b for j, b in zip(
-      [j for j, b in enumerate(gen_net.biases(template)) if b is not None],
-      _broadcast([b for b in gen_net.biases(template) if b is not None], s))}
+  biases = {j: b for j, b in enumerate(gen_net.biases(template)) if b is not None}
+  gen_b = dict(zip(biases, _broadcast(list(biases.values()), s)))
   build = jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
@@ -484,4 +491,5 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
 
 
 __all__ = ["Generated", "cross_moments", "generate", "neuron_matrix", "realign",
-           "reference_factors", "sample_kernel", "seed_averaged_factors", "weight_factor"]
+           "reference_factors", "sample_kernel", "sampleable", "seed_averaged_factors",
+           "weight_factor"]

@@ -367,9 +367,8 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
   nets, net = ctx.nets, ctx.nets.net
   t0 = time.perf_counter()
   links = network.links_of(ctx.producers)
-  groups = [l.groups for l in net.layers]
-  grouped = [j for j in range(len(net) - 1) if links[j] and max(groups[j], groups[j + 1]) > 1]
-  sampled = [j for j in range(len(net) - 1) if links[j] and j not in grouped]
+  sampled = rainbow.sampleable(net, links)
+  grouped = [j for j in range(len(net) - 1) if links[j] and j not in sampled]
   kept = [j for j in range(len(net) - 1) if not links[j]]
   if kept:
     ctx.notes.append(
