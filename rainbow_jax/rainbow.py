@@ -17,8 +17,14 @@ layers. `generate` samples S new networks layer by layer, as the tutorial's
    basis, W' ← W' Aᵀ, with A the alignment of the previous layer (A φ ≈ ψ
    between reference and generated activations; `rainbow_jax.align`);
 3. one pass over the data computes the cross second moment between the
-   reference's and every generated network's input to layer j + 1 (only
-   layers ≤ j are evaluated), and its Procrustes map gives the next A;
+   reference's and every generated network's input to layer j + 1, and its
+   Procrustes map gives the next A. The pass is linear in depth: each
+   network's forward pass is cut at its weight layers' inputs
+   (`rainbow_jax.network.Segments`), and the values it kept at layer j's
+   input (its residual stream and branches, per example) are carried to
+   layer j + 1's — only the layers in between run. On small data (N · S ≤
+   8 192) one compiled program evaluates the whole networks for every layer
+   instead (fewer programs to compile);
 4. the classifier is the reference's, realigned.
 
 Biases: a neuron of a layer with a bias is its ``(weights, bias)`` vector;
@@ -26,11 +32,14 @@ rows are sampled from the joint second moment of those vectors
 (`neuron_matrix`), and only the weight part is realigned.
 
 BatchNorm: after each layer is drawn, the generated networks' BatchNorm
-statistics are re-estimated on the data (`Network.estimate_batch_stats`,
-for each of the S samples) before the next alignment pass, and all of them
-once more at the end — what the rainbow paper's code does after resampling;
-stale statistics of the reference would normalise the new neurons with the
-old neurons' means and variances. A sampled layer's BatchNorm scale and
+statistics are re-estimated on the data before the next alignment pass —
+what the rainbow paper's code does after resampling; stale statistics of
+the reference would normalise the new neurons with the old neurons' means
+and variances. Layer by layer, each BatchNorm gets the mean and variance of
+its input over the data, in inference mode with the earlier ones already
+re-estimated (`Segments.reestimate`); on small data, one batch-mode pass
+per layer and one at the end (`Network.estimate_batch_stats`; the same
+numbers when the data is one batch). A sampled layer's BatchNorm scale and
 offset stay the reference's, channel by channel: the generated neurons are
 exchangeable, so this pairs each new neuron with a reference (γ, β) at
 random.
@@ -72,6 +81,7 @@ from rainbow_jax._linalg import weight_factor as weight_factor
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
 from rainbow_jax import spectra as _spectra
+from rainbow_jax import network as _network
 
 Array = jax.Array
 _HP = _precision.STATS  # float32-exact products on every backend
@@ -235,6 +245,78 @@ def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_si
   return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb, stack_axis)
 
 
+def _restat_stacked(axis: str, seg, k: int, gen_vars, gen_state: list, wb: Array):
+  """`Segments.reestimate` for each of the S generated networks (``gen_vars
+  [S, …]``, states ``[nb, S, B, …]``), vmapped or in turn (`axis`)."""
+  fn = lambda v, st: seg.reestimate(k, v, st, wb)
+  if not seg.norms[k]:
+    return gen_vars
+  if axis == "vmap":
+    return jax.vmap(fn, in_axes=(0, 1))(gen_vars, gen_state)
+  return lax.map(lambda a: fn(*a), (gen_vars, [jnp.swapaxes(a, 0, 1) for a in gen_state]))
+
+
+@functools.partial(jax.jit, static_argnames=("ref_seg", "gen_seg", "k", "axis"))
+def _advance(ref_seg, gen_seg, k: int, ref_vars, gen_vars, kernel, bias, ref_state, gen_state,
+             wb, axis):
+  """Cut k − 1 → cut k (`Segments`) over all batches, for the reference
+  and the S generated networks (``gen_vars [S, …]``, states ``[nb, S, B,
+  …]``): first the generated networks' BatchNorms in between re-estimated,
+  then one scan that carries every network's kept values to cut k and sums
+  Σ ψ φᵀ ``[S, d_gen, d_ref]``, Σ‖φ‖², Σ‖ψ‖² ``[S]`` at layer k's input.
+  Layer k − 1's kernel and bias (``[S, …]``, the generated networks'
+  newest layer) are written into ``gen_vars`` first. Returns ``(gen_vars,
+  ref_state, gen_state, moments)``; moments are None at k = 0 (the input)
+  and at the end of the pass, k = L, where only statistics are
+  re-estimated."""
+  if k > 0:
+    gen_vars = jax.vmap(lambda v, w, b: gen_seg.net.with_kernels(
+        v, {k - 1: w}, None if b is None else {k - 1: b}))(gen_vars, kernel, bias)
+  gen_vars = _restat_stacked(axis, gen_seg, k, gen_vars, gen_state, wb)
+  if k == len(gen_seg.net):
+    return gen_vars, None, None, None
+  if k == 0:
+    ref_state = lax.map(lambda st: ref_seg.advance(0, ref_vars, st)[0], ref_state)
+    gen_state = jax.vmap(lambda v, st: lax.map(lambda b: gen_seg.advance(0, v, b)[0], st),
+                         in_axes=(0, 1), out_axes=1)(gen_vars, gen_state)
+    return gen_vars, ref_state, gen_state, None
+
+  def body(carry, inp):
+    rs, gs, w = inp
+    rs, phi = ref_seg.advance(k, ref_vars, rs)
+    phi = _fold(phi)
+    wf = jnp.repeat(w, phi.shape[0] // w.shape[0])  # conv inputs: positions share a row
+    phi = phi * wf[:, None]
+
+    def one(v, g):
+      g, psi = gen_seg.advance(k, v, g)
+      psi = _fold(psi)
+      return g, psi, jnp.sum(psi * psi * wf[:, None])
+
+    if axis == "map":
+      def product(v, g):
+        g, psi, t = one(v, g)
+        return g, jnp.matmul(psi.T, phi, precision=_HP), t
+      gs, cross, tpsi = lax.map(lambda a: product(*a), (gen_vars, gs))
+    else:
+      gs, psi, tpsi = jax.vmap(one, out_axes=(0, 1, 0))(gen_vars, gs)
+      n, s, d = psi.shape  # one 2-D product over [n, S·d], as in _pair_moments
+      cross = jnp.matmul(psi.reshape(n, s * d).T, phi, precision=_HP).reshape(s, d, -1)
+    c_cross, c_phi, c_psi = carry
+    return (c_cross + cross, c_phi + jnp.sum(phi * phi), c_psi + tpsi), (rs, gs)
+
+  s = jax.tree_util.tree_leaves(gen_vars)[0].shape[0]
+  probe = jax.eval_shape(lambda: (
+      ref_seg.advance(k, ref_vars, [a[0] for a in ref_state])[1],
+      gen_seg.advance(k, jax.tree_util.tree_map(lambda a: a[0], gen_vars),
+                      [a[0, 0] for a in gen_state])[1]))
+  dt = jnp.result_type(probe[0].dtype, probe[1].dtype, wb.dtype)
+  init = (jnp.zeros((s, probe[1].shape[-1], probe[0].shape[-1]), dt), jnp.zeros((), dt),
+          jnp.zeros((s,), dt))
+  moments, (ref_state, gen_state) = lax.scan(body, init, (ref_state, gen_state, wb))
+  return gen_vars, ref_state, gen_state, moments
+
+
 # Below this many (examples × samples), one program serves every layer's
 # alignment pass; above, each layer gets its own program that evaluates only
 # the layers before it (compute dominates compilation there).
@@ -369,7 +451,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       on residual networks). Others keep the reference weights, realigned
       (a grouped convolution's as they are: its kernel cannot hold a
       channel-mixing alignment).
-    batch_size: batch of the alignment passes (memory only).
+    batch_size: batch of the alignment passes. Memory: layer by layer,
+      the S + 1 networks' values kept at one layer input for all N
+      examples (a ResNet-20's stream and branch: 2 × 50 KB per 28 × 28
+      image at ×1, ×(S + 1)), plus one batch's activations.
     stack_axis: the S networks in each alignment pass run in turn
       (``'map'``) or vmapped (``'vmap'``); ``'auto'`` (default): in turn on
       CPU, where stacked convolutions are slow (the tutorial's CNN at
@@ -442,6 +527,20 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   biases = {j: b for j, b in enumerate(gen_net.biases(template)) if b is not None}
   gen_b = dict(zip(biases, _broadcast(list(biases.values()), s)))
   build = jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))
+  segs = None
+  if x.shape[0] * s > _ONE_PROGRAM_LIMIT:
+    try:  # layer by layer, each network's kept values carried over the data
+      segs = (_network.segments(net, variables, xb[0]),
+              _network.segments(gen_net, template, xb[0]))
+    except ValueError:  # a shared layer: each pass re-runs the layers before
+      segs = None
+  if segs is not None:
+    gen_vars = jax.tree_util.tree_map(lambda a: _broadcast([a], s)[0], template)
+    ref_state = segs[0].start(xb)
+    gen_state = [jnp.broadcast_to(a[:, None], (a.shape[0], s, *a.shape[1:]))
+                 for a in segs[1].start(xb)]
+    gen_vars, ref_state, gen_state, _ = _advance(*segs, 0, variables, gen_vars, None, None,
+                                                  ref_state, gen_state, wb, axis)
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
   bar = None
@@ -467,8 +566,13 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     gen_k[j] = w
     if b is not None:
       gen_b[j] = b
+    if segs is not None:
+      gen_vars, ref_state, gen_state, moments = _advance(
+          *segs, j + 1, variables, gen_vars, w, b, ref_state, gen_state, wb, axis)
     if j < n_layers - 1:
-      if x.shape[0] * s <= _ONE_PROGRAM_LIMIT:
+      if segs is not None:
+        cross, tphi, tpsi = moments
+      elif x.shape[0] * s <= _ONE_PROGRAM_LIMIT:
         cross, tphi, tpsi = _all_input_moments(net, gen_net, variables, build(gen_k, gen_b),
                                                x, xb, wb, batch_size, axis)[j]
       else:
@@ -483,6 +587,8 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       bar.update(1)
   if bar is not None:
     bar.close()
+  if segs is not None:
+    return Generated(gen_vars, alignments, jnp.stack(r2, axis=1) if r2 else jnp.zeros((s, 0)))
   final = build(gen_k, gen_b)
   if gen_net.norms:
     final = _restat(gen_net, final, x, None, batch_size)

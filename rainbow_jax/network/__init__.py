@@ -75,7 +75,9 @@ from rainbow_jax.network._core import links_of as links_of
 from rainbow_jax.network._linen import from_linen as from_linen
 from rainbow_jax.network._nnx import from_nnx as from_nnx
 from rainbow_jax.network._nnx import nnx_variables as nnx_variables
+from rainbow_jax.network._segments import Segments as Segments
+from rainbow_jax.network._segments import segments as segments
 from rainbow_jax.network._torch import TorchWeights as TorchWeights
 from rainbow_jax.network._torch import from_torch as from_torch
 
-__all__ = ["Layer", "Network", "TorchWeights", "chains_of", "consumers_of", "from_linen", "from_nnx", "from_torch", "links_of", "nnx_variables"]
+__all__ = ["Layer", "Network", "Segments", "TorchWeights", "chains_of", "consumers_of", "from_linen", "from_nnx", "from_torch", "links_of", "nnx_variables", "segments"]

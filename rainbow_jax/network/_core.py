@@ -121,6 +121,29 @@ def tapped_call(tap: "_Tap", reader: _Reader, h: Array, call: Callable[[Array], 
   return tap.post(y)
 
 
+def batch_moments(x: Array, axes: tuple, row_weights: Array) -> tuple[Array, Array, Array]:
+  """A BatchNorm input's weighted statistics over one batch: (Σ weights,
+  mean ``[C]``, variance ``[C]``) over every axis of ``x`` but the feature
+  `axes`, row ``b`` weighted by ``row_weights[b]`` (0: padding)."""
+  red = tuple(a for a in range(x.ndim) if a not in axes)
+  w = row_weights.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+  w = jnp.broadcast_to(w, [x.shape[a] if a not in axes else 1 for a in range(x.ndim)])
+  total = jnp.sum(w)
+  mean = jnp.sum(x * w, axis=red) / total
+  dev = x - jnp.expand_dims(mean, red)
+  var = jnp.sum(dev * dev * w, axis=red) / total
+  return total, mean.reshape(-1), var.reshape(-1)
+
+
+def pooled_moments(total: Array, mean: Array, var: Array) -> tuple[Array, Array]:
+  """Per-batch statistics ``[nb]``, ``[nb, C]``, ``[nb, C]`` (`batch_moments`)
+  combined into the mean and variance over all rows (law of total
+  variance)."""
+  w = total / jnp.sum(total)
+  mu = jnp.einsum("b,bc->c", w, mean, precision=_precision.STATS)
+  return mu, jnp.einsum("b,bc->c", w, var + (mean - mu[None]) ** 2, precision=_precision.STATS)
+
+
 class _Stop(Exception):
   """Raised inside a forward pass once the requested layer inputs are in."""
 
@@ -138,13 +161,17 @@ class _Tap:
   inference mode from its running statistics, or, with ``row_weights`` given,
   normalisation by the statistics of the current batch (rows weighted,
   padding weight 0), recorded in ``stats`` — what re-estimating the
-  statistics needs.
+  statistics needs. With ``through``, the pass records layer inputs without
+  stopping and records every BatchNorm's input (what `Segments` traces).
   """
 
-  def __init__(self, edits=None, stop=None, outs=None, row_weights=None, calls=None):
+  def __init__(self, edits=None, stop=None, outs=None, row_weights=None, calls=None,
+               through=False):
     self.edits, self.stop, self.outs = edits or {}, stop, outs or {}
-    self.row_weights, self.calls = row_weights, calls
+    self.row_weights, self.calls, self.through = row_weights, calls, through
     self.count, self.current, self.stats = 0, None, []
+    self.norm_inputs: list = []
+    """With ``through``: ``(input, feature axes)`` of every BatchNorm call."""
     self._inputs: dict = {}
     self._last = None
     if stop is not None:
@@ -160,7 +187,7 @@ class _Tap:
       h = self.edits[j](h)
     if self._last is not None:
       self._inputs.setdefault(j, []).append(h)
-      if c >= self._last:
+      if c >= self._last and not self.through:
         raise _Stop
     return h
 
@@ -179,15 +206,11 @@ class _Tap:
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     axes = tuple(a % x.ndim for a in axes)
     shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if self.through:
+      self.norm_inputs.append((x, axes))
     if self.row_weights is not None:
-      red = tuple(a for a in range(x.ndim) if a not in axes)
-      w = self.row_weights.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
-      w = jnp.broadcast_to(w, [x.shape[a] if a not in axes else 1 for a in range(x.ndim)])
-      total = jnp.sum(w)
-      mean = jnp.sum(x * w, axis=red) / total
-      dev = x - jnp.expand_dims(mean, red)
-      var = jnp.sum(dev * dev * w, axis=red) / total
-      self.stats.append((total, mean.reshape(-1), var.reshape(-1)))
+      total, mean, var = batch_moments(x, axes, self.row_weights)
+      self.stats.append((total, mean, var))
     y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + epsilon)
     if scale is not None:
       y = y * scale.reshape(shape)
@@ -527,13 +550,7 @@ def _estimate_stats(net: Network, variables: Any, x: Array, batch_size: int,
     return tap.stats
 
   per_batch = jax.lax.map(one, (xb, wb))  # per BatchNorm: [nb], [nb, C], [nb, C]
-  new = {}
-  for i, (t, m, v) in enumerate(per_batch):
-    w = t / jnp.sum(t)
-    mean = jnp.einsum("b,bc->c", w, m, precision=_precision.STATS)
-    var = jnp.einsum("b,bc->c", w, v + (m - mean[None]) ** 2, precision=_precision.STATS)
-    new[i] = (mean, var)
-  return net._with_stats(variables, new)
+  return net._with_stats(variables, {i: pooled_moments(*s) for i, s in enumerate(per_batch)})
 
 
 def _group_index(layer: Layer) -> tuple[Array, Array]:
