@@ -46,7 +46,7 @@ ACCURACY_FLAG = 1e-3
 
 def summary(records: list[dict]) -> list[dict]:
   """Every ``speedup_vs_<peer>`` figure of `records` (> 1 means we are
-  faster), with the record's worst ``max_abs_diff_vs_*`` and ``flagged``
+  faster), beside our run and compile seconds, with the record's worst ``max_abs_diff_vs_*`` and ``flagged``
   when that exceeds `ACCURACY_FLAG`."""
   out = []
   for r in records:
@@ -57,7 +57,8 @@ def summary(records: list[dict]) -> list[dict]:
       if key.startswith("speedup_vs_") and value is not None:
         out.append({"bench": r["bench"], "case": r["case"], "impl": r["impl"],
                     "peer": key[len("speedup_vs_"):], "speedup": value,
-                    "seconds": r["seconds"], "max_abs_diff": worst,
+                    "seconds": r["seconds"], "compile_seconds": r.get("compile_seconds"),
+                    "max_abs_diff": worst,
                     "flagged": worst is not None and worst > ACCURACY_FLAG})
   return out
 
@@ -107,8 +108,10 @@ def main(argv=None):
       diff = "" if s["max_abs_diff"] is None else f"  max|Δ| {s['max_abs_diff']:.1e}"
       flag = f"  ** differs from {s['peer']} by more than {ACCURACY_FLAG:g}" if s["flagged"] \
           else ""
-      print(f"{topic:11s} {s['bench']:12s} {case[:56]:56s} ×{s['speedup']:6.2f}"
-            f" vs {s['peer']}{diff}{flag}")
+      run = "" if s["seconds"] is None else f"{s['seconds']:8.3f} s"
+      comp = "" if s["compile_seconds"] is None else f" (compile {s['compile_seconds']:.1f} s)"
+      print(f"{topic:11s} {s['bench']:12s} {case[:48]:48s} {run}{comp:18s}"
+            f" ×{s['speedup']:6.2f} vs {s['peer']}{diff}{flag}")
   return 0 if all(e["status"] != "error" for e in result["topics"].values()) else 1
 
 

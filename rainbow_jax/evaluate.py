@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rainbow_jax import _axis, _batches
 from rainbow_jax._batches import eval_batches as eval_batches
@@ -56,6 +57,14 @@ CONV_TEXT = {"mean": "averaged over positions (one C-vector per image)",
 """How reports name the convention `representations` used."""
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _representations(net, conv: str, variables, xb: Array) -> list:
+  """Per batch of ``xb [nb, B, …]``, every layer input's `features`: one
+  program for every network of `net`'s shapes (the variables an argument)."""
+  return jax.lax.map(lambda xs: [_similarity.features(h, conv)
+                                 for h in net.layer_inputs(variables, xs)], xb)
+
+
 def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
                     batch_size: int = 500) -> list:
   """The input of every weight layer on ``x``, one ``[N, d_l]`` numpy array
@@ -71,11 +80,6 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
                      f" got {conv!r}.")
   net.check_input(x)
   n = len(x)
-  xb, _ = eval_batches(jnp.asarray(x), jnp.zeros((n,), jnp.int32), min(batch_size, n))
-
-  @jax.jit
-  def one(xs):
-    return [_similarity.features(h, conv) for h in net.layer_inputs(variables, xs)]
-
-  per = jax.lax.map(one, xb)
+  xb, _ = eval_batches(jnp.asarray(x), np.zeros((n,), np.int32), min(batch_size, n))
+  per = _representations(net, conv, variables, xb)
   return [np.asarray(p).reshape(-1, p.shape[-1])[:n] for p in per]  # host: no program

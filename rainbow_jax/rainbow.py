@@ -133,12 +133,6 @@ def _broadcast(arrays: list, s: int) -> list:
   return [jnp.broadcast_to(a, (s, *a.shape)) for a in arrays]
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _sample_stack(keys: Array, factor: Array, shape: tuple, bias: bool):
-  """`sample_kernel` for each of ``keys [S]``, one compiled program."""
-  return jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
-
-
 def realign(kernel: Array, a: Array) -> Array:
   """Kernel reading the reference's input → kernel reading the generated
   network's input ψ ≈ A φ (W ← W Aᵀ; ``a`` is ``[d_gen, d_ref]``). Conv
@@ -224,22 +218,12 @@ def _restat_stack(net, variables, x, upto, batch_size):
 _restat = jax.jit(_restat_stack, static_argnames=("net", "upto", "batch_size"))
 
 
-@functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "layer", "batch_size",
-                                             "stack_axis"))
-def _next_input_moments(ref_net, gen_net, layer, ref_vars, gen_vars, x, xb, wb, batch_size,
-                        stack_axis):
-  """The generated networks' BatchNorm statistics re-estimated up to the
-  input of `layer`, then `cross_moments` there: one compiled program per
-  layer (compilation dominates on small data)."""
-  gen_vars = _restat_stack(gen_net, gen_vars, x, layer, batch_size)
-  return cross_moments(ref_net, gen_net, layer, ref_vars, gen_vars, xb, wb, stack_axis)
-
-
 @functools.partial(jax.jit, static_argnames=("ref_net", "gen_net", "batch_size", "stack_axis"))
 def _all_input_moments(ref_net, gen_net, ref_vars, gen_vars, x, xb, wb, batch_size, stack_axis):
-  """`_next_input_moments` at every layer input at once, the whole networks
-  evaluated: one compiled program for all layers (for small data, where
-  compiling one program per layer costs more than the extra compute)."""
+  """The generated networks' BatchNorm statistics re-estimated, then
+  `cross_moments` at every layer input at once, the whole networks
+  evaluated: one compiled program for all layers (the fallback where a
+  network's forward pass cannot be cut at its layers, `Segments`)."""
   gen_vars = _restat_stack(gen_net, gen_vars, x, None, batch_size)
   ins = lambda n: lambda v, xs: [_fold(h) for h in n.layer_inputs(v, xs)[1:]]
   return _pair_moments(ins(ref_net), ins(gen_net), ref_vars, gen_vars, xb, wb, stack_axis)
@@ -256,7 +240,6 @@ def _restat_stacked(axis: str, seg, k: int, gen_vars, gen_state: list, wb: Array
   return lax.map(lambda a: fn(*a), (gen_vars, [jnp.swapaxes(a, 0, 1) for a in gen_state]))
 
 
-@functools.partial(jax.jit, static_argnames=("ref_seg", "gen_seg", "k", "axis"))
 def _advance(ref_seg, gen_seg, k: int, ref_vars, gen_vars, kernel, bias, ref_state, gen_state,
              wb, axis):
   """Cut k − 1 → cut k (`Segments`) over all batches, for the reference
@@ -317,17 +300,69 @@ def _advance(ref_seg, gen_seg, k: int, ref_vars, gen_vars, kernel, bias, ref_sta
   return gen_vars, ref_state, gen_state, moments
 
 
-# Below this many (examples × samples), one program serves every layer's
-# alignment pass; above, each layer gets its own program that evaluates only
-# the layers before it (compute dominates compilation there).
-_ONE_PROGRAM_LIMIT = 8192
-
-
-@jax.jit
-def _align_all(cross, tphi, tpsi):
+def _align_stack(cross, tphi, tpsi):
   # Sequential over samples: batched LAPACK inside larger XLA:CPU programs
   # has deadlocked (see rainbow_jax.similarity).
   return lax.map(lambda c: _align.align(c[0], tphi, c[1]), (cross, tpsi))
+
+
+_align_all = jax.jit(_align_stack)
+
+
+def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bool,
+          bias: bool):
+  """Layer j's kernel and bias for the S generated networks ``[S, …]``:
+  drawn from `factor` (the reference's own when None) or the reference's,
+  then realigned on ``a [S, d_gen, d_ref]`` (None: not realigned)."""
+  if sample:
+    if factor is None:
+      factor = weight_factor([neuron_matrix(ref_w, ref_b)])
+    keys = jax.random.split(jax.random.fold_in(key, j), s)
+    drawn = jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
+    w, b = drawn if bias else (drawn, None)
+  else:
+    w = jnp.broadcast_to(ref_w, (s, *ref_w.shape))
+    b = None if ref_b is None else jnp.broadcast_to(ref_b, (s, *ref_b.shape))
+  if a is not None:
+    w = jax.vmap(realign)(w, a)
+  return w, b
+
+
+_draw_all = jax.jit(_draw, static_argnames=("j", "s", "shape", "sample", "bias"))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _build(gen_net, template, kernels, biases):
+  """The S generated networks' variables from their stacked kernels and biases."""
+  return jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))(kernels, biases)
+
+
+@functools.partial(jax.jit, static_argnames=("ref_seg", "gen_seg", "j", "s", "shape", "sample",
+                                             "bias", "axis", "dtype"))
+def _layer_step(ref_seg, gen_seg, j: int, key, factor, ref_w, ref_b, a, ref_vars, gen_vars,
+                ref_state, gen_state, yb, *, s, shape, sample, bias, axis, dtype):
+  """One layer of layer-by-layer rainbow sampling, one compiled program:
+  layer j of the S generated networks drawn and realigned (`_draw`),
+  written in, then every network carried from cut j to cut j + 1 over the
+  data (`_advance`) and the alignments at layer j + 1's input. At j = 0,
+  ``gen_vars`` is the template and the states are the padded batches
+  ``xb``: the S networks are stacked and carried to cut 0 first. Returns
+  ``(gen_vars, ref_state, gen_state, alignment)`` (alignment None after
+  the classifier)."""
+  wb = (yb >= 0).astype(dtype)  # padding rows weigh 0
+  if j == 0:
+    xb = ref_state
+    gen_vars = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (s, *v.shape)), gen_vars)
+    ref_state = ref_seg.start(xb)
+    gen_state = [jnp.broadcast_to(v[:, None], (v.shape[0], s, *v.shape[1:]))
+                 for v in gen_seg.start(xb)]
+    gen_vars, ref_state, gen_state, _ = _advance(ref_seg, gen_seg, 0, ref_vars, gen_vars, None,
+                                                 None, ref_state, gen_state, wb, axis)
+  w, b = _draw(j, key, factor, ref_w, ref_b, a, s, shape, sample, bias)
+  gen_vars, ref_state, gen_state, moments = _advance(ref_seg, gen_seg, j + 1, ref_vars,
+                                                     gen_vars, w, b, ref_state, gen_state, wb,
+                                                     axis)
+  return gen_vars, ref_state, gen_state, None if moments is None else _align_stack(*moments)
 
 
 class Generated(NamedTuple):
@@ -502,7 +537,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}.")
   axis = _axis.resolve(stack_axis, "stack_axis")
   if factors is None:
-    factors = {j: weight_factor([neuron_matrix(ref_k[j], ref_b[j])]) for j in layers}
+    factors = {}  # the reference's own, computed in the layer's program
   elif not isinstance(factors, dict):
     factors = dict(enumerate(factors))
   gen_shapes = list(gen_net.shapes)
@@ -519,67 +554,49 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
                        " bias.")
   s = num_samples
   # Padded batches; the padding rows get weight 0 (label −1).
-  xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.zeros((x.shape[0],), jnp.int32),
-                                  batch_size)
-  wb = (yb >= 0).astype(jnp.result_type(x))
-  stack = lambda a: _broadcast([a], s)[0]
-  gen_k = _broadcast(gen_net.kernels(template), s)
-  biases = {j: b for j, b in enumerate(gen_net.biases(template)) if b is not None}
-  gen_b = dict(zip(biases, _broadcast(list(biases.values()), s)))
-  build = jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))
-  segs = None
-  if x.shape[0] * s > _ONE_PROGRAM_LIMIT:
-    try:  # layer by layer, each network's kept values carried over the data
-      segs = (_network.segments(net, variables, xb[0]),
-              _network.segments(gen_net, template, xb[0]))
-    except ValueError:  # a shared layer: each pass re-runs the layers before
-      segs = None
-  if segs is not None:
-    gen_vars = jax.tree_util.tree_map(lambda a: _broadcast([a], s)[0], template)
-    ref_state = segs[0].start(xb)
-    gen_state = [jnp.broadcast_to(a[:, None], (a.shape[0], s, *a.shape[1:]))
-                 for a in segs[1].start(xb)]
-    gen_vars, ref_state, gen_state, _ = _advance(*segs, 0, variables, gen_vars, None, None,
-                                                  ref_state, gen_state, wb, axis)
+  xb, yb = _batches.eval_batches(x, np.zeros((x.shape[0],), np.int32), batch_size)
+  dtype = str(jnp.result_type(x.dtype, jnp.float32))
+  batch = jax.ShapeDtypeStruct(xb.shape[1:], xb.dtype)
+  try:  # layer by layer, each network's kept values carried over the data
+    segs = (_network.segments(net, variables, batch), _network.segments(gen_net, template, batch))
+  except ValueError:  # a shared layer: every pass evaluates the whole networks
+    segs = None
+  gen_k = gen_b = None
+  if segs is None:
+    gen_k = _broadcast(gen_net.kernels(template), s)
+    biases = {j: b for j, b in enumerate(gen_net.biases(template)) if b is not None}
+    gen_b = dict(zip(biases, _broadcast(list(biases.values()), s)))
   a = None  # [S, d_gen, d_ref] at the current layer's input
   alignments, r2 = [], []
   bar = None
   if progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=n_layers, desc=f"rainbow: {s} sample(s)", unit="layer")
+  state = (template, xb, xb)  # gen_vars, ref_state, gen_state (cut 0: the batches)
   for j in range(n_layers):
     # Shape in the reference's input basis, the generated output width.
     ref_shape = (*ref_k[j].shape[:-1], gen_shapes[j][-1])
-    if j in layers:
-      keys = jax.random.split(jax.random.fold_in(key, j), s)
-      drawn = _sample_stack(keys, factors[j], ref_shape, gen_bias[j])
-      w, b = drawn if gen_bias[j] else (drawn, None)
-    else:
-      w, b = stack(ref_k[j]), None if ref_b[j] is None else stack(ref_b[j])
-    if a is not None and groups[j] == 1:
-      # A grouped conv keeps the reference's kernel: its producer is never
-      # sampled, and a realigned kernel would mix channels across groups.
-      w = jax.vmap(realign)(w, a)
-    if w.shape[1:] != gen_shapes[j]:
-      raise ValueError(f"layer {j}: generated kernel {w.shape[1:]} ≠ the generated network's"
+    # A grouped conv keeps the reference's kernel: its producer is never
+    # sampled, and a realigned kernel would mix channels across groups.
+    a_j = a if groups[j] == 1 else None
+    want = ref_shape if a_j is None else (*ref_shape[:-2], a_j.shape[1], ref_shape[-1])
+    if want != tuple(gen_shapes[j]):
+      raise ValueError(f"layer {j}: generated kernel {want} ≠ the generated network's"
                        f" {gen_shapes[j]}.")
-    gen_k[j] = w
-    if b is not None:
-      gen_b[j] = b
+    draw = dict(s=s, shape=ref_shape, sample=j in layers, bias=gen_bias[j])
+    args = (key, factors.get(j), ref_k[j], ref_b[j], a_j)
     if segs is not None:
-      gen_vars, ref_state, gen_state, moments = _advance(
-          *segs, j + 1, variables, gen_vars, w, b, ref_state, gen_state, wb, axis)
-    if j < n_layers - 1:
-      if segs is not None:
-        cross, tphi, tpsi = moments
-      elif x.shape[0] * s <= _ONE_PROGRAM_LIMIT:
-        cross, tphi, tpsi = _all_input_moments(net, gen_net, variables, build(gen_k, gen_b),
-                                               x, xb, wb, batch_size, axis)[j]
-      else:
-        cross, tphi, tpsi = _next_input_moments(net, gen_net, j + 1, variables,
-                                                build(gen_k, gen_b), x, xb, wb, batch_size,
-                                                axis)
-      al = _align_all(cross, tphi, tpsi)
+      gen_vars, ref_state, gen_state, al = _layer_step(
+          *segs, j, *args, variables, *state, yb, **draw, axis=axis, dtype=dtype)
+      state = (gen_vars, ref_state, gen_state)
+    else:
+      gen_k[j], b = _draw_all(j, *args, **draw)
+      if b is not None:
+        gen_b[j] = b
+      al = None if j == n_layers - 1 else _align_all(*_all_input_moments(
+          net, gen_net, variables, _build(gen_net, template, gen_k, gen_b), x, xb,
+          (yb >= 0).astype(dtype), batch_size, axis)[j])
+    if al is not None:
       a = al.matrix
       alignments.append(a)
       r2.append(al.r2)
@@ -587,13 +604,13 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       bar.update(1)
   if bar is not None:
     bar.close()
+  r2 = jnp.asarray(np.stack([np.asarray(r) for r in r2], axis=1) if r2 else np.zeros((s, 0)))
   if segs is not None:
-    return Generated(gen_vars, alignments, jnp.stack(r2, axis=1) if r2 else jnp.zeros((s, 0)))
-  final = build(gen_k, gen_b)
+    return Generated(state[0], alignments, r2)
+  final = _build(gen_net, template, gen_k, gen_b)
   if gen_net.norms:
     final = _restat(gen_net, final, x, None, batch_size)
-  return Generated(final, alignments,
-                   jnp.stack(r2, axis=1) if r2 else jnp.zeros((s, 0)))
+  return Generated(final, alignments, r2)
 
 
 __all__ = ["Generated", "cross_moments", "generate", "neuron_matrix", "realign",

@@ -137,8 +137,15 @@ def freeze(state: TrainState, frozen: Sequence[str]) -> TrainState:
 
 
 def seed_keys(seeds: Sequence[int]) -> Array:
-  """``[K]`` typed keys, one per seed, ``jax.random.key(seed)``."""
-  return jnp.stack([jax.random.key(int(s)) for s in seeds])
+  """``[K]`` typed keys, one per seed, ``jax.random.key(seed)`` (one
+  compiled program for any K)."""
+  seeds = [int(s) for s in seeds]
+  if all(-2**31 <= s < 2**31 for s in seeds):
+    return _keys(np.asarray(seeds, np.int32))
+  return jnp.stack([jax.random.key(s) for s in seeds])
+
+
+_keys = jax.jit(jax.vmap(jax.random.key))
 
 
 def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int],

@@ -1,7 +1,7 @@
 """Layer-by-layer passes (issue 29): a network's forward pass cut at its
 weight layers' inputs, run segment by segment, gives the inputs Flax's own
 forward pass gives; rainbow sampling carried that way gives the networks of
-the prefix-re-running passes; the generated networks' BatchNorm statistics
+passes that evaluate the whole networks; the generated networks' BatchNorm statistics
 are the statistics of their inputs, measured by an interception of Flax's
 BatchNorm calls in float64 numpy."""
 
@@ -98,33 +98,31 @@ def resnet8():
   return ds, m, v, network.from_linen(m, v, ds.x_train[:2])
 
 
-def test_layer_by_layer_rainbow_equals_the_passes_that_rerun_each_prefix(resnet8, monkeypatch):
+def test_layer_by_layer_rainbow_equals_passes_over_the_whole_networks(resnet8, monkeypatch):
   ds, _, v, net = resnet8
   # One batch, padded: batch-mode statistics are then the population's, so
   # both ways give the same networks (several batches: the statistics test
   # below).
   x = ds.x_train[:700]
   kw = dict(num_samples=2, batch_size=1000, progress=False)
-  monkeypatch.setattr(rainbow, "_ONE_PROGRAM_LIMIT", 0)  # the large-data passes
   by_layer = rainbow.generate(jax.random.key(3), net, v, x, **kw)
 
   def refuse(*a, **k):
     raise ValueError("no cuts")
 
-  monkeypatch.setattr(network, "segments", refuse)
-  by_prefix = rainbow.generate(jax.random.key(3), net, v, x, **kw)
-  np.testing.assert_allclose(by_layer.r2, by_prefix.r2, atol=1e-5)
-  for a, b in zip(by_layer.alignments, by_prefix.alignments):
+  monkeypatch.setattr(network, "segments", refuse)  # the fallback: whole networks each pass
+  by_whole = rainbow.generate(jax.random.key(3), net, v, x, **kw)
+  np.testing.assert_allclose(by_layer.r2, by_whole.r2, atol=1e-5)
+  for a, b in zip(by_layer.alignments, by_whole.alignments):
     np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(b).max()))
   for a, b in zip(jax.tree_util.tree_leaves(by_layer.params),
-                  jax.tree_util.tree_leaves(by_prefix.params)):
+                  jax.tree_util.tree_leaves(by_whole.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-def test_generated_batchnorm_statistics_are_those_of_their_inputs(resnet8, monkeypatch):
+def test_generated_batchnorm_statistics_are_those_of_their_inputs(resnet8):
   ds, m, v, net = resnet8
   x = ds.x_train[:500]
-  monkeypatch.setattr(rainbow, "_ONE_PROGRAM_LIMIT", 0)
   g = rainbow.generate(jax.random.key(4), net, v, x, num_samples=2, batch_size=128,
                        progress=False)
   g1 = train.select(g.params, 1)

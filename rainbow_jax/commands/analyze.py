@@ -657,9 +657,10 @@ def command(args) -> dict:
     seeds = list(range(args.seed, args.seed + args.seeds))
     tx, opt = _common.optimizer(args, len(x))
     t0 = time.perf_counter()
-    init_vars = train.select(train.init(model, tx, seeds, x.shape[1:]).variables, 0)
+    start = train.init(model, tx, seeds, x.shape[1:], x.dtype)
+    init_vars = train.select(start.variables, 0)
     state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds,
-                            epochs=args.epochs, tx=tx)
+                            epochs=args.epochs, tx=tx, state=start)
     timings["train_seconds"] = time.perf_counter() - t0
     variables = [train.select(state.variables, k) for k in range(len(seeds))]
     net = network.from_linen(model, variables[0], x[:2])

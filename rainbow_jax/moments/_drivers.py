@@ -47,9 +47,10 @@ def _leading(batch) -> int:
 
 def _pad(batch, size: int):
   def pad(leaf):
-    leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
-    widths = [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
-    return jnp.pad(leaf, widths)
+    widths = [(0, size - np.shape(leaf)[0])] + [(0, 0)] * (np.ndim(leaf) - 1)
+    if isinstance(leaf, jax.Array):
+      return jnp.pad(leaf, widths)
+    return np.pad(np.asarray(leaf), widths)  # host data padded on the host: no program
   return jax.tree_util.tree_map(pad, batch)
 
 
