@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 import _common as C  # noqa: E402
 
 TOPICS = ("covariance", "train", "rainbow", "similarity", "ensembles", "spectra", "svr",
-          "streaming", "scattering", "resnet", "accuracy", "vit")
+          "streaming", "scattering", "resnet", "resnet_step", "accuracy", "vit")
 
 
 ACCURACY_FLAG = 1e-3

@@ -250,6 +250,15 @@ def test_resnet_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_resnet_step_benchmark_quick(tmp_path):
+  res = _quick_benchmark("resnet_step", tmp_path)
+  ours = {(r["impl"], r["case"]["step"]) for r in res["records"] if r["compile_seconds"] is not None}
+  steps = {"forward", "forward_backward", "forward_backward_no_batchnorm",
+           "training_step_in_scan"}
+  assert ours == {(f"rainbow_jax_{c}", s) for c in ("patches", "xla") for s in steps}
+
+
+@pytest.mark.slow
 def test_experiment_scripts_quick(tmp_path):
   for script in ("svr_fashion_mnist.py", "ensembles_seed.py", "rainbow_paper.py",
                  "rainbow_accuracy.py", "transformers.py", "svcca_findings.py"):

@@ -16,13 +16,18 @@ from rainbow_jax import data, models, network, rainbow, train
 
 
 def _walk(net, v, x):
-  """Every layer input by `Segments.advance`, cut after cut."""
+  """Every layer input by `Segments.advance`, cut after cut (one program)."""
   seg = network.segments(net, v, x)
-  state, out = seg.start(x), []
-  for k in range(len(net)):
-    state, h = seg.advance(k, v, state)
-    out.append(h)
-  return out
+
+  @jax.jit
+  def walk(v, x):
+    state, out = seg.start(x), []
+    for k in range(len(net)):
+      state, h = seg.advance(k, v, state)
+      out.append(h)
+    return out
+
+  return walk(v, x)
 
 
 def _flax_inputs(model, v, x, kinds):
@@ -88,14 +93,14 @@ def test_segments_of_an_nnx_model_with_batchnorm():
 
 @pytest.fixture(scope="module")
 def resnet8():
-  """ResNet-8 ×½ trained briefly on digits (BatchNorm statistics of data)."""
-  import optax
+  """ResNet-8 ×½ at init on digits, its BatchNorm statistics those of the
+  data (what a trained network carries)."""
   ds = data.load("digits")
   m = models.ResNet(blocks=1, width=0.5)
-  state, _ = train.fit(m, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seeds=[0], epochs=2,
-                       tx=optax.adam(3e-3), progress=False)
-  v = train.select(state.variables, 0)
-  return ds, m, v, network.from_linen(m, v, ds.x_train[:2])
+  v = m.init(jax.random.key(0), ds.x_train[:2])
+  net = network.from_linen(m, v, ds.x_train[:2])
+  v = net.estimate_batch_stats(v, ds.x_train)
+  return ds, m, v, net
 
 
 def test_layer_by_layer_rainbow_equals_passes_over_the_whole_networks(resnet8, monkeypatch):

@@ -61,7 +61,9 @@ explicitly (linen: the dict `module.init` returns, ``{'params': …,
 (by identity) and may be a static argument of `jax.jit`.
 
 Layout: ``_core`` (`Layer`, `Network`, the tap, the structure helpers),
-``_linen``, ``_nnx``, ``_torch`` (one adapter per framework). A new layer
+``_linen``, ``_nnx``, ``_torch`` (one adapter per framework), ``_segments``
+(`segments`: the forward pass cut at every weight layer's input, for
+analyses that walk the layers in linear time). A new layer
 kind is read by the adapters (``_linen_reader``, ``_nnx_reader``) as a
 ``_core._Reader``: how its input becomes the canonical one (reshape,
 one-hot) and how its stored weight becomes the canonical matrix.
