@@ -437,7 +437,9 @@ def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
     net: the `rainbow_jax.network.Network` of the seeds.
     seed_variables: K ≥ 2 variables (seed 0 first).
     x: ``[N, ...]`` inputs for the alignments (memory: every seed's
-      features at one layer input at a time, ``[K, N, …]``).
+      features at one layer input at a time, ``[K, N, …]``, and what its
+      forward pass keeps there: each layer is reached from the previous
+      one's input, linear in depth).
 
   Returns:
     ``(factors, r2)``: L − 1 factors ``[R, fan_in (+1)]`` for `generate`'s
@@ -453,13 +455,28 @@ def seed_averaged_factors(net: Any, seed_variables: Sequence[Any], x: Array
   k_seeds = len(seed_variables)
   aligns = [[None] * (n_layers - 1) for _ in range(k_seeds - 1)]
   r2 = []
+  try:  # layer by layer: each seed's kept values carried from one input to the next
+    seg = _network.segments(net, variables=seed_variables[0], batch=x)
+    state = [jnp.broadcast_to(a, (k_seeds, *a.shape)) for a in seg.start(x)]
+  except ValueError:  # a shared layer: each layer's inputs from the input
+    seg = None
   for j in range(1, n_layers - 1):
-    feats = jax.vmap(lambda v: net.layer_inputs(v, x, upto=j)[j])(stacked)  # [K, N, …, d]
+    if seg is not None:
+      for k in range(j if j > 1 else 0, j + 1):  # cuts up to j (from 0 the first time)
+        state, feats = _advance_seeds(seg, k, stacked, state)  # [K, N, …, d]
+    else:
+      feats = jax.vmap(lambda v: net.layer_inputs(v, x, upto=j)[j])(stacked)
     mean = _consensus.align_to_mean(_consensus.seed_cross_moments(feats))
     for k in range(1, k_seeds):
       aligns[k - 1][j] = mean.alignments[k].T  # φ_k ≈ A_kᵀ φ₀: [d_k, d_0]
     r2.append(mean.r2)
   return reference_factors(kernels, aligns, biases), r2
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _advance_seeds(seg, k: int, stacked, state: list):
+  """`Segments.advance` to cut k for K seeds at once (``[K, …]``)."""
+  return jax.vmap(lambda v, st: seg.advance(k, v, st))(stacked, state)
 
 
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,

@@ -91,6 +91,10 @@ def test_segments_of_an_nnx_model_with_batchnorm():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _refuse(*args, **kwargs):
+  raise ValueError("no cuts")
+
+
 @pytest.fixture(scope="module")
 def resnet8():
   """ResNet-8 ×½ at init on digits, its BatchNorm statistics those of the
@@ -111,11 +115,7 @@ def test_layer_by_layer_rainbow_equals_passes_over_the_whole_networks(resnet8, m
   x = ds.x_train[:700]
   kw = dict(num_samples=2, batch_size=1000, progress=False)
   by_layer = rainbow.generate(jax.random.key(3), net, v, x, **kw)
-
-  def refuse(*a, **k):
-    raise ValueError("no cuts")
-
-  monkeypatch.setattr(network, "segments", refuse)  # the fallback: whole networks each pass
+  monkeypatch.setattr(network, "segments", _refuse)  # the fallback: whole networks each pass
   by_whole = rainbow.generate(jax.random.key(3), net, v, x, **kw)
   np.testing.assert_allclose(by_layer.r2, by_whole.r2, atol=1e-5)
   for a, b in zip(by_layer.alignments, by_whole.alignments):
@@ -148,3 +148,20 @@ def test_generated_batchnorm_statistics_are_those_of_their_inputs(resnet8):
     np.testing.assert_allclose(var, h.var(0), rtol=1e-3, atol=1e-4)
   assert not np.allclose(stats[1][0], v["batch_stats"]["stage_0_block_0"]["bn_0"]["mean"],
                          atol=1e-3)  # a sampled layer's BatchNorm has new statistics
+
+
+def test_seed_averaged_factors_layer_by_layer_equal_those_from_the_input(resnet8, monkeypatch):
+  ds, _, v, net = resnet8
+  x = ds.x_train[:200]
+  leaves, tree = jax.tree_util.tree_flatten(v)
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  v1 = tree.unflatten([a + 0.05 * jax.random.normal(k, a.shape) * jnp.std(a)
+                       for a, k in zip(leaves, keys)])
+  by_layer = rainbow.seed_averaged_factors(net, [v, v1], x)
+  monkeypatch.setattr(network, "segments", _refuse)  # the fallback: from the input each time
+  from_input = rainbow.seed_averaged_factors(net, [v, v1], x)
+  assert len(by_layer[1]) == len(net) - 2
+  for a, b in zip(by_layer[1], from_input[1]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  for a, b in zip(by_layer[0], from_input[0]):
+    np.testing.assert_allclose(a.T @ a, b.T @ b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
