@@ -310,11 +310,14 @@ _align_all = jax.jit(_align_stack)
 
 
 def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bool,
-          bias: bool):
+          bias: bool, drawn: bool = False):
   """Layer j's kernel and bias for the S generated networks ``[S, …]``:
-  drawn from `factor` (the reference's own when None) or the reference's,
-  then realigned on ``a [S, d_gen, d_ref]`` (None: not realigned)."""
-  if sample:
+  drawn from `factor` (the reference's own when None), the reference's, or
+  (``drawn``) ``ref_w, ref_b`` already ``[S, …]`` (a stream writer's joint
+  draw); then realigned on ``a [S, d_gen, d_ref]`` (None: not realigned)."""
+  if drawn:
+    w, b = ref_w, ref_b
+  elif sample:
     if factor is None:
       factor = weight_factor([neuron_matrix(ref_w, ref_b)])
     keys = jax.random.split(jax.random.fold_in(key, j), s)
@@ -328,41 +331,179 @@ def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bo
   return w, b
 
 
-_draw_all = jax.jit(_draw, static_argnames=("j", "s", "shape", "sample", "bias"))
+_draw_all = jax.jit(_draw, static_argnames=("j", "s", "shape", "sample", "bias", "drawn"))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _build(gen_net, template, kernels, biases):
-  """The S generated networks' variables from their stacked kernels and biases."""
-  return jax.vmap(lambda ks, bs: gen_net.with_kernels(template, ks, bs))(kernels, biases)
+def _build(gen_net, templates, kernels, biases):
+  """The S generated networks' variables from their stacked templates,
+  kernels and biases."""
+  return jax.vmap(gen_net.with_kernels)(templates, kernels, biases)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _stack_template(gen_net, template, affine, s: int):
+  """S copies of `template` ``[S, …]``, BatchNorm scales and offsets
+  replaced by ``affine`` (``{i: (scale, offset) [S, C]}``, a stream draw)."""
+  stacked = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (s, *v.shape)), template)
+  return jax.vmap(gen_net.with_norm_affine)(stacked, affine) if affine else stacked
 
 
 @functools.partial(jax.jit, static_argnames=("ref_seg", "gen_seg", "j", "s", "shape", "sample",
-                                             "bias", "axis", "dtype"))
+                                             "bias", "drawn", "axis", "dtype"))
 def _layer_step(ref_seg, gen_seg, j: int, key, factor, ref_w, ref_b, a, ref_vars, gen_vars,
-                ref_state, gen_state, yb, *, s, shape, sample, bias, axis, dtype):
+                ref_state, gen_state, yb, *, s, shape, sample, bias, drawn, axis, dtype):
   """One layer of layer-by-layer rainbow sampling, one compiled program:
   layer j of the S generated networks drawn and realigned (`_draw`),
   written in, then every network carried from cut j to cut j + 1 over the
   data (`_advance`) and the alignments at layer j + 1's input. At j = 0,
-  ``gen_vars`` is the template and the states are the padded batches
-  ``xb``: the S networks are stacked and carried to cut 0 first. Returns
+  ``gen_vars`` are the stacked templates and the states the padded batches
+  ``xb``: the S networks are carried to cut 0 first. Returns
   ``(gen_vars, ref_state, gen_state, alignment)`` (alignment None after
   the classifier)."""
   wb = (yb >= 0).astype(dtype)  # padding rows weigh 0
   if j == 0:
     xb = ref_state
-    gen_vars = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (s, *v.shape)), gen_vars)
     ref_state = ref_seg.start(xb)
     gen_state = [jnp.broadcast_to(v[:, None], (v.shape[0], s, *v.shape[1:]))
                  for v in gen_seg.start(xb)]
     gen_vars, ref_state, gen_state, _ = _advance(ref_seg, gen_seg, 0, ref_vars, gen_vars, None,
                                                  None, ref_state, gen_state, wb, axis)
-  w, b = _draw(j, key, factor, ref_w, ref_b, a, s, shape, sample, bias)
+  w, b = _draw(j, key, factor, ref_w, ref_b, a, s, shape, sample, bias, drawn)
   gen_vars, ref_state, gen_state, moments = _advance(ref_seg, gen_seg, j + 1, ref_vars,
                                                      gen_vars, w, b, ref_state, gen_state, wb,
                                                      axis)
   return gen_vars, ref_state, gen_state, None if moments is None else _align_stack(*moments)
+
+
+class Streams(NamedTuple):
+  """The residual streams of a network (`stream_lineages`).
+
+  Attributes:
+    writers: the weight layers whose outputs are added into a stream (a
+      ResNet's stem and the last conv of every block), sorted.
+    lineages: one per stream channel: the ``(writer, channel)`` pairs that
+      write into it, across blocks and stages (a channel carried through
+      zero-padded shortcuts keeps its lineage), sorted by writer.
+    norms: ``(writer, BatchNorm index)`` for each writer followed by a
+      BatchNorm that normalises its output alone; that BatchNorm's scale
+      and offset are coordinates of the lineage.
+  """
+
+  writers: tuple
+  lineages: tuple
+  norms: tuple
+
+
+def stream_lineages(net: Any, variables: Any, x: Array) -> Streams:
+  """The residual streams of `net`, from its dataflow on example batch
+  ``x`` (`Network.channel_reach`): every layer that meets a skip connection
+  and whose output channels reach later layers without mixing (no input
+  feature of a later layer reads two of its channels) is a writer; channels
+  that reach the same input feature of a later layer share a lineage. Rainbow sampling draws a lineage's neurons — one per writer —
+  jointly (`generate`'s ``streams``).
+
+  Raises:
+    ValueError: a layer whose channels two skip paths merge into one
+      lineage twice (a channel-mixing skip), named.
+  """
+  x = jnp.asarray(x)[:8]
+  n = len(net)
+  links = net.chain_links(variables, x)
+  candidates = [j for j in range(n - 1) if not links[j] and net.layers[j].groups == 1
+                and net.kinds[j] in ("dense", "conv")]
+  reach, writers, edges = {}, [], []
+  for j in candidates:
+    r = net.channel_reach(variables, x, j)
+    top = max((float(m.max()) for m in r.values()), default=0.0)
+    r = {key: m > 1e-6 * top for key, m in r.items()}
+    layers = {key[1]: m for key, m in r.items() if key[0] == "layer"}
+    # A channel may reach many input features of a later layer (a flattened
+    # map: one per position), but no feature may read two of its channels.
+    if not layers or any(m.sum(0).max() > 1 for m in layers.values()):
+      continue  # nothing read, or channels mixed on the way (attention)
+    reach[j] = r
+    writers.append(j)
+    edges += [(("w", j, int(c)), ("in", k, int(d))) for k, m in layers.items()
+              for c, d in zip(*np.nonzero(m))]
+  parent: dict = {}
+
+  def root(a):
+    parent.setdefault(a, a)
+    while parent[a] != a:
+      parent[a] = parent[parent[a]]
+      a = parent[a]
+    return a
+
+  for j in writers:
+    for c in range(net.layers[j].kernel_shape[-1]):
+      root(("w", j, c))
+  for a, b in edges:
+    parent[root(a)] = root(b)
+  groups: dict = {}
+  for j in writers:
+    for c in range(net.layers[j].kernel_shape[-1]):
+      groups.setdefault(root(("w", j, c)), []).append((j, c))
+  lineages = []
+  for members in groups.values():
+    layers = [j for j, _ in members]
+    if len(set(layers)) != len(layers):
+      raise ValueError(f"layer {members[0][0]} ({net.names[members[0][0]]}): two of its channels"
+                       " reach the same input channel of a later layer; its stream cannot be"
+                       " split into channels.")
+    lineages.append(tuple(sorted(members)))
+  norms = []
+  for j in writers:  # the BatchNorm that normalises j's output alone, channel to channel
+    own = [i for (kind, i), m in reach[j].items() if kind == "norm" and m.shape[0] == m.shape[1]
+           and np.array_equal(m, np.eye(m.shape[0], dtype=bool))
+           and not any(("norm", i) in reach[w] for w in writers if w != j)]
+    if own:
+      norms.append((j, min(own)))
+  return Streams(tuple(writers), tuple(sorted(lineages)), tuple(norms))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _stream_draw(key, net, variables, streams: Streams, s: int):
+  """The writers' neurons of S networks, each lineage drawn jointly from
+  the second moment of the reference's lineages of the same writers: per
+  writer ``(kernel [S, …], bias [S, C] or None)``, per BatchNorm after a
+  writer ``(scale, offset) [S, C]``."""
+  kernels, biases = net.kernels(variables), net.biases(variables)
+  affine = net.norm_affine(variables)
+  after = dict(streams.norms)
+  coords, split = {}, {}
+  for j in streams.writers:
+    parts = [neuron_matrix(kernels[j], biases[j])]
+    if j in after:
+      parts += [v[:, None] for v in affine[after[j]] if v is not None]
+    coords[j] = jnp.concatenate(parts, axis=1)  # [C_j, D_j]
+    split[j] = [p.shape[1] for p in parts]
+  out = {j: jnp.zeros((s, *coords[j].shape), coords[j].dtype) for j in streams.writers}
+  classes: dict = {}
+  for lineage in streams.lineages:
+    classes.setdefault(tuple(j for j, _ in lineage), []).append([c for _, c in lineage])
+  for i, (members, channels) in enumerate(sorted(classes.items())):
+    idx = np.asarray(channels)  # [n, writers]
+    rows = jnp.concatenate([coords[j][idx[:, m]] for m, j in enumerate(members)], axis=1)
+    f = weight_factor([rows])
+    g = jax.random.normal(jax.random.fold_in(key, 2**20 + i), (s, rows.shape[0], f.shape[0]),
+                          f.dtype)
+    drawn = jnp.einsum("snr,rd->snd", g, f, precision=_HP)
+    start = 0
+    for m, j in enumerate(members):
+      d = coords[j].shape[1]
+      out[j] = out[j].at[:, idx[:, m]].set(drawn[:, :, start:start + d])
+      start += d
+  weights, norm_affine = {}, {}
+  for j in streams.writers:
+    pieces = jnp.split(out[j], np.cumsum(split[j])[:-1], axis=2)
+    w = pieces[0][..., :-1] if biases[j] is not None else pieces[0]
+    kernel = jnp.swapaxes(w, 1, 2).reshape(s, *kernels[j].shape)
+    weights[j] = (kernel, pieces[0][..., -1] if biases[j] is not None else None)
+    if j in after:
+      new = iter(p[..., 0] for p in pieces[1:])
+      norm_affine[after[j]] = tuple(None if v is None else next(new) for v in affine[after[j]])
+  return weights, norm_affine
 
 
 class Generated(NamedTuple):
@@ -481,8 +622,9 @@ def _advance_seeds(seg, k: int, stacked, state: list):
 
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
              gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
-             layers: Sequence[int] | None = None, batch_size: int = 1000,
-             stack_axis: str = "auto", progress: bool = True) -> Generated:
+             layers: Sequence[int] | None = None, streams: bool = False,
+             batch_size: int = 1000, stack_axis: str = "auto",
+             progress: bool = True) -> Generated:
   """Samples `num_samples` rainbow networks from a trained reference.
 
   Args:
@@ -503,6 +645,13 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       on residual networks). Others keep the reference weights, realigned
       (a grouped convolution's as they are: its kernel cannot hold a
       channel-mixing alignment).
+    streams: also sample the layers that write into residual streams
+      (`stream_lineages`: a ResNet's stem and every block's last conv),
+      each stream channel's neurons — one per writer, across blocks and
+      stages, with the scale and offset of the BatchNorm after each writer
+      as extra coordinates — drawn jointly from the second moment of the
+      reference's channels with the same writers. Without it (the
+      default), those layers keep the reference's neurons.
     batch_size: batch of the alignment passes. Memory: layer by layer,
       the S + 1 networks' values kept at one layer input for all N
       examples (a ResNet-20's stream and branch: 2 × 50 KB per 28 × 28
@@ -578,6 +727,18 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     segs = (_network.segments(net, variables, batch), _network.segments(gen_net, template, batch))
   except ValueError:  # a shared layer: every pass evaluates the whole networks
     segs = None
+  stream_w, affine = {}, {}
+  if streams:
+    if gen is not None:
+      raise ValueError("streams=True samples the reference's own residual streams: it needs"
+                       " gen=None (the generated networks have the reference's widths).")
+    found = stream_lineages(net, variables, x[:8])
+    bad = sorted(set(found.writers) & set(layers))
+    if bad:
+      raise ValueError(f"layers {bad} write into a residual stream, sampled with streams=True;"
+                       " leave them out of layers.")
+    stream_w, affine = _stream_draw(key, net, variables, found, s)
+  templates = _stack_template(gen_net, template, affine, s)
   gen_k = gen_b = None
   if segs is None:
     gen_k = _broadcast(gen_net.kernels(template), s)
@@ -589,7 +750,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   if progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=n_layers, desc=f"rainbow: {s} sample(s)", unit="layer")
-  state = (template, xb, xb)  # gen_vars, ref_state, gen_state (cut 0: the batches)
+  state = (templates, xb, xb)  # gen_vars, ref_state, gen_state (cut 0: the batches)
   for j in range(n_layers):
     # Shape in the reference's input basis, the generated output width.
     ref_shape = (*ref_k[j].shape[:-1], gen_shapes[j][-1])
@@ -600,8 +761,9 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if want != tuple(gen_shapes[j]):
       raise ValueError(f"layer {j}: generated kernel {want} ≠ the generated network's"
                        f" {gen_shapes[j]}.")
-    draw = dict(s=s, shape=ref_shape, sample=j in layers, bias=gen_bias[j])
-    args = (key, factors.get(j), ref_k[j], ref_b[j], a_j)
+    draw = dict(s=s, shape=ref_shape, sample=j in layers, bias=gen_bias[j],
+                drawn=j in stream_w)
+    args = (key, factors.get(j), *stream_w.get(j, (ref_k[j], ref_b[j])), a_j)
     if segs is not None:
       gen_vars, ref_state, gen_state, al = _layer_step(
           *segs, j, *args, variables, *state, yb, **draw, axis=axis, dtype=dtype)
@@ -611,7 +773,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       if b is not None:
         gen_b[j] = b
       al = None if j == n_layers - 1 else _align_all(*_all_input_moments(
-          net, gen_net, variables, _build(gen_net, template, gen_k, gen_b), x, xb,
+          net, gen_net, variables, _build(gen_net, templates, gen_k, gen_b), x, xb,
           (yb >= 0).astype(dtype), batch_size, axis)[j])
     if al is not None:
       a = al.matrix
@@ -624,12 +786,12 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   r2 = jnp.asarray(np.stack([np.asarray(r) for r in r2], axis=1) if r2 else np.zeros((s, 0)))
   if segs is not None:
     return Generated(state[0], alignments, r2)
-  final = _build(gen_net, template, gen_k, gen_b)
+  final = _build(gen_net, templates, gen_k, gen_b)
   if gen_net.norms:
     final = _restat(gen_net, final, x, None, batch_size)
   return Generated(final, alignments, r2)
 
 
-__all__ = ["Generated", "cross_moments", "generate", "neuron_matrix", "realign",
+__all__ = ["Generated", "Streams", "cross_moments", "generate", "neuron_matrix", "realign",
            "reference_factors", "sample_kernel", "sampleable", "seed_averaged_factors",
-           "weight_factor"]
+           "stream_lineages", "weight_factor"]

@@ -262,7 +262,7 @@ def test_resnet_step_benchmark_quick(tmp_path):
 def test_experiment_scripts_quick(tmp_path):
   for script in ("svr_fashion_mnist.py", "ensembles_seed.py", "rainbow_paper.py",
                  "rainbow_accuracy.py", "transformers.py", "svcca_findings.py",
-                 "kernels_width.py"):
+                 "kernels_width.py", "rainbow_resnet.py"):
     out = tmp_path / script
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), "--quick",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
@@ -345,6 +345,14 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   assert [c["layers"] for c in res["svr_chains"]] == [[3, 4]]
   assert any("skip connection" in n for n in res["notes"])
   assert "did not apply" in (out / "report.md").read_text()
+  # --rainbow-streams: both convs write the residual stream; drawn jointly.
+  streams = tmp_path / "streams"
+  assert cli.main(common + ["--checkpoint", str(ckpt), "--rainbow-streams", "--clip-layers", "1",
+                            "--out", str(streams)]) == 0
+  sres = json.loads((streams / "results.json").read_text())
+  assert sres["rainbow_sampled_layers"] == [1, 2, 3]
+  assert any("sampled jointly" in n for n in sres["notes"])
+  assert min(sres["rainbow_accuracy"]) > 20
   # One network from a msgpack file: seed 0's variables exactly.
   from rainbow_jax.commands import _common as analyze
   m = mod.make()

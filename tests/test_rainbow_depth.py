@@ -165,3 +165,84 @@ def test_seed_averaged_factors_layer_by_layer_equal_those_from_the_input(resnet8
     np.testing.assert_allclose(a, b, atol=1e-5)
   for a, b in zip(by_layer[0], from_input[0]):
     np.testing.assert_allclose(a.T @ a, b.T @ b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_stream_lineages_of_a_resnet_follow_its_padded_shortcuts(resnet8):
+  # ResNet-8 ×½: streams of 8, 16, 32 channels; each stage's shortcut pads
+  # the previous stream's channels into the middle of the wider one.
+  ds, _, v, net = resnet8
+  found = rainbow.stream_lineages(net, v, ds.x_train[:8])
+  assert found.writers == (0, 2, 4, 6)  # the stem and each block's last conv
+  assert found.norms == ((0, 0), (2, 2), (4, 4), (6, 6))  # stem_bn, each block's bn_1
+  by_writers = {}
+  for lineage in found.lineages:
+    by_writers.setdefault(tuple(j for j, _ in lineage), []).append(dict(lineage))
+  assert {k: len(v) for k, v in by_writers.items()} == {(0, 2, 4, 6): 8, (4, 6): 8, (6,): 16}
+  for lin in by_writers[(0, 2, 4, 6)]:  # channel c of stage 0 is c + 4 in stage 1, c + 12 in 2
+    assert lin[2] == lin[0] and lin[4] == lin[0] + 4 and lin[6] == lin[0] + 12
+  for lin in by_writers[(4, 6)]:
+    assert lin[6] == lin[4] + 8
+
+
+def test_stream_draws_have_the_joint_second_moment_of_the_reference_lineages(resnet8):
+  ds, _, v, net = resnet8
+  found = rainbow.stream_lineages(net, v, ds.x_train[:8])
+  s = 3000
+  weights, affine = rainbow._stream_draw(jax.random.key(0), net, v, found, s)
+  kernels, scales = net.kernels(v), net.norm_affine(v)
+  members = [lin for lin in found.lineages if len(lin) == 4]
+
+  def coords(ks, sc, lin):  # one lineage's vector: each writer's neuron, its BatchNorm's γ, β
+    parts = []
+    for j, c in lin:
+      parts += [np.asarray(ks[j])[..., c].reshape(-1), np.asarray(sc[j])[:, c]]
+    return np.concatenate(parts)
+
+  ref = np.stack([coords(kernels, [np.stack(scales[j]) for j in range(len(scales))], lin)
+                  for lin in members])
+  drawn = np.concatenate([np.stack([coords(
+      {j: weights[j][0][t] for j in found.writers},
+      {i: np.stack([affine[i][0][t], affine[i][1][t]]) for i in affine}, lin)
+      for lin in members]) for t in range(0, s, 10)])  # [S/10 · 8, D]
+  want = ref.T @ ref / len(ref)
+  got = drawn.T @ drawn / len(drawn)
+  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.08
+  # Jointly: the stem's coordinates and the last block's covary as the
+  # reference's do (independent draws would leave this block at 0).
+  d0 = kernels[0].size // kernels[0].shape[-1] + 2
+  cross_want, cross_got = want[:d0, -300:], got[:d0, -300:]
+  assert np.linalg.norm(cross_want) > 0.1 * np.linalg.norm(want)
+  assert np.linalg.norm(cross_got - cross_want) / np.linalg.norm(cross_want) < 0.15
+
+
+def test_joint_stream_sampling_keeps_the_stream_kernel_of_identity_blocks():
+  # A residual MLP whose blocks are identities plus noise: the stream is the
+  # stem's output, so the generated networks' stream kernel (the Gram matrix
+  # over inputs, averaged over samples) must equal the reference's.
+  class Residual(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = nn.Dense(48, use_bias=False, name="stem")(x.reshape(x.shape[0], -1))
+      for b in range(2):
+        u = nn.relu(nn.Dense(32, use_bias=False, name=f"in_{b}")(h))
+        h = h + nn.Dense(48, use_bias=False, name=f"out_{b}",
+                         kernel_init=nn.initializers.normal(1e-4))(u)
+      return nn.Dense(10, use_bias=False, name="classifier")(h)
+
+  ds = data.load("digits")
+  x = jnp.asarray(ds.x_train[:400])
+  m = Residual()
+  v = m.init(jax.random.key(0), x[:2])
+  net = network.from_linen(m, v, x[:2])
+  s = 64
+  g = rainbow.generate(jax.random.key(1), net, v, x, num_samples=s, streams=True,
+                       progress=False)
+  assert rainbow.stream_lineages(net, v, x).writers == (0, 2, 4)
+  probe = x[:100]
+  stream = lambda p: net.layer_inputs(p, probe)[-1]  # the classifier reads the stream
+  k_ref = np.asarray(stream(v), np.float64) @ np.asarray(stream(v), np.float64).T
+  k_gen = np.mean([np.asarray(h, np.float64) @ np.asarray(h, np.float64).T
+                   for h in jax.vmap(stream)(g.params)], axis=0)
+  assert np.linalg.norm(k_gen - k_ref) / np.linalg.norm(k_ref) < 0.1
+  stem0 = net.kernels(train.select(g.params, 0))[0]
+  assert not np.allclose(stem0, net.kernels(v)[0])  # the stem was resampled

@@ -56,7 +56,7 @@ def _stack(trees: Sequence[Any]) -> Any:
 def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
         batch: int = 1000, clip_layers: Sequence[int] | None = None,
         clip_samples: int | None = None, cka_samples: int = 2000, conv: str = "mean",
-        align_samples: int | None = None, seed: int = 0,
+        align_samples: int | None = None, seed: int = 0, streams: bool = False,
         timings: dict | None = None, extra: dict | None = None) -> dict:
   """Runs every analysis that applies; writes results.json, report.md/html
   and PNG figures to `out_dir`; returns the results dict.
@@ -76,6 +76,8 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       ``"mean"`` over positions, or ``"flatten"`` per image).
     align_samples: training images of the rainbow alignments (default all).
     seed: PRNG seed of the rainbow samples.
+    streams: also sample the layers that write into residual streams,
+      jointly per stream channel (`rainbow_jax.rainbow.generate`).
     timings, extra: merged into the results.
   """
   t_start = time.perf_counter()
@@ -104,7 +106,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   svr_chains = _svr_step(ctx)
   rb_acc, rb_r2, sampled = ([], [], []) if not samples else _rainbow_step(
       ctx, x if not align_samples else x[:align_samples], x_test, y_test, samples, seed,
-      float(acc[0]))
+      float(acc[0]), streams)
   _training_step(ctx)
 
   timings = ctx.timings
@@ -361,7 +363,7 @@ def _svr_step(ctx: _Context) -> list[dict]:
 
 
 def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
-                  reference: float) -> tuple[list, list, list]:
+                  reference: float, streams: bool = False) -> tuple[list, list, list]:
   """S rainbow networks sampled from network 0: their accuracies, their
   alignment r², and the layers sampled."""
   nets, net = ctx.nets, ctx.nets.net
@@ -370,18 +372,25 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
   sampled = rainbow.sampleable(net, links)
   grouped = [j for j in range(len(net) - 1) if links[j] and j not in sampled]
   kept = [j for j in range(len(net) - 1) if not links[j]]
-  if kept:
+  if kept and streams:
+    writers = rainbow.stream_lineages(net, nets.variables[0], xa[:8]).writers
+    sampled = sorted({*sampled, *writers})
+    ctx.notes.append(
+        f"Rainbow: layers {[j + 1 for j in writers]} write into residual streams and are"
+        " sampled jointly, one draw per stream channel across its writers (--rainbow-streams);"
+        f" layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+  elif kept:
     ctx.notes.append(
         f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
-        " reference's neurons (realigned on their inputs); layers"
-        f" {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+        " reference's neurons (realigned on their inputs; --rainbow-streams samples them"
+        f" jointly); layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
   if grouped:
     ctx.notes.append(
         f"Rainbow: layers {[j + 1 for j in grouped]} are, or feed, grouped convolutions, whose"
         " kernels cannot hold new or realigned channels across groups: their neurons are"
         " kept.")
   gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
-                         num_samples=samples, batch_size=ctx.batch)
+                         num_samples=samples, batch_size=ctx.batch, streams=streams and bool(kept))
   rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
                                         stacked=True)).tolist()
   ctx.timings["rainbow_seconds"] = time.perf_counter() - t0
@@ -619,6 +628,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="seeds trained (≥ 2; the first two compared)")
   c.add_argument("--rainbow-samples", type=int, default=8,
                  help="rainbow networks sampled (0: none)")
+  c.add_argument("--rainbow-streams", action="store_true",
+                 help="also sample the layers that write into residual streams (a ResNet's"
+                      " stem and blocks' last convs), jointly per stream channel")
   c.add_argument("--epochs", type=int, default=5,
                  help="epochs to train the seeds first (0: analyse at init)")
   c.add_argument("--batch", type=int, default=1000,
@@ -690,7 +702,7 @@ def command(args) -> dict:
       nets, x, ds.x_test, ds.y_test, args.out, samples=args.rainbow_samples, batch=args.batch,
       clip_layers=args.clip_layers, clip_samples=args.clip_samples,
       cka_samples=args.cka_samples, conv=args.conv, align_samples=args.align_samples, seed=args.seed,
-      timings=timings, extra=extra)
+      streams=args.rainbow_streams, timings=timings, extra=extra)
   return results
 
 

@@ -500,6 +500,69 @@ class Network:
     stop = None if upto is None else self._index(upto)
     return _estimate_stats(self, variables, x, min(batch_size, x.shape[0]), stop)
 
+  def _affine_path(self, i: int) -> tuple:
+    """Where BatchNorm i's scale and offset live: beside its statistics
+    (NNX), or under ``params`` where the statistics are under
+    ``batch_stats`` (linen)."""
+    path = self._norm_paths[i]
+    return ("params", *path[1:]) if path and path[0] == "batch_stats" else tuple(path)
+
+  def norm_affine(self, variables: Any) -> list[tuple[Array | None, Array | None]]:
+    """Per BatchNorm (call order) its scale and offset ``[C]`` (None where
+    it has none)."""
+    out = []
+    for i in range(len(self.norms)):
+      own = _get(variables, self._affine_path(i))
+      out.append(tuple(own[k].reshape(-1) if k in own else None for k in ("scale", "bias")))
+    return out
+
+  def with_norm_affine(self, variables: Any, affine: Mapping[int, tuple]) -> Any:
+    """`variables` with BatchNorm i's scale and offset replaced by
+    ``affine[i] = (scale, offset)`` (each ``[C]``, or None to keep it)."""
+    for i, pair in affine.items():
+      path = self._affine_path(i)
+      for key, value in zip(("scale", "bias"), pair):
+        if value is None:
+          continue
+        old = _get(variables, path)[key]
+        variables = _set(variables, path, key,
+                         jnp.asarray(value, old.dtype).reshape(old.shape))
+    return variables
+
+  def channel_reach(self, variables: Any, x: Array, layer: int) -> dict:
+    """How weight layer `layer`'s output channels reach later inputs along
+    paths that pass no other weight layer (skip connections, normalisation,
+    activations, padding, subsampling): ``{('layer', k) or ('norm', i):
+    [C_out, C_in]}``, Σ |∂ input / ∂ output| over batch ``x`` and positions,
+    for every weight layer k and BatchNorm i it reaches, linearised where
+    every weight layer's output is a large positive constant (ReLUs on those
+    paths active; a BatchNorm with a negative scale may hide a channel). A
+    residual stream carries a channel unchanged (one entry per row and
+    column); attention or a channel-mixing path spreads it."""
+    layer = self._index(layer)
+    n = len(self.layers)
+    c_out = self.layers[layer].kernel_shape[-1]
+
+    def reached(t):
+      # Every weight layer's output is replaced by a large constant (other
+      # layers: no path through them; all: ReLUs after them active, so a
+      # channel's path does not depend on the data), layer `layer`'s plus t.
+      def edit(y, k):
+        y = jnp.full(y.shape, 100.0, y.dtype)
+        if k != layer or y.shape[-1] != c_out:
+          return y
+        return y + t.astype(y.dtype).reshape((1,) * (y.ndim - 1) + (c_out,))
+      tap = self._tap(stop=n - 1, through=True, outs={k: functools.partial(edit, k=k)
+                                                      for k in range(n)})
+      self._forward(variables, x, tap)
+      return tap.captured, [h for h, _ in tap.norm_inputs]
+
+    ins, norm_ins = jax.jacfwd(reached)(jnp.zeros((c_out,), jnp.float32))
+    total = lambda j: np.asarray(jnp.sum(jnp.abs(j), axis=tuple(range(j.ndim - 2)))).T
+    out = {("layer", k): total(j) for k, j in enumerate(ins) if k != layer}
+    out.update({("norm", i): total(j) for i, j in enumerate(norm_ins)})
+    return {key: m for key, m in out.items() if np.any(m > 0)}
+
   def _with_stats(self, variables: Any, stats: Mapping[int, tuple]) -> Any:
     out = variables
     for i, (mean, var) in stats.items():
