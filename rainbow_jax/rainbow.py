@@ -22,9 +22,9 @@ layers. `generate` samples S new networks layer by layer, as the tutorial's
    network's forward pass is cut at its weight layers' inputs
    (`rainbow_jax.network.Segments`), and the values it kept at layer j's
    input (its residual stream and branches, per example) are carried to
-   layer j + 1's — only the layers in between run. On small data (N · S ≤
-   8 192) one compiled program evaluates the whole networks for every layer
-   instead (fewer programs to compile);
+   layer j + 1's — only the layers in between run, one compiled program
+   per layer (draw, realign, pass, alignment). Where a forward pass cannot
+   be cut (a layer called twice), each pass evaluates the whole networks;
 4. the classifier is the reference's, realigned.
 
 Biases: a neuron of a layer with a bias is its ``(weights, bias)`` vector;
@@ -35,11 +35,12 @@ BatchNorm: after each layer is drawn, the generated networks' BatchNorm
 statistics are re-estimated on the data before the next alignment pass —
 what the rainbow paper's code does after resampling; stale statistics of
 the reference would normalise the new neurons with the old neurons' means
-and variances. Layer by layer, each BatchNorm gets the mean and variance of
-its input over the data, in inference mode with the earlier ones already
-re-estimated (`Segments.reestimate`); on small data, one batch-mode pass
-per layer and one at the end (`Network.estimate_batch_stats`; the same
-numbers when the data is one batch). A sampled layer's BatchNorm scale and
+and variances. Each BatchNorm gets the mean and variance of its input
+over the data, in inference mode with the earlier ones already
+re-estimated (`Segments.reestimate`); where the pass cannot be cut, one
+batch-mode pass per layer and one at the end
+(`Network.estimate_batch_stats`; the same numbers when the data is one
+batch). A sampled layer's BatchNorm scale and
 offset stay the reference's, channel by channel: the generated neurons are
 exchangeable, so this pairs each new neuron with a reference (γ, β) at
 random.
@@ -57,6 +58,13 @@ path and the block output — and are realigned on their inputs like every
 layer; the convs inside the blocks are sampled from their covariances. By
 default every layer that can be sampled is; asking for another raises an
 error naming it. (The rainbow paper samples chains; this extension is ours.)
+With ``streams=True`` the stream writers are sampled too, jointly: each
+stream channel's lineage — its neuron in every writer, across blocks and
+the zero-padded shortcuts between stages, with the scale and offset of the
+BatchNorm after each writer — is one Gaussian vector, drawn from the second
+moment of the reference's lineages with the same writers
+(`stream_lineages`, found from the dataflow), so a new channel c is the same
+new channel in every block that adds into it.
 
 Layers not listed in ``layers`` keep the reference weights (realigned), and a
 generated network may be wider or narrower than the reference
@@ -321,8 +329,8 @@ def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bo
     if factor is None:
       factor = weight_factor([neuron_matrix(ref_w, ref_b)])
     keys = jax.random.split(jax.random.fold_in(key, j), s)
-    drawn = jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
-    w, b = drawn if bias else (drawn, None)
+    new = jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
+    w, b = new if bias else (new, None)
   else:
     w = jnp.broadcast_to(ref_w, (s, *ref_w.shape))
     b = None if ref_b is None else jnp.broadcast_to(ref_b, (s, *ref_b.shape))
@@ -400,8 +408,9 @@ def stream_lineages(net: Any, variables: Any, x: Array) -> Streams:
   ``x`` (`Network.channel_reach`): every layer that meets a skip connection
   and whose output channels reach later layers without mixing (no input
   feature of a later layer reads two of its channels) is a writer; channels
-  that reach the same input feature of a later layer share a lineage. Rainbow sampling draws a lineage's neurons — one per writer —
-  jointly (`generate`'s ``streams``).
+  that reach the same input feature of a later layer share a lineage.
+  Rainbow sampling draws a lineage's neurons — one per writer — jointly
+  (`generate`'s ``streams``).
 
   Raises:
     ValueError: a layer whose channels two skip paths merge into one

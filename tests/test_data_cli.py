@@ -69,7 +69,10 @@ def test_analyze_command_on_digits(tmp_path):
       c = layer["clipping"][kind]
       if kind == "activation" or c["ranks"][-1] == layer["input_dim"]:
         assert c["accuracy"][-1] == pytest.approx(res["trained_accuracy"][0], abs=1e-3)
-  assert {"train_seconds", "moments_seconds", "rainbow_seconds"} <= set(res["timings"])
+  t = res["timings"]
+  for stage in ("train", "moments", "clipping", "cka", "rainbow"):  # compile time beside wall
+    assert 0 <= t[f"{stage}_compile_seconds"] <= t[f"{stage}_seconds"], stage
+  assert "of which XLA compilation" in (out / "report.md").read_text()
   assert res["versions"]["jax"] and res["device"]
   for fig in res["figures"]:
     assert (out / fig).stat().st_size > 1000
@@ -353,6 +356,9 @@ def test_analyze_a_users_model_from_checkpoints(tmp_path):
   assert sres["rainbow_sampled_layers"] == [1, 2, 3]
   assert any("sampled jointly" in n for n in sres["notes"])
   assert min(sres["rainbow_accuracy"]) > 20
+  t = sres["timings"]
+  assert 0 <= t["rainbow_compile_seconds"] <= t["rainbow_seconds"]
+  assert "of which XLA compilation" in (streams / "report.md").read_text()
   # One network from a msgpack file: seed 0's variables exactly.
   from rainbow_jax.commands import _common as analyze
   m = mod.make()

@@ -24,6 +24,25 @@ ARCHS = ("mlp", "cnn", "resnet20", "scattering", "vit")
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
 
 
+_COMPILED = {"seconds": 0.0, "listening": False}
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+def _count_compile(event: str, duration: float, **_) -> None:
+  if event == _BACKEND_COMPILE:
+    _COMPILED["seconds"] += duration
+
+
+def compile_seconds() -> float:
+  """Seconds XLA has spent compiling programs in this process since the
+  first call (JAX's backend-compile events; a program loaded from the
+  persistent cache costs none). Differences give a stage's compile time."""
+  if not _COMPILED["listening"]:
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    _COMPILED["listening"] = True
+  return _COMPILED["seconds"]
+
+
 def version() -> str:
   """The installed rainbow_jax's version (``"unknown"`` from a bare checkout)."""
   from importlib import metadata

@@ -19,6 +19,7 @@ layers (a residual network: each block's chain), and S rainbow networks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -80,7 +81,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
       jointly per stream channel (`rainbow_jax.rainbow.generate`).
     timings, extra: merged into the results.
   """
-  t_start = time.perf_counter()
+  t_start, c_start = time.perf_counter(), _common.compile_seconds()
   net, vs = nets.net, nets.variables
   two = len(vs) >= 2
   x = np.asarray(x)
@@ -111,6 +112,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
 
   timings = ctx.timings
   timings["analysis_seconds"] = time.perf_counter() - t_start
+  timings["analysis_compile_seconds"] = _common.compile_seconds() - c_start
   results = dict(extra or {})
   results.update({
       "command": "analyze", "arch": nets.arch, "networks": nets.description,
@@ -173,6 +175,18 @@ class _Context:
   def out(self, name: str) -> str:
     return os.path.join(self.out_dir, name)
 
+  @contextlib.contextmanager
+  def timed(self, stage: str):
+    """Adds the block's wall seconds and XLA compile seconds to
+    ``timings[stage + '_seconds']`` and ``[stage + '_compile_seconds']``."""
+    t0, c0 = time.perf_counter(), _common.compile_seconds()
+    try:
+      yield
+    finally:
+      for key, value in ((f"{stage}_seconds", time.perf_counter() - t0),
+                         (f"{stage}_compile_seconds", _common.compile_seconds() - c0)):
+        self.timings[key] = self.timings.get(key, 0.0) + value
+
   def figure(self, ax, name: str) -> None:
     self.figures.append(_plots().save(ax, self.out(name)))
 
@@ -191,13 +205,12 @@ def _moments_step(ctx: _Context, x) -> moments.Moments:
   """Every layer input's second moments (and the matched cross moments of
   networks 0 and 1) in one pass over the training images."""
   vs, two = ctx.nets.variables, len(ctx.nets.variables) >= 2
-  t0 = time.perf_counter()
-  stats = moments.layer_moments(
-      ctx.nets.net, vs[0], _common.batches(x, ctx.batch), params2=vs[1] if two else None,
-      cross="matched" if two else "none",
-      progress=f"one pass: all layers, {'networks 0 and 1' if two else 'network 0'}",
-      total=-(-len(x) // ctx.batch))
-  ctx.timings["moments_seconds"] = time.perf_counter() - t0
+  with ctx.timed("moments"):
+    stats = moments.layer_moments(
+        ctx.nets.net, vs[0], _common.batches(x, ctx.batch), params2=vs[1] if two else None,
+        cross="matched" if two else "none",
+        progress=f"one pass: all layers, {'networks 0 and 1' if two else 'network 0'}",
+        total=-(-len(x) // ctx.batch))
   return stats
 
 
@@ -226,7 +239,9 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   unclipped = float(acc[0]) if not clip_samples else float(
       evaluate.accuracy(net, nets.variables[0], xc, yc))
   init_kernels = None if nets.init_variables is None else net.kernels(nets.init_variables)
-  t_clip, layers = 0.0, []
+  layers = []
+  ctx.timings.setdefault("clipping_seconds", 0.0)
+  ctx.timings.setdefault("clipping_compile_seconds", 0.0)
   for l in range(n_layers):
     label = f"layer {l + 1} {net.names[l]} ({net.kinds[l]}, input d={stats.dims[l]})"
     arrays = _layer_arrays(stats, ctx.kernels[0][l], ctx.kernels[1][l] if two else None,
@@ -241,11 +256,9 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
                                 title=f"Activation covariance spectrum\n{label}"),
                f"activation_spectrum_layer{l + 1}.png")
     if l + 1 in clip_layers:
-      t0 = time.perf_counter()
-      rec["clipping"] = _clipping_of_layer(ctx, l, label, e1, wvec, xc, yc, unclipped)
-      t_clip += time.perf_counter() - t0
+      with ctx.timed("clipping"):
+        rec["clipping"] = _clipping_of_layer(ctx, l, label, e1, wvec, xc, yc, unclipped)
     layers.append(rec)
-  ctx.timings["clipping_seconds"] = t_clip
   return layers
 
 
@@ -332,12 +345,11 @@ def _clipping_of_layer(ctx: _Context, l: int, label: str, e1, wvec, xc, yc,
 
 def _cka_step(ctx: _Context, x_test, conv: str, short: list) -> np.ndarray:
   """Layer × layer linear CKA of networks 0 and 1 on the test images."""
-  t0 = time.perf_counter()
   nets = ctx.nets
-  feats = [evaluate.representations(nets.net, v, x_test, conv=conv, batch_size=ctx.batch)
-           for v in nets.variables[:2]]
-  cka = np.asarray(similarity.pairwise(feats[0], feats[1], measure="linear_cka"))
-  ctx.timings["cka_seconds"] = time.perf_counter() - t0
+  with ctx.timed("cka"):
+    feats = [evaluate.representations(nets.net, v, x_test, conv=conv, batch_size=ctx.batch)
+             for v in nets.variables[:2]]
+    cka = np.asarray(similarity.pairwise(feats[0], feats[1], measure="linear_cka"))
   ctx.figure(_plots().heatmap(cka, short, short, xlabel=f"input of layer, {nets.labels[1]}",
                              ylabel=f"input of layer, {nets.labels[0]}",
                              title=f"Linear CKA, {len(x_test)} test images"), "cka.png")
@@ -367,33 +379,33 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
   """S rainbow networks sampled from network 0: their accuracies, their
   alignment r², and the layers sampled."""
   nets, net = ctx.nets, ctx.nets.net
-  t0 = time.perf_counter()
-  links = network.links_of(ctx.producers)
-  sampled = rainbow.sampleable(net, links)
-  grouped = [j for j in range(len(net) - 1) if links[j] and j not in sampled]
-  kept = [j for j in range(len(net) - 1) if not links[j]]
-  if kept and streams:
-    writers = rainbow.stream_lineages(net, nets.variables[0], xa[:8]).writers
-    sampled = sorted({*sampled, *writers})
-    ctx.notes.append(
-        f"Rainbow: layers {[j + 1 for j in writers]} write into residual streams and are"
-        " sampled jointly, one draw per stream channel across its writers (--rainbow-streams);"
-        f" layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
-  elif kept:
-    ctx.notes.append(
-        f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
-        " reference's neurons (realigned on their inputs; --rainbow-streams samples them"
-        f" jointly); layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
-  if grouped:
-    ctx.notes.append(
-        f"Rainbow: layers {[j + 1 for j in grouped]} are, or feed, grouped convolutions, whose"
-        " kernels cannot hold new or realigned channels across groups: their neurons are"
-        " kept.")
-  gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
-                         num_samples=samples, batch_size=ctx.batch, streams=streams and bool(kept))
-  rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
-                                        stacked=True)).tolist()
-  ctx.timings["rainbow_seconds"] = time.perf_counter() - t0
+  with ctx.timed("rainbow"):
+    links = network.links_of(ctx.producers)
+    sampled = rainbow.sampleable(net, links)
+    grouped = [j for j in range(len(net) - 1) if links[j] and j not in sampled]
+    kept = [j for j in range(len(net) - 1) if not links[j]]
+    if kept and streams:
+      writers = rainbow.stream_lineages(net, nets.variables[0], xa[:8]).writers
+      sampled = sorted({*sampled, *writers})
+      ctx.notes.append(
+          f"Rainbow: layers {[j + 1 for j in writers]} write into residual streams and are"
+          " sampled jointly, one draw per stream channel across its writers (--rainbow-streams);"
+          f" layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+    elif kept:
+      ctx.notes.append(
+          f"Rainbow: layers {[j + 1 for j in kept]} write into a skip connection and keep the"
+          " reference's neurons (realigned on their inputs; --rainbow-streams samples them"
+          f" jointly); layers {[j + 1 for j in sampled]} are sampled. See rainbow_jax.rainbow.")
+    if grouped:
+      ctx.notes.append(
+          f"Rainbow: layers {[j + 1 for j in grouped]} are, or feed, grouped convolutions, whose"
+          " kernels cannot hold new or realigned channels across groups: their neurons are"
+          " kept.")
+    gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
+                           num_samples=samples, batch_size=ctx.batch,
+                           streams=streams and bool(kept))
+    rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
+                                          stacked=True)).tolist()
   ctx.figure(_plots().bars([reference] + rb_acc,
                           ["reference"] + [f"sample {i + 1}" for i in range(len(rb_acc))],
                           ylabel="test accuracy (%)", ylim=(0, 100),
@@ -517,6 +529,13 @@ def write_report(results: dict, md_path: str, html_path: str) -> None:
         f" over {len(results['rainbow_accuracy'])} samples ({t['rainbow_seconds']:.1f} s,"
         f" sampled layers"
         f" {results['rainbow_sampled_layers']}).")
+  stages = [(name, t[f"{key}_seconds"], t.get(f"{key}_compile_seconds"))
+            for name, key in (("training", "train"), ("moments", "moments"),
+                              ("clipping", "clipping"), ("CKA", "cka"), ("rainbow", "rainbow"))
+            if f"{key}_seconds" in t]
+  intro.append("Seconds per stage, of which XLA compilation: " + "; ".join(
+      f"{name} {sec:.1f}" + ("" if comp is None else f" ({comp:.1f})")
+      for name, sec, comp in stages) + ".")
   if results.get("cka") is not None:
     intro.append(f"Linear CKA between every layer input of the two networks (cka.png); conv"
                  f" inputs {evaluate.CONV_TEXT[results['cka_conv']]}.")
@@ -668,12 +687,13 @@ def command(args) -> dict:
                         widths=args.widths, init="torch", width=args.width)
     seeds = list(range(args.seed, args.seed + args.seeds))
     tx, opt = _common.optimizer(args, len(x))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _common.compile_seconds()
     start = train.init(model, tx, seeds, x.shape[1:], x.dtype)
     init_vars = train.select(start.variables, 0)
     state, hist = train.fit(model, x, y, ds.x_test, ds.y_test, seeds=seeds,
                             epochs=args.epochs, tx=tx, state=start)
     timings["train_seconds"] = time.perf_counter() - t0
+    timings["train_compile_seconds"] = _common.compile_seconds() - c0
     variables = [train.select(state.variables, k) for k in range(len(seeds))]
     net = network.from_linen(model, variables[0], x[:2])
     resnet = args.arch == "resnet20"

@@ -557,7 +557,7 @@ class Network:
       self._forward(variables, x, tap)
       return tap.captured, [h for h, _ in tap.norm_inputs]
 
-    ins, norm_ins = jax.jacfwd(reached)(jnp.zeros((c_out,), jnp.float32))
+    ins, norm_ins = jax.jit(jax.jacfwd(reached))(jnp.zeros((c_out,), jnp.float32))
     total = lambda j: np.asarray(jnp.sum(jnp.abs(j), axis=tuple(range(j.ndim - 2)))).T
     out = {("layer", k): total(j) for k, j in enumerate(ins) if k != layer}
     out.update({("norm", i): total(j) for i, j in enumerate(norm_ins)})
