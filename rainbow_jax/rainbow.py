@@ -62,7 +62,8 @@ With ``streams=True`` the stream writers are sampled too, jointly: each
 stream channel's lineage — its neuron in every writer, across blocks and
 the zero-padded shortcuts between stages, with the scale and offset of the
 BatchNorm after each writer — is one Gaussian vector, drawn from the second
-moment of the reference's lineages with the same writers
+moment of the reference's lineages with the same writers (the scale and
+offset around their mean: a zero-mean scale would flip half the channels)
 (`stream_lineages`, found from the dataflow), so a new channel c is the same
 new channel in every block that adds into it.
 
@@ -474,9 +475,10 @@ def stream_lineages(net: Any, variables: Any, x: Array) -> Streams:
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
 def _stream_draw(key, net, variables, streams: Streams, s: int):
   """The writers' neurons of S networks, each lineage drawn jointly from
-  the second moment of the reference's lineages of the same writers: per
-  writer ``(kernel [S, …], bias [S, C] or None)``, per BatchNorm after a
-  writer ``(scale, offset) [S, C]``."""
+  the reference's lineages of the same writers (weights: their second
+  moment, zero mean; BatchNorm scale and offset: their mean and
+  covariance): per writer ``(kernel [S, …], bias [S, C] or None)``, per
+  BatchNorm after a writer ``(scale, offset) [S, C]``."""
   kernels, biases = net.kernels(variables), net.biases(variables)
   affine = net.norm_affine(variables)
   after = dict(streams.norms)
@@ -494,10 +496,16 @@ def _stream_draw(key, net, variables, streams: Streams, s: int):
   for i, (members, channels) in enumerate(sorted(classes.items())):
     idx = np.asarray(channels)  # [n, writers]
     rows = jnp.concatenate([coords[j][idx[:, m]] for m, j in enumerate(members)], axis=1)
-    f = weight_factor([rows])
+    # Weights are zero-mean (the rainbow model); a BatchNorm's scale and
+    # offset are not (scales near 1): those coordinates are drawn around the
+    # lineages' mean, from their covariance.
+    affine_cols = np.concatenate([np.r_[np.zeros(split[j][0]), np.ones(sum(split[j][1:]))]
+                                  for j in members]).astype(bool)
+    mean = jnp.where(affine_cols, jnp.mean(rows, axis=0), 0.0)[None]  # [1, D]
+    f = weight_factor([rows - mean])
     g = jax.random.normal(jax.random.fold_in(key, 2**20 + i), (s, rows.shape[0], f.shape[0]),
                           f.dtype)
-    drawn = jnp.einsum("snr,rd->snd", g, f, precision=_HP)
+    drawn = mean[None] + jnp.einsum("snr,rd->snd", g, f, precision=_HP)
     start = 0
     for m, j in enumerate(members):
       d = coords[j].shape[1]
@@ -658,8 +666,8 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       (`stream_lineages`: a ResNet's stem and every block's last conv),
       each stream channel's neurons — one per writer, across blocks and
       stages, with the scale and offset of the BatchNorm after each writer
-      as extra coordinates — drawn jointly from the second moment of the
-      reference's channels with the same writers. Without it (the
+      as extra coordinates, drawn around their mean — drawn jointly from
+      the reference's channels with the same writers. Without it (the
       default), those layers keep the reference's neurons.
     batch_size: batch of the alignment passes. Memory: layer by layer,
       the S + 1 networks' values kept at one layer input for all N
