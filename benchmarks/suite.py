@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 
 import _common as C  # noqa: E402
 
-TOPICS = ("covariance", "train", "rainbow", "similarity", "ensembles", "spectra", "svr",
+TOPICS = ("covariance", "train", "rainbow", "rainbow_depth", "similarity", "ensembles", "spectra", "svr",
           "streaming", "scattering", "resnet", "resnet_step", "accuracy", "vit")
 
 
