@@ -53,11 +53,12 @@ def one_width(width: float, ds, args) -> dict:
   trained = np.asarray(hist.test_accuracy[-1], np.float64)
   x_align = ds.x_train[:args.align]
   out = {"width": width, "trained": trained.tolist(), "train_seconds": train_seconds}
+  # One Network for every seed: compiled programs are keyed by it.
+  net = network.from_linen(model, train.select(state.variables, 0), ds.x_train[:2])
   for mode, streams in (("blocks", False), ("streams", True)):
     accs, r2, t0 = [], [], time.perf_counter()
     for k in seeds:
       v = train.select(state.variables, k)
-      net = network.from_linen(model, v, ds.x_train[:2])
       g = rainbow.generate(jax.random.key(100 + k), net, v, x_align, num_samples=args.samples,
                            streams=streams, progress=False)
       accs.append(np.asarray(evaluate.accuracy(net, g.params, ds.x_test, ds.y_test,
