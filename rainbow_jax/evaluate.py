@@ -73,8 +73,6 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
   positions, ``"flatten"``: one vector per image; ``"positions"`` would
   change N and is refused here). What ``rainbow-jax analyze`` and
   ``rainbow-jax compare`` compare, so both give the same numbers."""
-  import numpy as np
-
   if conv not in CONV_TEXT:
     raise ValueError(f"conv must be one of {tuple(CONV_TEXT)} for per-image representations,"
                      f" got {conv!r}.")
