@@ -150,6 +150,7 @@ def test_generated_batchnorm_statistics_are_those_of_their_inputs(resnet8):
                          atol=1e-3)  # a sampled layer's BatchNorm has new statistics
 
 
+@pytest.mark.slow  # 10 s; the default suite runs seed_averaged_factors on an MLP
 def test_seed_averaged_factors_layer_by_layer_equal_those_from_the_input(resnet8, monkeypatch):
   ds, _, v, net = resnet8
   x = ds.x_train[:200]
