@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import align, models, network, plots, scaling, similarity, train
+from rainbow_jax import align, network, plots, scaling, similarity, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,13 +68,8 @@ def _pair_scores(h0: jax.Array, h1: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def one_width(width: float, ds, args) -> dict:
-  model = models.ResNet(width=width)
+  model, state, hist, seconds = E.train_resnets(width, ds, args)
   seeds = list(range(args.seeds))
-  t0 = time.perf_counter()
-  state, hist = train.fit(model, ds.x_train[:args.train], ds.y_train[:args.train],
-                          ds.x_test, ds.y_test, seeds=seeds, epochs=args.epochs,
-                          progress=False)
-  seconds = time.perf_counter() - t0
   variables = [train.select(state.variables, k) for k in seeds]
   net = network.from_linen(model, variables[0], ds.x_train[:2])
   points = stream_points(net)
@@ -123,14 +118,8 @@ def fits(runs: list[dict], key: str) -> list[dict]:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--epochs", type=int, default=3)
-  p.add_argument("--train", type=int, default=10000, help="training images")
+  E.resnet_arguments(p, widths=[0.25, 0.5, 0.75, 1.0], epochs=3, out="results/kernels_width")
   p.add_argument("--test", type=int, default=500, help="test images compared")
-  p.add_argument("--dataset", default="auto")
-  p.add_argument("--quick", action="store_true", help="digits-sized run (CI)")
-  p.add_argument("--out", default="results/kernels_width")
   args = p.parse_args(argv)
   if args.quick:
     args.widths, args.seeds, args.epochs, args.train, args.test = [0.25, 0.5, 1.0], 3, 1, 600, 200

@@ -35,7 +35,7 @@ import time
 import jax
 import numpy as np
 
-from rainbow_jax import evaluate, models, network, plots, rainbow, train
+from rainbow_jax import evaluate, network, plots, rainbow, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,13 +43,8 @@ import _common as E  # noqa: E402
 
 
 def one_width(width: float, ds, args) -> dict:
-  model = models.ResNet(width=width)
+  model, state, hist, train_seconds = E.train_resnets(width, ds, args)
   seeds = list(range(args.seeds))
-  t0 = time.perf_counter()
-  state, hist = train.fit(model, ds.x_train[:args.train], ds.y_train[:args.train],
-                          ds.x_test, ds.y_test, seeds=seeds, epochs=args.epochs,
-                          progress=False)
-  train_seconds = time.perf_counter() - t0
   trained = np.asarray(hist.test_accuracy[-1], np.float64)
   x_align = ds.x_train[:args.align]
   out = {"width": width, "trained": trained.tolist(), "train_seconds": train_seconds}
@@ -73,15 +68,9 @@ def one_width(width: float, ds, args) -> dict:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--widths", type=float, nargs="+", default=[0.5, 1.0])
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--epochs", type=int, default=4)
-  p.add_argument("--train", type=int, default=10000, help="training images")
+  E.resnet_arguments(p, widths=[0.5, 1.0], epochs=4, out="results/rainbow_resnet")
   p.add_argument("--align", type=int, default=2000, help="training images of the alignments")
   p.add_argument("--samples", type=int, default=4, help="rainbow networks per reference")
-  p.add_argument("--dataset", default="auto")
-  p.add_argument("--quick", action="store_true", help="digits-sized run (CI)")
-  p.add_argument("--out", default="results/rainbow_resnet")
   args = p.parse_args(argv)
   if args.quick:
     args.widths, args.seeds, args.epochs, args.train, args.align, args.samples = (

@@ -639,7 +639,7 @@ def _advance_seeds(seg, k: int, stacked, state: list):
 
 def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int = 1,
              gen: tuple[Any, Any] | None = None, factors: Sequence[Array] | None = None,
-             layers: Sequence[int] | None = None, streams: bool = False,
+             layers: Sequence[int] | None = None, streams: "bool | Streams" = False,
              batch_size: int = 1000, stack_axis: str = "auto",
              progress: bool = True) -> Generated:
   """Samples `num_samples` rainbow networks from a trained reference.
@@ -668,7 +668,8 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       stages, with the scale and offset of the BatchNorm after each writer
       as extra coordinates, drawn around their mean — drawn jointly from
       the reference's channels with the same writers. Without it (the
-      default), those layers keep the reference's neurons.
+      default), those layers keep the reference's neurons. A `Streams`
+      already found (`stream_lineages` of this network) is used as it is.
     batch_size: batch of the alignment passes. Memory: layer by layer,
       the S + 1 networks' values kept at one layer input for all N
       examples (a ResNet-20's stream and branch: 2 × 50 KB per 28 × 28
@@ -749,7 +750,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     if gen is not None:
       raise ValueError("streams=True samples the reference's own residual streams: it needs"
                        " gen=None (the generated networks have the reference's widths).")
-    found = stream_lineages(net, variables, x[:8])
+    found = streams if isinstance(streams, Streams) else stream_lineages(net, variables, x[:8])
     bad = sorted(set(found.writers) & set(layers))
     if bad:
       raise ValueError(f"layers {bad} write into a residual stream, sampled with streams=True;"

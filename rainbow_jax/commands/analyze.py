@@ -384,8 +384,10 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
     sampled = rainbow.sampleable(net, links)
     grouped = [j for j in range(len(net) - 1) if links[j] and j not in sampled]
     kept = [j for j in range(len(net) - 1) if not links[j]]
+    found = False  # the residual streams, found once for the note and the draw
     if kept and streams:
-      writers = rainbow.stream_lineages(net, nets.variables[0], xa[:8]).writers
+      found = rainbow.stream_lineages(net, nets.variables[0], xa[:8])
+      writers = found.writers
       sampled = sorted({*sampled, *writers})
       ctx.notes.append(
           f"Rainbow: layers {[j + 1 for j in writers]} write into residual streams and are"
@@ -403,7 +405,7 @@ def _rainbow_step(ctx: _Context, xa, x_test, y_test, samples: int, seed: int,
           " kept.")
     gen = rainbow.generate(jax.random.key(seed), net, nets.variables[0], xa,
                            num_samples=samples, batch_size=ctx.batch,
-                           streams=streams and bool(kept))
+                           streams=found)
     rb_acc = np.asarray(evaluate.accuracy(net, gen.params, x_test, y_test,
                                           stacked=True)).tolist()
   ctx.figure(_plots().bars([reference] + rb_acc,

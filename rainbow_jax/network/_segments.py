@@ -46,27 +46,21 @@ class Segments:
       raise ValueError("a layer called more than once (shared weights) has no single cut"
                        " where its input is complete.")
 
+    taps = []  # the tap of the traced pass: BatchNorm axes, read after tracing
+
     def traced(vs, x):
       tap = net._tap(stop=n_layers - 1, through=True)
       out = net._forward(vs, x, tap)
-      return out, tap.captured, [h for h, _ in tap.norm_inputs], tap
-
-    taps = []
-
-    def flat(vs, x):
-      out, ins, norm_ins, tap = traced(vs, x)
       taps.append(tap)
-      return jax.tree_util.tree_leaves(out), ins, norm_ins
+      return jax.tree_util.tree_leaves(out), tap.captured, [h for h, _ in tap.norm_inputs]
 
-    closed = jax.make_jaxpr(flat)(variables, batch)
+    closed = jax.make_jaxpr(traced)(variables, batch)
     tap = taps[0]
     jaxpr = closed.jaxpr
     n_vars = len(jax.tree_util.tree_leaves(variables))
     if len(tap.norm_inputs) != len(net.norms):
       raise ValueError("a BatchNorm called more than once in the forward pass.")
     self.net = net
-    self.treedef = jax.tree_util.tree_structure(variables)
-    self.batch_shape = tuple(batch.shape)
     self.norm_axes = tuple(axes for _, axes in tap.norm_inputs)
     self._jaxpr = jaxpr
     self._eqns = list(jaxpr.eqns)
