@@ -16,7 +16,7 @@
 # %% [markdown]
 # # The seeds' findings, checked
 #
-# The source papers state findings about trained networks; this notebook checks them at a small size with rainbow_jax (`experiments/svcca_findings.py` runs them at full size, README has the table). So far: SVCCA's findings (Raghu et al. 2017; Morcos et al. 2018) — networks that generalise are more alike than networks that memorise, compression onto SVCCA directions, bottom-up learning, and the CCA of conv layers per spatial frequency.
+# The source papers state findings about trained networks; this notebook checks them at a small size with rainbow_jax (`experiments/` runs them at full size, README has the tables): SVCCA's findings (Raghu et al. 2017; Morcos et al. 2018) — networks that generalise are more alike than networks that memorise, bottom-up learning, and the CCA of conv layers per spatial frequency — and the SVR's pruning without data.
 
 # %% tags=["parameters"]
 QUICK = False      # the tests set True: less data, fewer steps
@@ -112,3 +112,47 @@ for mode in ("positions", "mean"):
 plt.imshow(np.fft.fftshift(np.asarray(fc.mean)), cmap="viridis")
 plt.colorbar(); plt.title("mean CCA per spatial frequency (centred)")
 plt.show()
+
+# %% [markdown]
+# ## Kernels between seeds become deterministic as the width grows (the rainbow paper)
+# Networks trained from different seeds define kernels (Gram matrices of a layer's activations on the same images) that agree better and better as the layers widen. Linear CKA between two seeds at both hidden layers, against the width; `experiments/kernels_width.py` measures it at the residual stream of ResNet-20 from ×¼ to ×1 with the power law fitted.
+
+# %%
+sizes = [16, 64, 256] if QUICK else [32, 128, 512, 2048]
+gap = []
+for w in sizes:
+    m = models.make("mlp", x.shape[1:], ds.num_classes, widths=[w, w])
+    st, _ = train.fit(m, x, y, seeds=[0, 1], epochs=3 if QUICK else 10, progress=False)
+    wnet = network.from_linen(m, train.select(st.variables, 0), x[:2])
+    r = [evaluate.representations(wnet, train.select(st.variables, k), xt) for k in (0, 1)]
+    gap.append([1.0 - float(similarity.linear_cka(r[0][j], r[1][j])) for j in (1, 2)])
+gap = np.asarray(gap)
+for j in range(2):
+    plt.loglog(sizes, gap[:, j], "o-", label=f"hidden {j + 1}")
+plt.xlabel("width"); plt.ylabel("1 − linear CKA between two seeds"); plt.legend(); plt.show()
+print("1 − CKA per width (hidden 1, hidden 2):", np.round(gap, 4).tolist())
+
+# %% [markdown]
+# ## Pruning without data: the SVR's near-kernel neurons (Meller & Berkouk, section 5.2.2)
+# Trained with Adam and an L2 penalty (Mehta et al. 2019's setting), networks switch neurons off: their weights decay to the near-kernel of the layer. `svr.neuron_gains` finds them from the weights alone (a neuron's row of U·diag(s) against the top singular value). Removing them leaves the logits in place; removing as many random neurons does not. `experiments/svr_vgg.py` runs the paper's VGG comparison with and without BatchNorm.
+
+# %%
+from rainbow_jax import svr
+l2 = optax.chain(optax.add_decayed_weights(1e-2), optax.adam(1e-2))
+sstate, _ = train.fit(mlp, x, y, seeds=[0], epochs=5 if QUICK else 20, tx=l2, progress=False)
+sp = train.select(sstate.params, 0)
+logits = mlp.apply({"params": sp}, xt)
+rng = np.random.default_rng(0)
+pruned, random_pruned = dict(sp), dict(sp)
+for name in [n for n in sp if n != f"dense_{len(widths)}"]:            # hidden layers
+    g = np.asarray(svr.neuron_gains(sp[name]["kernel"].T))              # native [out, in]
+    keep = g >= 1e-2
+    drop = np.ones_like(keep); drop[rng.choice(keep.size, int((~keep).sum()), replace=False)] = False
+    pruned[name] = {"kernel": sp[name]["kernel"] * keep}
+    random_pruned[name] = {"kernel": sp[name]["kernel"] * drop}
+    print(f"{name}: {int((~keep).sum())} of {keep.size} neurons in the near-kernel")
+    plt.hist(np.log10(g + 1e-8), bins=40, alpha=0.6, label=name)
+plt.xlabel("log10 neuron gain ‖W_j‖ / s₀"); plt.legend(); plt.show()
+change = lambda p: float(np.linalg.norm(mlp.apply({"params": p}, xt) - logits) / np.linalg.norm(logits))
+print(f"logits moved by {change(pruned):.1e} (near-kernel neurons removed)"
+      f" against {change(random_pruned):.2f} (as many random neurons)")

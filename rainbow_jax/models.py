@@ -1,5 +1,5 @@
 """Flax models: the rainbow tutorial's bias-free MLP and CNN, a
-CIFAR-style ResNet with BatchNorm, the rainbow paper's learned
+CIFAR-style ResNet with BatchNorm, a small VGG, the rainbow paper's learned
 scattering network, a small Vision Transformer, and a decoder-only
 transformer on token ids (modular addition).
 
@@ -230,6 +230,46 @@ class ResNet(nn.Module):
     return nn.Dense(self.num_classes, name="classifier")(x)
 
 
+class VGG(nn.Module):
+  """A small VGG (Simonyan & Zisserman 2015) for 28–32 px images: stages of
+  bias-free 3×3 convs (padding 1, He init) each followed, with
+  ``batch_norm=True``, by a BatchNorm, then a ReLU; a 2×2 max-pool closes
+  every stage; a bias-free dense classifier reads the flattened last map
+  (Flax's H, W, C order). The SVR paper's section 5 compares such networks
+  with and without BatchNorm (``experiments/svr_vgg.py``).
+
+  Attributes:
+    stages: conv widths per stage, e.g. ``((32, 32), (64, 64), (128, 128))``.
+    num_classes: classifier width.
+    batch_norm: a BatchNorm after every conv (call with ``train=True``
+      while training, as `ResNet`).
+    conv: ``'patches'`` (`PatchConv`, default) or ``'xla'`` (``nn.Conv``).
+  """
+
+  stages: Sequence[Sequence[int]] = ((32, 32), (64, 64), (128, 128))
+  num_classes: int = 10
+  batch_norm: bool = True
+  conv: str = "patches"
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
+    if x.ndim != 4:
+      raise ValueError(f"VGG expects images [B, H, W, C], got {x.shape}.")
+    i = 0
+    for widths in self.stages:
+      for c in widths:
+        x = _conv3(self.conv, c, 1, nn.initializers.he_normal(), f"conv_{i}")(x)
+        if self.batch_norm:
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn_{i}")(x)
+        x = nn.relu(x)
+        i += 1
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes, use_bias=False, kernel_init=nn.initializers.he_normal(),
+                    name=f"dense_{i}")(x)
+
+
 class ScatteringNet(nn.Module):
   """Learned scattering network (Guth, Zarka & Mallat 2022), the
   architecture of the rainbow slides' accuracy experiment: fixed spatial
@@ -458,4 +498,4 @@ def make(arch: str, input_shape: Sequence[int], num_classes: int, *,
 
 
 __all__ = ["MLP", "CNN", "EncoderBlock", "PatchConv", "ResNet", "ResidualBlock", "ScatteringNet",
-           "Transformer", "ViT", "make", "kernel_init", "conv_output_size"]
+           "Transformer", "VGG", "ViT", "make", "kernel_init", "conv_output_size"]

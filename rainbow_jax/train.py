@@ -80,60 +80,23 @@ def adamw(learning_rate: float = 1e-3, *, weight_decay: float = 0.05, warmup_ste
   return optax.adamw(lr, weight_decay=weight_decay)
 
 
-class FreezeState(NamedTuple):
-  """State of `freezable`: the wrapped optimiser's, and per parameter a
-  float32 scalar, 1 while it trains and 0 once frozen."""
-
-  inner: Any
-  trainable: Any
+def _path_name(keypath) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in keypath)
 
 
-def freezable(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-  """`tx` with parameters that can be frozen during training (`freeze`).
-
-  A frozen parameter's update is 0 whatever `tx` does (momentum, weight
-  decay), and `tx` sees a zero gradient for it; the other parameters get
-  exactly `tx`'s updates, as if the frozen ones were constants (for
-  element-wise optimisers: SGD, momentum, Adam, AdamW). Freezing does not
-  skip the frozen layers' backward pass; `freeze` reports what it would
-  save.
-  """
-
-  def init(params):
-    return FreezeState(tx.init(params), jax.tree_util.tree_map(
-        lambda p: jnp.ones((), jnp.float32), params))
-
-  def update(grads, state, params=None):
-    mask = lambda tree: jax.tree_util.tree_map(
-        lambda g, m: g * m.astype(jnp.result_type(g)), tree, state.trainable)
-    updates, inner = tx.update(mask(grads), state.inner, params)
-    return mask(updates), FreezeState(inner, state.trainable)
-
-  return optax.GradientTransformation(init, update)
-
-
-def freeze(state: TrainState, frozen: Sequence[str]) -> TrainState:
-  """`state` (of a `freezable` optimiser) with the parameters under the
-  given paths frozen, for every seed: a path is a params key path joined
-  by ``/`` (``'Dense_0'`` freezes that layer's kernel and bias; a full path
-  such as ``'Dense_0/kernel'`` one array). Others keep their state."""
-  if not isinstance(state.opt_state, FreezeState):
-    raise ValueError("freeze needs the state of a train.freezable(...) optimiser;"
-                     f" got {type(state.opt_state).__name__}.")
+def _frozen_mask(params: Any, frozen: Sequence[str]) -> Any:
+  """A tree of Python bools like `params`: True under the `frozen` paths (a
+  params key path joined by ``/``: ``'Dense_0'`` is that layer's kernel and
+  bias, ``'Dense_0/kernel'`` one array). Raises for a path that names no
+  parameter."""
   paths = [p.strip("/") for p in frozen]
-
-  def hit(keypath):
-    name = "/".join(str(getattr(k, "key", k)) for k in keypath)
-    return any(name == p or name.startswith(p + "/") for p in paths)
-
-  known = [("/".join(str(getattr(k, "key", k)) for k in kp))
-           for kp, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
-  missing = [p for p in paths if not any(n == p or n.startswith(p + "/") for n in known)]
+  under = lambda name, p: name == p or name.startswith(p + "/")
+  names = [_path_name(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  missing = [p for p in paths if not any(under(n, p) for n in names)]
   if missing:
-    raise ValueError(f"freeze: no parameter under {missing}; parameters: {known}.")
-  trainable = jax.tree_util.tree_map_with_path(
-      lambda kp, m: jnp.zeros_like(m) if hit(kp) else m, state.opt_state.trainable)
-  return state._replace(opt_state=state.opt_state._replace(trainable=trainable))
+    raise ValueError(f"frozen: no parameter under {missing}; parameters: {names}.")
+  return jax.tree_util.tree_map_with_path(
+      lambda kp, _: any(under(_path_name(kp), p) for p in paths), params)
 
 
 def seed_keys(seeds: Sequence[int]) -> Array:
@@ -193,12 +156,19 @@ def _check_data(model, x, y, num_classes=None):
   return classes
 
 
-def _sgd_step(model, tx, carry, xb, yb, mb):
+def _sgd_step(model, tx, frozen, carry, xb, yb, mb):
   """One optimiser step of one seed on a batch with valid-example mask `mb`:
-  ``carry = (params, opt_state, batch_stats)`` → (new carry, (Σ loss, #correct))."""
+  ``carry = (params, opt_state, batch_stats)`` → (new carry, (Σ loss, #correct)).
+  Parameters under the `frozen` paths are constants of the loss (their
+  gradients, and the backward pass below the lowest trained layer, are
+  never computed; `tx` sees zero for them) and their updates are 0."""
   params, opt_state, batch_stats = carry
+  mask = _frozen_mask(params, frozen) if frozen else None
 
   def loss_fn(params, batch_stats):
+    if mask is not None:
+      params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p,
+                                      params, mask)
     if batch_stats is None:
       logits = model.apply({"params": params}, xb)
     else:  # BatchNorm: batch statistics, running averages updated (Flax's convention)
@@ -214,11 +184,13 @@ def _sgd_step(model, tx, carry, xb, yb, mb):
   (_, (loss_sum, correct, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(params, batch_stats)
   updates, opt_state = tx.update(grads, opt_state, params)
+  if mask is not None:
+    updates = jax.tree_util.tree_map(lambda u, f: jnp.zeros_like(u) if f else u, updates, mask)
   params = optax.apply_updates(params, updates)
   return (params, opt_state, batch_stats), (loss_sum, correct)
 
 
-def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
+def _epoch_one_seed(model, tx, batch_size, frozen, state: TrainState, x, y, order_key):
   """One epoch of one seed; `order_key` fixes this epoch's data order."""
   n = x.shape[0]
   num_batches = -(-n // batch_size)
@@ -229,7 +201,7 @@ def _epoch_one_seed(model, tx, batch_size, state: TrainState, x, y, order_key):
 
   def step(carry, batch):
     ib, mb = batch
-    return _sgd_step(model, tx, carry, x[ib], y[ib], mb)
+    return _sgd_step(model, tx, frozen, carry, x[ib], y[ib], mb)
 
   (params, opt_state, batch_stats), (losses, corrects) = jax.lax.scan(
       step, (state.params, state.opt_state, state.batch_stats), (idx, valid))
@@ -244,11 +216,11 @@ def resolve_stack_axis(stack_axis: str) -> str:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "shared_order",
-                                             "stack_axis"))
+                                             "stack_axis", "frozen"))
 def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
                 tx: optax.GradientTransformation, batch_size: int = 128,
-                shared_order: bool = False, stack_axis: str = "auto"
-                ) -> tuple[TrainState, EpochMetrics]:
+                shared_order: bool = False, stack_axis: str = "auto",
+                frozen: tuple[str, ...] = ()) -> tuple[TrainState, EpochMetrics]:
   """One epoch of K seeds as one program.
 
   Args:
@@ -264,6 +236,7 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
       `lax.map` (on CPU, vmapped convolutions become batched small products
       that ran 2× slower per seed than one seed alone); ``'auto'`` picks
       ``'map'`` on CPU, ``'vmap'`` elsewhere. Same numbers either way.
+    frozen: parameter paths held fixed for every seed (see `fit`).
 
   Returns:
     The new state and `EpochMetrics` with per-seed ``[K]`` training loss and
@@ -272,7 +245,7 @@ def train_epoch(state: TrainState, x: Array, y: Array, *, model: nn.Module,
   order = jax.vmap(jax.random.fold_in)(state.data_key, state.epoch)
   if shared_order:
     order = jnp.broadcast_to(order[0], order.shape)
-  run = functools.partial(_epoch_one_seed, model, tx, batch_size)
+  run = functools.partial(_epoch_one_seed, model, tx, batch_size, tuple(frozen))
   return _axis.over_stack(lambda a: run(a[0], x, y, a[1]), (state, order),
                           resolve_stack_axis(stack_axis))
 
@@ -335,8 +308,8 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         shared_order: bool = False, state: TrainState | None = None,
         checkpoint_dir: str | None = None, devices: Sequence[Any] | None = None,
         stack_axis: str = "auto", callback: Any = None,
-        progress: bool = True, tx: optax.GradientTransformation | None = None
-        ) -> tuple[TrainState, History]:
+        progress: bool = True, tx: optax.GradientTransformation | None = None,
+        frozen: Sequence[str] = ()) -> tuple[TrainState, History]:
   """Trains K seeds for `epochs` epochs, one vmapped program per epoch.
 
   Args:
@@ -359,6 +332,15 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     progress: per-epoch progress bar with per-seed loss/accuracy.
     tx: the optax optimiser (default: the tutorial's `sgd` with
       `learning_rate` and `momentum`, which are then ignored).
+    frozen: parameter paths held fixed, for every seed (SVCCA's freeze
+      training): a params key path joined by ``/`` (``'dense_0'`` is that
+      layer's kernel and bias, ``'dense_0/kernel'`` one array). They are
+      constants of the loss, so their gradients and the backward pass below
+      the lowest trained layer are not computed: a frozen bottom layer
+      saves its backward time. `tx` sees a zero gradient for them and their
+      update is 0; the other parameters train exactly as with `tx` alone
+      (element-wise optimisers: SGD, momentum, Adam, AdamW). Each distinct
+      set compiles its own epoch program.
 
   A model with BatchNorm is trained as Flax's examples do: called with
   ``train=True`` and ``mutable=['batch_stats']``; its statistics are carried
@@ -380,6 +362,9 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
   tx = sgd(learning_rate, momentum) if tx is None else tx
   if state is None:
     state = init(model, tx, seeds, x_train.shape[1:], x_train.dtype)
+  frozen = tuple(frozen)
+  if frozen:
+    _frozen_mask(state.params, frozen)  # every path names a parameter
   if devices is not None:
     state = shard_seeds(state, devices)
     stack_axis = "vmap"
@@ -410,7 +395,7 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     epoch = done + 1
     new_state, m = train_epoch(state, x_train, y_train, model=model, tx=tx,
                                batch_size=batch_size, shared_order=shared_order,
-                               stack_axis=stack_axis)
+                               stack_axis=stack_axis, frozen=frozen)
     loss, train_acc = to_host((m.loss, m.accuracy))
     _check_finite_loss(loss, seeds, epoch)
     state, done = new_state, epoch
@@ -445,7 +430,7 @@ def _stream_step(state: TrainState, xb: Array, yb: Array, mb: Array, *, model: n
   """One step of K seeds (lifted by `stack_axis`) on one shared batch; also
   counts the batch's labels outside [0, classes)."""
   (params, opt_state, batch_stats), sums = _axis.over_stack(
-      lambda carry: _sgd_step(model, tx, carry, xb, yb, mb),
+      lambda carry: _sgd_step(model, tx, (), carry, xb, yb, mb),
       (state.params, state.opt_state, state.batch_stats), resolve_stack_axis(stack_axis))
   bad = jnp.sum(((yb < 0) | (yb >= classes)) & mb)
   return state._replace(params=params, opt_state=opt_state, batch_stats=batch_stats), sums, bad
@@ -596,7 +581,6 @@ def _select(tree: Any, k: Array) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], tree)
 
 
-__all__ = ["TrainState", "EpochMetrics", "History", "FreezeState", "sgd", "adamw", "freezable",
-           "freeze", "seed_keys", "init",
+__all__ = ["TrainState", "EpochMetrics", "History", "sgd", "adamw", "seed_keys", "init",
            "resolve_stack_axis", "train_epoch", "accuracy", "fit", "fit_stream", "select",
            "shard_seeds", "to_host"]

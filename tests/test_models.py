@@ -33,6 +33,23 @@ def test_cnn_shapes_and_order_survive_tree_maps():
   assert models.conv_output_size(28) == 12 and models.conv_output_size(12) == 4
 
 
+def test_vgg_layers_pool_and_batch_norm():
+  """`VGG` as the adapter sees it: 6 convs and the classifier in call order,
+  the layer inputs halved by every max-pool, one BatchNorm per conv (none
+  without), and `PatchConv` equal to XLA's convolution on the same
+  parameters."""
+  x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+  for bn in (True, False):
+    m = models.VGG(stages=((4, 4), (8, 8), (8, 8)), batch_norm=bn)
+    v = m.init(jax.random.key(0), x)
+    net = network.from_linen(m, v, x)
+    assert net.names == tuple(f"conv_{i}" for i in range(6)) + ("dense_6",)
+    assert len(net.norms) == (6 if bn else 0)
+    assert [h.shape[1] for h in net.layer_inputs(v, x)[:6]] == [28, 28, 14, 14, 7, 7]
+    xla = models.VGG(stages=((4, 4), (8, 8), (8, 8)), batch_norm=bn, conv="xla")
+    np.testing.assert_allclose(m.apply(v, x), xla.apply(v, x), rtol=1e-4, atol=1e-5)
+
+
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in():
   m = models.make("mlp", (28, 28, 1), 10, init="torch")
   w = np.asarray(m.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]["dense_0"]["kernel"])

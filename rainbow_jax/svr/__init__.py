@@ -57,8 +57,12 @@ paths, weighted by edges and singular values), `entropy` (of each adjacency),
 and `effective_filters` (the K×K filter A_{n,m} joining two spectral neurons
 of consecutive conv layers, whose squared norm is the edge weight).
 
+Pruning without data (section 5.2.2): `neuron_gains`, each neuron's row of
+``U diag(s)`` against the top singular value; neurons below a tolerance
+live in the near-kernel and can be removed.
+
 Layout: ``_layout``, ``_spectral``, ``_adjacency``, ``_significance``,
-``_internal`` and ``_graph`` (one step of the construction each); this
+``_internal``, ``_pruning`` and ``_graph`` (one step of the construction each); this
 package re-exports their public names.
 """
 
@@ -77,6 +81,7 @@ from rainbow_jax.svr._significance import benjamini_hochberg as benjamini_hochbe
 from rainbow_jax.svr._internal import internal_dimensions as internal_dimensions
 from rainbow_jax.svr._internal import color_intensity as color_intensity
 from rainbow_jax.svr._internal import noisy_block_orthogonal as noisy_block_orthogonal
+from rainbow_jax.svr._pruning import neuron_gains as neuron_gains
 from rainbow_jax.svr._graph import SVR as SVR
 from rainbow_jax.svr._graph import svr as svr
 from rainbow_jax.svr._graph import path_metric as path_metric
@@ -102,6 +107,7 @@ __all__ = [
     "internal_dimensions",
     "keep_ranks",
     "low_rank",
+    "neuron_gains",
     "noisy_block_orthogonal",
     "null_law",
     "path_metric",
