@@ -265,7 +265,7 @@ def test_resnet_step_benchmark_quick(tmp_path):
 def test_experiment_scripts_quick(tmp_path):
   for script in ("svr_fashion_mnist.py", "ensembles_seed.py", "rainbow_paper.py",
                  "rainbow_accuracy.py", "transformers.py", "svcca_findings.py",
-                 "kernels_width.py", "rainbow_resnet.py"):
+                 "kernels_width.py", "rainbow_resnet.py", "svr_vgg.py"):
     out = tmp_path / script
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), "--quick",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
