@@ -85,7 +85,7 @@ from jax import lax
 import numpy as np
 
 from rainbow_jax import _precision
-from rainbow_jax import _axis, _batches, _checks
+from rainbow_jax import _axis, _batches, _checks, _compile
 from rainbow_jax._linalg import weight_factor as weight_factor
 from rainbow_jax import align as _align
 from rainbow_jax import consensus as _consensus
@@ -120,6 +120,11 @@ def sample_kernel(key: Array, factor: Array, shape: Sequence[int], *,
     raise ValueError(f"factor has {factor.shape[1]} columns; a kernel of shape {tuple(shape)}"
                      f" needs {fan_in + int(bias)} (fan-in {fan_in}{' + bias' if bias else ''}).")
   g = jax.random.normal(key, (n_out, factor.shape[0]), factor.dtype)
+  return _kernel_of(g, factor, shape, bias)
+
+
+def _kernel_of(g: Array, factor: Array, shape: Sequence[int], bias: bool):
+  """`sample_kernel` given its standard normals ``g [n_out, R]``."""
   w = jnp.matmul(g, factor, precision=_HP)  # [n_out, fan_in (+1)]
   if bias:
     return w[:, :-1].T.reshape(shape), w[:, -1]
@@ -318,19 +323,19 @@ def _align_stack(cross, tphi, tpsi):
 _align_all = jax.jit(_align_stack)
 
 
-def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bool,
-          bias: bool, drawn: bool = False):
+def _draw(g, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bool, bias: bool,
+          drawn: bool = False):
   """Layer j's kernel and bias for the S generated networks ``[S, …]``:
-  drawn from `factor` (the reference's own when None), the reference's, or
-  (``drawn``) ``ref_w, ref_b`` already ``[S, …]`` (a stream writer's joint
-  draw); then realigned on ``a [S, d_gen, d_ref]`` (None: not realigned)."""
+  drawn from `factor` (the reference's own when None) with the standard
+  normals ``g [S, n_out, R]`` (`_normals`), the reference's, or (``drawn``)
+  ``ref_w, ref_b`` already ``[S, …]`` (a stream writer's joint draw); then
+  realigned on ``a [S, d_gen, d_ref]`` (None: not realigned)."""
   if drawn:
     w, b = ref_w, ref_b
   elif sample:
     if factor is None:
       factor = weight_factor([neuron_matrix(ref_w, ref_b)])
-    keys = jax.random.split(jax.random.fold_in(key, j), s)
-    new = jax.vmap(lambda k: sample_kernel(k, factor, shape, bias=bias))(keys)
+    new = jax.vmap(lambda gk: _kernel_of(gk, factor, shape, bias))(g)
     w, b = new if bias else (new, None)
   else:
     w = jnp.broadcast_to(ref_w, (s, *ref_w.shape))
@@ -340,7 +345,28 @@ def _draw(j: int, key, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bo
   return w, b
 
 
-_draw_all = jax.jit(_draw, static_argnames=("j", "s", "shape", "sample", "bias", "drawn"))
+@_compile.once(static_argnames=("specs",))
+def _normals(key, specs):
+  """The standard normals of every sampled layer, one program compiled
+  without LLVM optimisation on CPU (threefry's compile cost, paid once
+  rather than in every layer's program): for each ``(j, S, n_out, R,
+  dtype)`` of `specs`, ``[S, n_out, R]`` — sample k of layer j drawn as
+  `sample_kernel` with key ``split(fold_in(key, j), S)[k]``."""
+  out = []
+  for j, s, n_out, r, dtype in specs:
+    keys = jax.random.split(jax.random.fold_in(key, j), s)
+    out.append(jax.vmap(lambda k: jax.random.normal(k, (n_out, r), dtype))(keys))
+  return tuple(out)
+
+
+def _factor_rows(factor, ref_w, ref_b) -> tuple[int, Any]:
+  """(R, dtype) of the factor `_draw` samples layer j from."""
+  if factor is None:
+    factor = jax.eval_shape(lambda w, b: weight_factor([neuron_matrix(w, b)]), ref_w, ref_b)
+  return int(factor.shape[0]), jax.dtypes.canonicalize_dtype(factor.dtype).name
+
+
+_draw_all = jax.jit(_draw, static_argnames=("s", "shape", "sample", "bias", "drawn"))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -360,7 +386,7 @@ def _stack_template(gen_net, template, affine, s: int):
 
 @functools.partial(jax.jit, static_argnames=("ref_seg", "gen_seg", "j", "s", "shape", "sample",
                                              "bias", "drawn", "axis", "dtype"))
-def _layer_step(ref_seg, gen_seg, j: int, key, factor, ref_w, ref_b, a, ref_vars, gen_vars,
+def _layer_step(ref_seg, gen_seg, j: int, g, factor, ref_w, ref_b, a, ref_vars, gen_vars,
                 ref_state, gen_state, yb, *, s, shape, sample, bias, drawn, axis, dtype):
   """One layer of layer-by-layer rainbow sampling, one compiled program:
   layer j of the S generated networks drawn and realigned (`_draw`),
@@ -378,7 +404,7 @@ def _layer_step(ref_seg, gen_seg, j: int, key, factor, ref_w, ref_b, a, ref_vars
                  for v in gen_seg.start(xb)]
     gen_vars, ref_state, gen_state, _ = _advance(ref_seg, gen_seg, 0, ref_vars, gen_vars, None,
                                                  None, ref_state, gen_state, wb, axis)
-  w, b = _draw(j, key, factor, ref_w, ref_b, a, s, shape, sample, bias, drawn)
+  w, b = _draw(g, factor, ref_w, ref_b, a, s, shape, sample, bias, drawn)
   gen_vars, ref_state, gen_state, moments = _advance(ref_seg, gen_seg, j + 1, ref_vars,
                                                      gen_vars, w, b, ref_state, gen_state, wb,
                                                      axis)
@@ -757,6 +783,9 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
                        " leave them out of layers.")
     stream_w, affine = _stream_draw(key, net, variables, found, s)
   templates = _stack_template(gen_net, template, affine, s)
+  specs = tuple((j, s, int(gen_shapes[j][-1]), *_factor_rows(factors.get(j), ref_k[j], ref_b[j]))
+                for j in layers)
+  normals = dict(zip(layers, _normals(key, specs)))
   gen_k = gen_b = None
   if segs is None:
     gen_k = _broadcast(gen_net.kernels(template), s)
@@ -781,13 +810,13 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
                        f" {gen_shapes[j]}.")
     draw = dict(s=s, shape=ref_shape, sample=j in layers, bias=gen_bias[j],
                 drawn=j in stream_w)
-    args = (key, factors.get(j), *stream_w.get(j, (ref_k[j], ref_b[j])), a_j)
+    args = (normals.get(j), factors.get(j), *stream_w.get(j, (ref_k[j], ref_b[j])), a_j)
     if segs is not None:
       gen_vars, ref_state, gen_state, al = _layer_step(
           *segs, j, *args, variables, *state, yb, **draw, axis=axis, dtype=dtype)
       state = (gen_vars, ref_state, gen_state)
     else:
-      gen_k[j], b = _draw_all(j, *args, **draw)
+      gen_k[j], b = _draw_all(*args, **draw)
       if b is not None:
         gen_b[j] = b
       al = None if j == n_layers - 1 else _align_all(*_all_input_moments(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rainbow_jax import _axis, _batches, moments
+from rainbow_jax import _axis, _batches, _compile, moments
 
 Array = jax.Array
 
@@ -108,7 +108,7 @@ def seed_keys(seeds: Sequence[int]) -> Array:
   return jnp.stack([jax.random.key(s) for s in seeds])
 
 
-_keys = jax.jit(jax.vmap(jax.random.key))
+_keys = _compile.once(jax.vmap(jax.random.key))
 
 
 def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int],
@@ -132,7 +132,7 @@ def init(model: nn.Module, tx: optax.GradientTransformation, seeds: Sequence[int
     return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32),
                       variables.get("batch_stats"))
 
-  return jax.jit(jax.vmap(one))(seed_keys(seeds))
+  return _compile.once(jax.vmap(one))(seed_keys(seeds))
 
 
 def _check_data(model, x, y, num_classes=None):

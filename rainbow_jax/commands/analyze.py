@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rainbow_jax import align, evaluate, moments, network, rainbow, similarity, spectra
+from rainbow_jax import _compile, align, evaluate, moments, network, rainbow, similarity, spectra
 from rainbow_jax.commands import _common
 from rainbow_jax.commands import svr as svr_report
 from rainbow_jax.commands._common import Networks
@@ -262,10 +262,11 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
   return layers
 
 
-@functools.partial(jax.jit, static_argnames=("l", "n_layers"))
+@_compile.once(static_argnames=("l", "n_layers"))
 def _layer_arrays(stats, k0, k1, k_init, l: int, n_layers: int) -> dict:
   """Every array the per-layer steps read, as one compiled program per layer
-  (run eagerly, these were some thirty small programs per layer): the
+  (run eagerly, these were some thirty small programs per layer; it is
+  decompositions, compiled without LLVM optimisation on CPU): the
   spectra of network 0 (and at init), and with network 1's kernel `k1` the
   alignment at layer l's input and the eigenvector stabilities."""
   out = {}

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rainbow_jax import _precision
-from rainbow_jax import _checks
+from rainbow_jax import _checks, _compile
 from rainbow_jax.svr._layout import flatten
 
 Array = jax.Array
@@ -44,7 +44,7 @@ def _svd_stack(m: Array) -> Spectral:
   return Spectral(u, s, jnp.swapaxes(vh, -1, -2))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@_compile.once(static_argnums=0)
 def _spectra_of(solver: str, mats: list) -> list:
   """One program per group of same-shape matrices: stacked, decomposed,
   and split back into one `Spectral` each."""
