@@ -118,7 +118,7 @@ plt.show()
 # Networks trained from different seeds define kernels (Gram matrices of a layer's activations on the same images) that agree better and better as the layers widen. Linear CKA between two seeds at both hidden layers, against the width; `experiments/kernels_width.py` measures it at the residual stream of ResNet-20 from ×¼ to ×1 with the power law fitted.
 
 # %%
-sizes = [16, 64, 256] if QUICK else [32, 128, 512, 2048]
+sizes = [16, 128] if QUICK else [32, 128, 512, 2048]
 gap = []
 for w in sizes:
     m = models.make("mlp", x.shape[1:], ds.num_classes, widths=[w, w])

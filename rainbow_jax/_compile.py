@@ -25,7 +25,9 @@ _QUICK = {"xla_backend_optimization_level": 0}
 
 def once(fun: Callable | None = None, **jit_kwargs: Any) -> Callable:
   """``jax.jit(fun, **jit_kwargs)``, compiled without LLVM optimisation on
-  CPU. Usable as a decorator, with or without jit keyword arguments."""
+  CPU when called at top level (inside another `jit` it is traced into the
+  caller's program as usual). Usable as a decorator, with or without jit
+  keyword arguments."""
   if fun is None:
     return functools.partial(once, **jit_kwargs)
   quick = jax.jit(fun, compiler_options=_QUICK, **jit_kwargs)
@@ -33,6 +35,10 @@ def once(fun: Callable | None = None, **jit_kwargs: Any) -> Callable:
 
   @functools.wraps(fun)
   def call(*args, **kwargs):
-    return (quick if jax.default_backend() == "cpu" else plain)(*args, **kwargs)
+    traced = any(isinstance(a, jax.core.Tracer)
+                 for a in jax.tree_util.tree_leaves((args, kwargs)))
+    # Inside another trace the caller's program compiles it (XLA takes
+    # compiler options on top-level programs only).
+    return (quick if not traced and jax.default_backend() == "cpu" else plain)(*args, **kwargs)
 
   return call

@@ -48,3 +48,9 @@ def test_generated_layer_is_sample_kernel_with_the_layer_keys(layer):
   for k in range(3):
     want = rainbow.sample_kernel(keys[k], factors[layer], net.kernels(params)[layer].shape)
     np.testing.assert_allclose(drawn[k], want, rtol=1e-4, atol=1e-5)
+
+
+def test_once_inside_another_jit_is_traced_into_it():
+  inner = _compile.once(lambda x: jnp.cos(x) * 2.0)
+  outer = jax.jit(lambda x: inner(x) + 1.0)
+  np.testing.assert_allclose(outer(jnp.ones(4)), jnp.cos(1.0) * 2.0 + 1.0, rtol=1e-6)
