@@ -359,7 +359,7 @@ def _normals(key, specs):
   return tuple(out)
 
 
-def _factor_rows(factor, ref_w, ref_b) -> tuple[int, Any]:
+def _factor_rows(factor, ref_w, ref_b) -> tuple[int, str]:
   """(R, dtype) of the factor `_draw` samples layer j from."""
   if factor is None:
     factor = jax.eval_shape(lambda w, b: weight_factor([neuron_matrix(w, b)]), ref_w, ref_b)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rainbow_jax import models, network, spectra, svr
+from rainbow_jax import network, spectra, svr
 
 X = jax.random.normal(jax.random.key(1), (3, 10, 10, 2))
 
