@@ -259,22 +259,19 @@ def run_variant(bn, ds, args):
 def _figures(results, out):
   plt = plots._plt()
   tags = [("no_bn", "without BatchNorm"), ("bn", "with BatchNorm")]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-  for ax, (tag, name) in zip(axes, tags):
-    im = ax.imshow(np.abs(results[tag]["figures"]["co"]), cmap="viridis", aspect="auto")
-    ax.set_title(f"|Ṽ₃ᵀŨ₂|, {name}")
-    ax.set_xlabel("spectral neuron of conv 2 (descending s)")
-    ax.set_ylabel("co-spectral neuron of conv 3")
-    fig.colorbar(im, ax=ax)
-  plots.save(fig, os.path.join(out, "co_svr.png"))
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-  for ax, (tag, name) in zip(axes, tags):
-    im = ax.imshow(np.abs(results[tag]["figures"]["u"]), cmap="viridis", aspect="auto")
-    ax.set_title(f"|Ũ₂|, {name}")
-    ax.set_xlabel("spectral neuron (descending s)")
-    ax.set_ylabel("neuron")
-    fig.colorbar(im, ax=ax)
-  plots.save(fig, os.path.join(out, "output_representations.png"))
+  panels = [("co", "|Ṽ₃ᵀŨ₂|", "spectral neuron of conv 2 (descending s)",
+             "co-spectral neuron of conv 3", "co_svr.png"),
+            ("u", "|Ũ₂|", "spectral neuron (descending s)", "neuron",
+             "output_representations.png")]
+  for key, title, xlabel, ylabel, name_png in panels:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, (tag, name) in zip(axes, tags):
+      im = ax.imshow(np.abs(results[tag]["figures"][key]), cmap="viridis", aspect="auto")
+      ax.set_title(f"{title}, {name}")
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel(ylabel)
+      fig.colorbar(im, ax=ax)
+    plots.save(fig, os.path.join(out, name_png))
   convs = len(results["bn"]["sobel_cosine_mean"])
   fig, axes = plt.subplots(1, convs, figsize=(3.2 * convs, 3.2), sharey=True)
   for i, ax in enumerate(np.atleast_1d(axes)):
