@@ -16,7 +16,7 @@
 # %% [markdown]
 # # The seeds' findings, checked
 #
-# The source papers state findings about trained networks; this notebook checks them at a small size with rainbow_jax (`experiments/` runs them at full size, README has the tables): SVCCA's findings (Raghu et al. 2017; Morcos et al. 2018) — networks that generalise are more alike than networks that memorise, bottom-up learning, and the CCA of conv layers per spatial frequency — and the SVR's pruning without data.
+# The source papers state findings about trained networks; this notebook checks them at a small size with rainbow_jax (`experiments/` runs them at full size, README has the tables): SVCCA's findings (Raghu et al. 2017; Morcos et al. 2018) — networks that generalise are more alike than networks that memorise, bottom-up learning, and the CCA of conv layers per spatial frequency — the rainbow paper's kernels against width and rainbow sampling of a residual network with its stream, and the SVR's pruning without data.
 
 # %% tags=["parameters"]
 QUICK = False      # the tests set True: less data, fewer steps
@@ -133,13 +133,44 @@ plt.xlabel("width"); plt.ylabel("1 − linear CKA between two seeds"); plt.legen
 print("1 − CKA per width (hidden 1, hidden 2):", np.round(gap, 4).tolist())
 
 # %% [markdown]
+# ## Rainbow sampling of a residual network, with and without its stream
+# `rainbow.generate` samples the layers whose output only the next layer reads; the layers that write into a residual stream keep the reference's neurons. `streams=True` draws each stream channel jointly across all its writers (`rainbow.stream_lineages` finds them from the dataflow). `experiments/rainbow_resnet.py` compares both on ResNet-20 against the width; here a small residual MLP.
+
+# %%
+from rainbow_jax import rainbow
+
+class ResMLP(nn.Module):            # the stem and each block's second Dense write the stream
+    @nn.compact
+    def __call__(self, h):
+        h = nn.Dense(32)(h.reshape(h.shape[0], -1))
+        for _ in range(2):
+            h = h + nn.Dense(32)(nn.relu(nn.Dense(64)(nn.relu(h))))
+        return nn.Dense(10)(nn.relu(h))
+
+res = ResMLP()
+rstate, rhist = train.fit(res, x, y, ds.x_test, ds.y_test, seeds=[0], epochs=10 if QUICK else 20,
+                          tx=optax.adam(1e-3), batch_size=32, progress=False)
+rvars = train.select(rstate.variables, 0)
+rnet = network.from_linen(res, rvars, x[:2])
+found = rainbow.stream_lineages(rnet, rvars, x[:8])
+print("stream writers:", [rnet.names[j] for j in found.writers], "—", len(found.lineages), "channels")
+trained = float(rhist.test_accuracy[-1][0])
+for joint in (False, True):
+    g = rainbow.generate(jax.random.key(0), rnet, rvars, x, num_samples=4, streams=found if joint else False,
+                         progress=False)
+    accs = np.asarray(evaluate.accuracy(rnet, g.params, ds.x_test, ds.y_test, stacked=True))
+    print(f"{'streams drawn jointly' if joint else 'blocks only'}: rainbow accuracy"
+          f" {accs.mean():.1f} ± {accs.std():.1f} % of the trained {trained:.1f} %")
+
+# %% [markdown]
 # ## Pruning without data: the SVR's near-kernel neurons (Meller & Berkouk, section 5.2.2)
 # Trained with Adam and an L2 penalty (Mehta et al. 2019's setting), networks switch neurons off: their weights decay to the near-kernel of the layer. `svr.neuron_gains` finds them from the weights alone (a neuron's row of U·diag(s) against the top singular value). Removing them leaves the logits in place; removing as many random neurons does not. `experiments/svr_vgg.py` runs the paper's VGG comparison with and without BatchNorm.
 
 # %%
 from rainbow_jax import svr
 l2 = optax.chain(optax.add_decayed_weights(1e-2), optax.adam(1e-2))
-sstate, _ = train.fit(mlp, x, y, seeds=[0], epochs=5 if QUICK else 20, tx=l2, progress=False)
+sstate, _ = train.fit(mlp, x, y, seeds=[0], epochs=10 if QUICK else 20, tx=l2, batch_size=32,
+                      progress=False)
 sp = train.select(sstate.params, 0)
 logits = mlp.apply({"params": sp}, xt)
 rng = np.random.default_rng(0)
