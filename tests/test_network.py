@@ -329,3 +329,40 @@ def test_batch_stats_reestimation_matches_flax_training_mode():
   assert net.producers(v, x[:2]) == [(-1,), (0,), (0, 1)]
   assert net.consumers(v, x[:2]) == [(1, 2), (2,), ()]
   assert net.chain_links(v, x[:2]) == [False, False]
+
+
+def test_a_network_rebuilt_for_another_seed_reuses_the_compiled_programs():
+  """Networks built from equal linen modules, call arguments and variable
+  shapes are equal: a program compiled for one serves the other (a network
+  rebuilt per seed compiled every analysis again)."""
+  import flax.linen as nn
+
+  from rainbow_jax import evaluate, models
+
+  ds_x = jax.random.normal(jax.random.key(0), (40, 8, 8, 1))
+  y = jnp.zeros((40,), jnp.int32)
+  model = models.make("mlp", (8, 8, 1), 10, widths=[16])
+  v0, v1 = (model.init(jax.random.key(s), ds_x[:1]) for s in (0, 1))
+  a, b = network.from_linen(model, v0, ds_x[:2]), network.from_linen(model, v1, ds_x[:2])
+  assert a == b and hash(a) == hash(b)
+  evaluate.accuracy(a, v0, ds_x, y)
+  size = evaluate.accuracy._cache_size()
+  evaluate.accuracy(b, v1, ds_x, y)
+  assert evaluate.accuracy._cache_size() == size
+  # Another width, another precision or another batch shape: another network.
+  wider = models.make("mlp", (8, 8, 1), 10, widths=[32])
+  assert network.from_linen(wider, wider.init(jax.random.key(0), ds_x[:1]), ds_x[:2]) != a
+  assert a.with_precision("default") != a
+  assert network.from_linen(model, v0, jnp.zeros((2, 8, 8, 1), jnp.bfloat16)) != a
+
+  class Listed(nn.Module):  # a field that cannot be hashed: equal only to itself
+    widths: list
+
+    @nn.compact
+    def __call__(self, h):
+      return nn.Dense(self.widths[0])(h.reshape(h.shape[0], -1))
+
+  m = Listed([4])
+  c = network.from_linen(m, m.init(jax.random.key(0), ds_x[:1]), ds_x[:2])
+  d = network.from_linen(m, m.init(jax.random.key(0), ds_x[:1]), ds_x[:2])
+  assert c == c and c != d and len({c, d}) == 2

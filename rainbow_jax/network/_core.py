@@ -270,6 +270,21 @@ class Network:
   ``"float32"`` (float32-exact on every device, the default),
   ``"tensorfloat32"``, ``"bfloat16"`` or ``"default"`` (the backend's own:
   TF32 on recent NVIDIA GPUs). Change it with `with_precision`."""
+  _key: Any = dataclasses.field(default=None, repr=False)
+  """What determines the network, where it can be hashed: two networks with
+  equal keys (and precision) are equal, so the programs compiled for one
+  serve the other (a network rebuilt per seed compiles nothing again).
+  None: a network equals only itself."""
+
+  def __eq__(self, other: Any) -> bool:
+    if self is other:
+      return True
+    if not isinstance(other, Network) or self._key is None or other._key is None:
+      return False
+    return (self._key, self.precision) == (other._key, other.precision)
+
+  def __hash__(self) -> int:
+    return id(self) if self._key is None else hash((self._key, self.precision))
 
   def with_precision(self, precision: str) -> "Network":
     """The same network, its forward pass run at `precision`."""
@@ -662,9 +677,11 @@ _TOKEN_PARAMS = ("position", "pos_emb", "cls", "class_token", "register")
 expected to be none, so `_build` does not warn about them."""
 
 
-def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
+def _build(found, norm_paths, params, run, root, with_root, x, key=None) -> Network:
   """`norm_paths`: per BatchNorm in call order, (its module path, the path of
-  its ``mean``/``var`` dict in the variables)."""
+  its ``mean``/``var`` dict in the variables); `key`: what determines the
+  model's forward pass besides the variables' shapes (`Network._key`; None
+  when it cannot be hashed)."""
   if not found:
     raise ValueError("the model has no weight layer that rainbow_jax can analyse"
                      " (Dense, DenseGeneral, Conv, Embed; NNX Linear, LinearGeneral, Conv,"
@@ -709,10 +726,17 @@ def _build(found, norm_paths, params, run, root, with_root, x) -> Network:
     warnings.warn(f"parameters {leftover} belong to no weight layer called in the forward"
                   " pass; the analyses ignore them.", stacklevel=3)
   names = tuple("/".join(str(k) for k in name) for name, _ in norm_paths)
+  example = tuple(getattr(x, "shape", np.shape(x)))[1:]
+  leaves = tuple(_leaf_shapes(params))
+  if key is not None:
+    key = (key, example, str(getattr(x, "dtype", np.asarray(x).dtype)), leaves)
+    try:
+      hash(key)
+    except TypeError:  # a module field that cannot be hashed (a list, an array)
+      key = None
   return Network(tuple(layers), names, run, root, with_root,
-                 tuple(tuple(path) for _, path in norm_paths),
-                 tuple(getattr(x, "shape", np.shape(x)))[1:], tuple(_leaf_shapes(params)),
-                 tuple(calls) if calls != list(range(len(calls))) else None)
+                 tuple(tuple(path) for _, path in norm_paths), example, leaves,
+                 tuple(calls) if calls != list(range(len(calls))) else None, _key=key)
 
 
 def _leaf_shapes(tree: Any) -> list[tuple[str, tuple]]:

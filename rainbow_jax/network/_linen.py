@@ -140,5 +140,8 @@ def from_linen(module: Any, variables: Any, x: Array, **apply_kwargs) -> Network
   vs = _as_variables(variables)
   with nn.intercept_methods(discover):
     jax.eval_shape(lambda v, a: module.apply(v, a, **kwargs), vs, x)
+  # The module (a linen dataclass: equal fields, equal modules), its call's
+  # keyword arguments and the variables' collections fix the forward pass.
+  key = ("linen", module, tuple(sorted(kwargs.items())), tuple(sorted(vs)))
   return _build(found, [(p, ("batch_stats", *p)) for p in norms], vs["params"], run, root,
-                with_root, x)
+                with_root, x, key)
