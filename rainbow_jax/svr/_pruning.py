@@ -29,7 +29,8 @@ def neuron_gains(weight: Array) -> Array:
   the row by the singular values makes that assignment scale-aware: a
   neuron with ``g_j < rtol`` lives in the near-kernel ``{s_m < rtol · s_0}``
   up to ``rtol``, and zeroing it changes the layer's output by at most
-  ``rtol · s_0 · ‖x‖`` for any input x, with no data needed to find it.
+  ``rtol · s_0 · ‖x‖`` for any input x (n such neurons: ``√n · rtol · s_0 ·
+  ‖x‖``), with no data needed to find them.
   (The unweighted row mass flags half the neurons of a layer with more
   outputs than inputs: 70 of 128 in a digits MLP with 38 dead neurons.)
 
