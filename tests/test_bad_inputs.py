@@ -86,6 +86,7 @@ _SINGLE = {
     "rainbow.realign": (lambda k: rainbow.realign(k, np.eye(6, dtype=np.float32)), _W, 2),
     "rainbow.weight_factor": (lambda k: rainbow.weight_factor([k]), _W, 2),
     "svr.svr": (lambda w: svr.svr([w, _W.T]), _W, 2),
+    "svr.neuron_gains": (svr.neuron_gains, _W, 2),
 }
 
 
