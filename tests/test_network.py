@@ -332,9 +332,10 @@ def test_batch_stats_reestimation_matches_flax_training_mode():
 
 
 def test_a_network_rebuilt_for_another_seed_reuses_the_compiled_programs():
-  """Networks built from equal linen modules, call arguments and variable
-  shapes are equal: a program compiled for one serves the other (a network
-  rebuilt per seed compiled every analysis again)."""
+  """Networks built from equal linen modules (or NNX graph definitions),
+  call arguments and variable shapes are equal: a program compiled for one
+  serves the other (a network rebuilt per seed compiled every analysis
+  again)."""
   import flax.linen as nn
 
   from rainbow_jax import evaluate, models
@@ -366,3 +367,6 @@ def test_a_network_rebuilt_for_another_seed_reuses_the_compiled_programs():
   c = network.from_linen(m, m.init(jax.random.key(0), ds_x[:1]), ds_x[:2])
   d = network.from_linen(m, m.init(jax.random.key(0), ds_x[:1]), ds_x[:2])
   assert c == c and c != d and len({c, d}) == 2
+  # NNX: equal graph definitions (two seeds of one architecture) are equal.
+  e, f = (network.from_nnx(NNXNet(nnx.Rngs(s)), X) for s in (0, 1))
+  assert e == f and hash(e) == hash(f) and e != a

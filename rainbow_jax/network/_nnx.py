@@ -146,5 +146,8 @@ def from_nnx(model: Any, x: Array, **call_kwargs) -> Network:
     return m(inp, **call_kwargs)
 
   jax.eval_shape(discover, template, x)
+  # NNX's graph definition is structural (types, static attributes, the
+  # variables' places): with the call's arguments it fixes the forward pass.
+  key = ("nnx", graphdef, tuple(sorted(call_kwargs.items())))
   return _build(found, [(p, p) for p in norms], template, run, lambda vs: vs,
-                lambda vs, r: r, x)
+                lambda vs, r: r, x, key)
