@@ -88,7 +88,11 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
   os.makedirs(out_dir, exist_ok=True)
   ctx = _Context(nets, out_dir, batch, dict(timings or {}), tuple(x.shape[1:]))
-  acc = np.asarray(evaluate.accuracy(net, _stack(vs), x_test, y_test, stacked=True))
+  hist = nets.history
+  if hist is not None and len(hist.test_accuracy):  # trained here: `fit` scored these networks
+    acc = np.asarray(hist.test_accuracy[-1], np.float64)
+  else:
+    acc = np.asarray(evaluate.accuracy(net, _stack(vs), x_test, y_test, stacked=True))
   print(f"test accuracy: {', '.join(f'{a:.2f} %' for a in acc)}", flush=True)
   stats = _moments_step(ctx, x)
   if not two:
