@@ -300,7 +300,7 @@ def _spectra_of_layer(ctx: _Context, arrays: dict, stats, l: int, label: str) ->
   rec = {"layer": l + 1, "name": net.names[l], "kind": net.kinds[l],
          "input_dim": stats.dims[l], "samples": int(stats.count[l]),
          "reads": [j + 1 for j in ctx.producers[l]],
-         "top_activation_eigenvalues": [float(v) for v in ev1[:10]],
+         "top_activation_eigenvalues": np.asarray(ev1, np.float64)[:10].tolist(),
          "learned_components": learned,
          "marchenko_pastur": {"ratio": law.ratio, "variance": law.variance,
                               "lower": law.lower, "upper": law.upper}}
