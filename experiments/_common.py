@@ -3,6 +3,7 @@ summarise a spread over seeds."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -48,3 +49,18 @@ def train_resnets(width: float, ds: data.Dataset, args):
                           ds.x_test, ds.y_test, seeds=list(range(args.seeds)),
                           epochs=args.epochs, progress=False)
   return model, state, hist, time.perf_counter() - t0
+
+
+def over_widths(one_width, args, line):
+  """The ResNet-width experiments' loop: ``args.out`` created, the dataset
+  loaded, ``one_width(width, ds, args)`` run for every ``args.widths``, each
+  result summarised by ``line(width, run)`` as it comes. Returns ``(ds,
+  runs, seconds)``."""
+  os.makedirs(args.out, exist_ok=True)
+  ds = dataset(args.dataset)
+  t0 = time.perf_counter()
+  runs = []
+  for w in args.widths:
+    runs.append(one_width(w, ds, args))
+    print(line(w, runs[-1]), flush=True)
+  return ds, runs, time.perf_counter() - t0

@@ -36,7 +36,6 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -124,19 +123,14 @@ def main(argv=None):
   if args.quick:
     args.widths, args.seeds, args.epochs, args.train, args.test = [0.25, 0.5, 1.0], 3, 1, 600, 200
     args.dataset = "digits"
-  os.makedirs(args.out, exist_ok=True)
-  ds = E.dataset(args.dataset)
-  t0 = time.perf_counter()
-  runs = []
-  for w in args.widths:
-    runs.append(one_width(w, ds, args))
-    acc = runs[-1]["test_accuracy"]
-    print(f"width ×{w}: test accuracy {acc['mean']:.2f} ± {acc['sd']:.2f} %,"
-          f" CKA {np.round(np.mean(runs[-1]['cka'], 0), 3).tolist()}", flush=True)
+  ds, runs, seconds = E.over_widths(
+      one_width, args, lambda w, r: (
+          f"width ×{w}: test accuracy {r['test_accuracy']['mean']:.2f} ±"
+          f" {r['test_accuracy']['sd']:.2f} %, CKA {np.round(np.mean(r['cka'], 0), 3).tolist()}"))
   result = {"dataset": ds.name, "args": vars(args), "runs": runs,
             "fit_cka": fits(runs, "cka"), "fit_r2": fits(runs, "r2"),
             "fit_cka_init": fits(runs, "cka_init"), "fit_r2_init": fits(runs, "r2_init"),
-            "seconds": time.perf_counter() - t0}
+            "seconds": seconds}
   widths = [r["width"] for r in runs]
   names = runs[0]["points"]
   fig, axes = plots._plt().subplots(1, 2, figsize=(11, 4))

@@ -76,18 +76,12 @@ def main(argv=None):
     args.widths, args.seeds, args.epochs, args.train, args.align, args.samples = (
         [0.25], 2, 1, 400, 200, 2)
     args.dataset = "digits"
-  os.makedirs(args.out, exist_ok=True)
-  ds = E.dataset(args.dataset)
-  t0 = time.perf_counter()
-  runs = []
-  for w in args.widths:
-    runs.append(one_width(w, ds, args))
-    r = runs[-1]
-    print(f"width ×{w}: trained {np.mean(r['trained']):.2f} %, rainbow blocks only"
+  ds, runs, seconds = E.over_widths(
+      one_width, args, lambda w, r: (
+          f"width ×{w}: trained {np.mean(r['trained']):.2f} %, rainbow blocks only"
           f" {r['blocks']['accuracy_mean']['mean']:.2f} %, with streams"
-          f" {r['streams']['accuracy_mean']['mean']:.2f} %", flush=True)
-  result = {"dataset": ds.name, "args": vars(args), "runs": runs,
-            "seconds": time.perf_counter() - t0}
+          f" {r['streams']['accuracy_mean']['mean']:.2f} %"))
+  result = {"dataset": ds.name, "args": vars(args), "runs": runs, "seconds": seconds}
   ax = None
   for mode, label in (("blocks", "blocks only"), ("streams", "with streams")):
     ax = plots.curve([r["width"] for r in runs], [r[mode]["ratio"]["mean"] for r in runs],
