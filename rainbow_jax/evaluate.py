@@ -35,7 +35,7 @@ def accuracy(net: Any, variables: Any, x: Array, y: Array, *, batch_size: int = 
   if jnp.ndim(y) != 1 or len(y) != len(x):
     raise ValueError(f"y: labels of shape {jnp.shape(y)} for {len(x)} inputs; pass [N]"
                      " integer class indices (argmax of one-hot labels).")
-  xp, yp = eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+  xp, yp = eval_batches(x, y, batch_size)
 
   def count(v):
     return _batches.count_correct(net.apply, v, xp, yp)
@@ -78,6 +78,6 @@ def representations(net: Any, variables: Any, x: Array, *, conv: str = "mean",
                      f" got {conv!r}.")
   net.check_input(x)
   n = len(x)
-  xb, _ = eval_batches(jnp.asarray(x), np.zeros((n,), np.int32), min(batch_size, n))
+  xb, _ = eval_batches(x, np.zeros((n,), np.int32), min(batch_size, n))
   per = _representations(net, conv, variables, xb)
   return [np.asarray(p).reshape(-1, p.shape[-1])[:n] for p in per]  # host: no program

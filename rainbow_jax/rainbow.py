@@ -720,7 +720,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
   net.check_variables(variables)
   ref_k, ref_b = net.kernels(variables), net.biases(variables)
   n_layers = len(ref_k)
-  x = jnp.asarray(x)
+  x = x if isinstance(x, jax.Array) else np.asarray(x)  # host data: batched on the host
   example = jax.ShapeDtypeStruct((2, *x.shape[1:]), x.dtype)
   links = net.chain_links(variables, example)
   groups = [l.groups for l in net.layers]
@@ -820,7 +820,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       if b is not None:
         gen_b[j] = b
       al = None if j == n_layers - 1 else _align_all(*_all_input_moments(
-          net, gen_net, variables, _build(gen_net, templates, gen_k, gen_b), x, xb,
+          net, gen_net, variables, _build(gen_net, templates, gen_k, gen_b), jnp.asarray(x), xb,
           (yb >= 0).astype(dtype), batch_size, axis)[j])
     if al is not None:
       a = al.matrix
@@ -835,7 +835,7 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
     return Generated(state[0], alignments, r2)
   final = _build(gen_net, templates, gen_k, gen_b)
   if gen_net.norms:
-    final = _restat(gen_net, final, x, None, batch_size)
+    final = _restat(gen_net, final, jnp.asarray(x), None, batch_size)
   return Generated(final, alignments, r2)
 
 

@@ -54,3 +54,14 @@ def test_once_inside_another_jit_is_traced_into_it():
   inner = _compile.once(lambda x: jnp.cos(x) * 2.0)
   outer = jax.jit(lambda x: inner(x) + 1.0)
   np.testing.assert_allclose(outer(jnp.ones(4)), jnp.cos(1.0) * 2.0 + 1.0, rtol=1e-6)
+
+
+def test_an_option_xla_no_longer_knows_is_dropped(monkeypatch):
+  """A later XLA may remove an option of `_compile.QUICK`: `once` then
+  compiles without it instead of failing."""
+  monkeypatch.setattr(_compile, "QUICK", dict(_compile.QUICK, xla_cpu_no_such_option=True))
+  monkeypatch.setattr(_compile, "_refused", set())
+  f = _compile.once(lambda x: jnp.tanh(x) * 3.0)
+  np.testing.assert_allclose(f(jnp.ones(5)), np.tanh(1.0) * 3.0, rtol=1e-6)
+  if jax.default_backend() == "cpu":
+    assert _compile._refused == {"xla_cpu_no_such_option"}

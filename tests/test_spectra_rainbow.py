@@ -72,6 +72,15 @@ def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
   assert sweep[-1] == pytest.approx(hist.test_accuracy[-1][0], abs=1e-4)
   with pytest.raises(ValueError, match="ranks"):
     spectra.clip_sweep(model, p, 1, basis, [40], ds.x_test, ds.y_test)
+  # Two bases of different sizes in one pass: each as swept alone.
+  both = spectra.clip_sweep(model, p, 1, [full, basis], [[0, 64], ranks], ds.x_test,
+                            jnp.asarray(ds.y_test))
+  np.testing.assert_array_equal(both[0], acc)
+  np.testing.assert_array_equal(both[1], sweep)
+  with pytest.raises(ValueError, match="rank lists"):
+    spectra.clip_sweep(model, p, 1, [full, basis], [ranks], ds.x_test, ds.y_test)
+  with pytest.raises(ValueError, match=r"ranks\[1\]"):
+    spectra.clip_sweep(model, p, 1, [full, basis], [ranks, [40]], ds.x_test, ds.y_test)
 
 
 def test_clip_conv_kernel_on_channels_equals_projecting_the_input():

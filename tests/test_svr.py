@@ -144,6 +144,11 @@ def test_significance_fdr_edges_and_graph(rng):
   assert all(p is None for p in bare.pvalues)
   for m1, m2 in zip(bare.significant, res.significant):
     np.testing.assert_array_equal(np.asarray(m1), np.asarray(m2))
+  # ... in a program compiled quickly on CPU (`_compile.once`): same graph.
+  assert bare.internal_dims == res.internal_dims
+  for a1, a2, c1, c2 in zip(bare.adjacency, res.adjacency, bare.intensity, res.intensity):
+    np.testing.assert_allclose(np.asarray(a1), np.asarray(a2), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(c1), np.asarray(c2), rtol=1e-6, atol=1e-7)
   assert np.all(np.isnan(V.edges(bare)["pvalue"]))
   with pytest.raises(ValueError, match="fdr"):
     V.svr(ws, fdr=0.1, with_pvalues=False)

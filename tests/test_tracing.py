@@ -97,7 +97,7 @@ def test_library_programs_compile_once_per_shape():
   programs = [
       (lambda s: similarity.minibatch_cka(batches(s), batches(s + 1)),
        similarity._cka._minibatch_cka),
-      (lambda s: svr.svr([m + s for m in w]), svr_graph._edge),
+      (lambda s: svr.svr([m + s for m in w]), svr_graph._edge_full),
       (lambda s: compat.get_cca_similarity(a1.astype(np.float32) + s,
                                            a1[::-1].astype(np.float32), compute_coefs=False),
        svcca_compat._cca),

@@ -334,8 +334,7 @@ def _clipping_of_layer(ctx: _Context, l: int, label: str, e1, wvec, xc, yc,
   or weight eigenvectors, for k in powers of two."""
   net, v0 = ctx.nets.net, ctx.nets.variables[0]
   act_ranks, w_ranks = _ranks(e1.shape[0]), _ranks(wvec.shape[0])
-  clip_act = np.asarray(spectra.clip_sweep(net, v0, l, e1, act_ranks, xc, yc))
-  clip_w = np.asarray(spectra.clip_sweep(net, v0, l, wvec, w_ranks, xc, yc))
+  clip_act, clip_w = spectra.clip_sweep(net, v0, l, [e1, wvec], [act_ranks, w_ranks], xc, yc)
   ax = _plots().curve(act_ranks, clip_act, label="activation eigenvectors",
                      xlabel="rank k kept", ylabel="test accuracy (%)",
                      title=f"Clipping the input of {label}")

@@ -55,8 +55,9 @@ def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
   return jnp.matmul(p, flat, precision=_HP).reshape(kernel.shape)
 
 
-def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequence[int],
-               x: Array, y: Array, *, batch_size: int = 1000) -> Array:
+def clip_sweep(net: Any, variables: Any, layer: int, basis: Array | Sequence[Array],
+               ranks: Sequence[int] | Sequence[Sequence[int]], x: Array, y: Array, *,
+               batch_size: int = 1000) -> np.ndarray | list[np.ndarray]:
   """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
 
   One pass over ``x``: the clipped kernels of every rank are vmapped, and
@@ -64,16 +65,23 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
   batch (the tutorial deep-copies a model per rank and runs each on the
   whole network). Works on any classifier `rainbow_jax.network.Network`.
 
+  Several bases of the same layer (its activation and weight eigenvectors)
+  are swept in the same pass and program: give a list of bases and a list
+  of rank lists, one per basis.
+
   Args:
     net: the `Network` (one network).
     variables: its variables (no seed axis).
     layer: index of the weight layer whose input is clipped (0 = first).
-    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first (`clip_kernel`).
-    ranks: the k's; each must be in [0, m].
+    basis: ``[m, d]`` orthonormal rows, largest eigenvalue first
+      (`clip_kernel`), or a list of such bases.
+    ranks: the k's, each in [0, m]; with a list of bases, a list of rank
+      lists.
     x, y: evaluation data.
 
   Returns:
-    ``[len(ranks)]`` accuracies in percent (numpy).
+    ``[len(ranks)]`` accuracies in percent (numpy); with a list of bases, a
+    list of them.
   """
   if not -len(net) <= layer < len(net):
     raise ValueError(f"layer {layer} out of range for {len(net)} weight layers.")
@@ -81,28 +89,44 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array, ranks: Sequen
     raise ValueError(f"layer {layer} ({net.names[layer]}) is a grouped convolution: a kernel"
                      " clipped on its input basis mixes channels across groups, which the"
                      " layer cannot hold; clip a layer without feature groups.")
-  ranks = np.asarray(ranks)
-  if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 0 or ranks.max() > basis.shape[0]:
-    raise ValueError(f"ranks must be a non-empty list in [0, {basis.shape[0]}], got {ranks}.")
-  xb, yb = _batches.eval_batches(jnp.asarray(x), jnp.asarray(y), batch_size)
-  counts = _clip_counts(net, layer % len(net), variables, basis, ranks.astype(np.int32), xb, yb)
-  return 100.0 * np.asarray(counts) / len(x)  # on the host: no program
+  several = isinstance(basis, (list, tuple))
+  bases, rank_lists = (list(basis), list(ranks)) if several else ([basis], [ranks])
+  if not bases or len(rank_lists) != len(bases):
+    raise ValueError(f"a list of {len(bases)} bases needs as many rank lists, got"
+                     f" {len(rank_lists)}.")
+  checked = []
+  for i, (b, r) in enumerate(zip(bases, rank_lists)):
+    name = f"basis[{i}]" if several else "basis"
+    _checks.check_array(b, name, 2, "[m, d] (orthonormal rows)")
+    r = np.asarray(r)
+    if r.ndim != 1 or r.size == 0 or r.min() < 0 or r.max() > np.shape(b)[0]:
+      raise ValueError(f"ranks{f'[{i}]' if several else ''} must be a non-empty list in"
+                       f" [0, {np.shape(b)[0]}], got {r}.")
+    checked.append(r.astype(np.int32))
+  xb, yb = _batches.eval_batches(x, y, batch_size)
+  counts = _clip_counts(net, layer % len(net), variables, tuple(bases), tuple(checked), xb, yb)
+  acc = [100.0 * np.asarray(c) / len(x) for c in counts]  # on the host: no program
+  return acc if several else acc[0]
 
 
 @functools.partial(jax.jit, static_argnames=("net", "layer"))
-def _clip_counts(net, layer, variables, basis, ranks, xb, yb):
-  """Correct predictions per rank."""
+def _clip_counts(net, layer, variables, bases, ranks, xb, yb):
+  """Correct predictions per rank, for each basis and its ranks."""
   kernel = net.kernels(variables)[layer]
 
-  def one_rank(k, x):
+  def one_rank(basis, k, x):
     return net.apply(net.with_kernels(variables, {layer: clip_kernel(kernel, basis, k)}), x)
 
   def body(counts, batch):
     x, y = batch
-    logits = jax.vmap(one_rank, in_axes=(0, None))(ranks, x)
-    return counts + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1), None
+    new = []
+    for c, basis, r in zip(counts, bases, ranks):
+      logits = jax.vmap(one_rank, in_axes=(None, 0, None))(basis, r, x)
+      new.append(c + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1))
+    return tuple(new), None
 
-  return lax.scan(body, jnp.zeros(ranks.shape, jnp.int32), (xb, yb))[0]
+  zeros = tuple(jnp.zeros(r.shape, jnp.int32) for r in ranks)
+  return lax.scan(body, zeros, (xb, yb))[0]
 
 
 def input_map(a: Array, kernel_shape: Sequence[int]) -> Array:

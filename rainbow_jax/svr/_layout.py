@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rainbow_jax import _compile
 from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import _linalg
@@ -43,10 +44,16 @@ def to_flax(weights: Sequence[Any]) -> list[Array]:
 def _relayout(arrays: Sequence[Any], name: str, *, native_out: bool) -> list[Array]:
   """Flax ↔ native layouts; a dense layer after a conv layer swaps its input
   order between Flax's ``position · C + c`` and native ``c · P + position``."""
-  out, prev_c = [], None
   for i, a in enumerate(arrays):
     _checks.check_array(a, f"{name}[{i}]", (2, 4))
-    a = jnp.asarray(a)
+  return _relayout_all([jnp.asarray(a) for a in arrays], name, native_out)
+
+
+@_compile.once(static_argnums=(1, 2))
+def _relayout_all(arrays: list[Array], name: str, native_out: bool) -> list[Array]:
+  """Every layer's new layout in one program (eagerly, one per layer)."""
+  out, prev_c = [], None
+  for i, a in enumerate(arrays):
     if a.ndim == 4:
       out.append(jnp.transpose(a, (3, 2, 0, 1) if native_out else (2, 3, 1, 0)))
       prev_c = a.shape[3] if native_out else a.shape[0]
