@@ -1,7 +1,7 @@
 """Strict test configuration: rank promotion raises, float32 by default, and
 8 CPU devices (chex sets them before JAX starts) for the multi-device tests;
 everything else runs on the default device, as a user's code would. XLA's
-LLVM backend optimisation is off (see below)."""
+LLVM backend optimisation and newer CPU kernel emitters are off (see below)."""
 
 import os
 
@@ -10,16 +10,35 @@ import jax
 import numpy as np
 import pytest
 
-# The suite is compile-bound: most of its time went to LLVM optimising the
-# machine code of programs that then run once on tiny data. Without that
-# pass (the same HLO programs after XLA's own optimisations; only the machine
-# code is less tuned, so last bits may differ as they do between CPUs) the
-# default suite took 3:54 instead of 7:35 on 2 cores. Set before JAX starts;
-# notebook kernels and script subprocesses inherit it. Benchmarks measure
-# without it (their --quick smokes here measure nothing).
-_NO_LLVM_OPT = "--xla_backend_optimization_level=0"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_LLVM_OPT}".strip()
+# The suite is compile-bound: most of its time went to generating and
+# optimising machine code for programs that then run once on tiny data.
+# Without LLVM's optimisation passes (the same HLO programs after XLA's own
+# optimisations; only the machine code is less tuned, so last bits may
+# differ as they do between CPUs) the default suite took 3:54 instead of
+# 7:35 on 2 cores; with XLA's older CPU kernel emitters as well (half the
+# code generation time, see rainbow_jax._compile), 3:53 instead of 5:28.
+# Set before JAX starts; xdist workers, notebook kernels and script
+# subprocesses inherit them. Benchmarks measure without them (their --quick
+# smokes here measure nothing). XLA aborts on a flag it does not know, so
+# the emitter flag is first tried in a subprocess (a later XLA may drop it).
+_QUICK_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+
+def _xla_takes(flag: str) -> bool:
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+  run = subprocess.run([sys.executable, "-c", "import jax; jax.jit(lambda: 0)()"], env=env,
+                       capture_output=True, timeout=300)
+  return run.returncode == 0
+
+
+if "RAINBOW_JAX_TEST_XLA_FLAGS" not in os.environ:
+  have = os.environ.get("XLA_FLAGS", "")
+  add = [f for f in _QUICK_FLAGS if f[2:].split("=")[0] not in have
+         and (f == _QUICK_FLAGS[0] or _xla_takes(f))]
+  os.environ["XLA_FLAGS"] = " ".join([have, *add]).strip()
+  os.environ["RAINBOW_JAX_TEST_XLA_FLAGS"] = " ".join(add)  # decided once per run
 
 # Both xdist workers, notebook kernels and script subprocesses compile many
 # of the same programs (shared fixtures, the same models): a compilation

@@ -44,3 +44,12 @@ def test_suite_config_survives_pytest_benchmark_and_configure_time_warnings(tmp_
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "INTERNALERROR" not in out and "2 passed" in out, out[-3000:]
+
+
+def test_xla_flags_the_suite_sets_are_tried_first():
+  """A CPU flag that this XLA does not know would abort every process of
+  the run (the suite's own are tried in a subprocess first); one it knows
+  is taken."""
+  from conftest import _xla_takes
+  assert not _xla_takes("--xla_cpu_no_such_flag_of_ours=true")
+  assert _xla_takes("--xla_backend_optimization_level=0")
