@@ -60,7 +60,7 @@ def _ours(conv: str, width: float, x: np.ndarray, y: np.ndarray) -> dict:
   steps = jnp.broadcast_to(xj, (SCAN_STEPS, *xj.shape)), jnp.broadcast_to(yj, (SCAN_STEPS,
                                                                              *yj.shape))
   scan = jax.jit(lambda c, xs, ys: jax.lax.scan(
-      lambda c, b: train._sgd_step(m, tx, c, b[0], b[1], mask), c, (xs, ys))[0])
+      lambda c, b: train._sgd_step(m, tx, (), c, b[0], b[1], mask), c, (xs, ys))[0])
   return {"forward": lambda: fwd(p, xj, yj), "forward_backward": lambda: grad(p, xj, yj),
           "forward_backward_no_batchnorm": lambda: grad_plain(p, xj, yj),
           "training_step_in_scan": lambda: scan(carry, *steps)}

@@ -763,8 +763,10 @@ def generate(key: Array, net: Any, variables: Any, x: Array, *, num_samples: int
       raise ValueError(f"layer {j}: the reference and generated networks differ in having a"
                        " bias.")
   s = num_samples
-  # Padded batches; the padding rows get weight 0 (label −1).
-  xb, yb = _batches.eval_batches(x, np.zeros((x.shape[0],), np.int32), batch_size)
+  # Padded batches, the padding rows weighing 0 (label −1): padded on the
+  # host for host data, moved to the device once (every pass reads them).
+  xb, yb = jax.device_put(_batches.eval_batches(x, np.zeros((x.shape[0],), np.int32),
+                                                batch_size))
   dtype = str(jnp.result_type(x.dtype, jnp.float32))
   batch = jax.ShapeDtypeStruct(xb.shape[1:], xb.dtype)
   try:  # layer by layer, each network's kept values carried over the data
