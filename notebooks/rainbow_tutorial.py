@@ -94,16 +94,16 @@ for l, (k, k0) in enumerate(zip(kernels, init_kernels)):
 
 # %% [markdown]
 # ## Clipping
-# Project layer 2's input on its top-k eigenvectors (activation or weight) and measure the accuracy left; every k in one vmapped evaluation.
+# Project layer 2's input on its top-k eigenvectors (activation or weight) and measure the accuracy left; every k of both bases in one vmapped evaluation.
 
 # %%
 layer = 1
 _, wvec = spectra.weight_spectrum(kernels[layer])
 _, e_act, _ = act[layer]
 ranks = [1, 2, 4, 8, 16, 32, 64, 128, e_act.shape[0]]
-acc_act = spectra.clip_sweep(net, params[0], layer, e_act, ranks, x_test, y_test)
 w_ranks = [r for r in ranks if r <= wvec.shape[0]]
-acc_w = spectra.clip_sweep(net, params[0], layer, wvec, w_ranks, x_test, y_test)
+acc_act, acc_w = spectra.clip_sweep(net, params[0], layer, [e_act, wvec], [ranks, w_ranks],
+                                    x_test, y_test)
 plt.figure(figsize=(5, 3.8))
 plt.plot(ranks, acc_act, 'o-', label='activation eigenvectors')
 plt.plot(w_ranks, acc_w, 's-', label='weight eigenvectors')
