@@ -302,6 +302,12 @@ def _history(rec: dict, num_seeds: int) -> History:
                  np.asarray(rec["sec"]))
 
 
+def _on_device(a: Any) -> Array:
+  """`jnp.asarray`, with numpy arrays copied by `jax.device_put` (JAX 0.10's
+  `jnp.asarray` compiles a copy program per numpy shape)."""
+  return jax.device_put(a) if isinstance(a, np.ndarray) else jnp.asarray(a)
+
+
 def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
         seeds: Sequence[int] = (0,), epochs: int = 5, batch_size: int = 128,
         learning_rate: float = 0.01, momentum: float = 0.9,
@@ -353,11 +359,10 @@ def fit(model: nn.Module, x_train, y_train, x_test=None, y_test=None, *,
     ValueError: labels out of range, images of the wrong shape for the model,
       or a non-finite loss (names the epoch and seeds).
   """
-  x_train = jnp.asarray(x_train)
-  y_train = jnp.asarray(y_train)
+  x_train, y_train = _on_device(x_train), _on_device(y_train)
   _check_data(model, x_train, y_train)
   if x_test is not None:
-    x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+    x_test, y_test = _on_device(x_test), _on_device(y_test)
     _check_data(model, x_test, y_test)
   tx = sgd(learning_rate, momentum) if tx is None else tx
   if state is None:
