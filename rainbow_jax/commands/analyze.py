@@ -85,7 +85,7 @@ def run(nets: Networks, x, x_test, y_test, out_dir: str, *, samples: int = 8,
   net, vs = nets.net, nets.variables
   two = len(vs) >= 2
   x = np.asarray(x)
-  x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+  x_test, y_test = np.asarray(x_test), np.asarray(y_test)  # batched on the host per pass
   os.makedirs(out_dir, exist_ok=True)
   ctx = _Context(nets, out_dir, batch, dict(timings or {}), tuple(x.shape[1:]))
   hist = nets.history
