@@ -7,7 +7,8 @@ import pytest
 
 import jax
 
-from rainbow_jax import align, ensembles, moments, rainbow, similarity, spectra, svr
+from rainbow_jax import (align, ensembles, models, moments, network, rainbow, similarity,
+                         spectra, svr)
 
 _X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
 _Y = np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32)
@@ -59,6 +60,10 @@ _C = (lambda a: (a.T @ a / 30).astype(np.float32))(_R.normal(size=(30, 5)))  # c
 _Z = _R.normal(size=(50, 3, 4)).astype(np.float32)      # [inits, inputs, neurons]
 _KEY = jax.random.key(0)
 _MP = spectra.marchenko_pastur(6, 5, 1.0)
+_NET_MODEL = models.MLP(dims=(6, 5, 3))
+_NET_VARS = _NET_MODEL.init(_KEY, jnp.zeros((1, 6)))
+_NET_X = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
+_NET = network.from_linen(_NET_MODEL, _NET_VARS, _NET_X[:2])
 _SINGLE = {
     "spectra.weight_matrix": (spectra.weight_matrix, _W, 2),
     "spectra.weight_spectrum": (spectra.weight_spectrum, _W, 2),
@@ -67,6 +72,7 @@ _SINGLE = {
     "spectra.learned_components": (lambda e: spectra.learned_components(e, _MP), np.linspace(3, .1, 5, dtype=np.float32), 1),
     "spectra.explained_variance": (spectra.explained_variance, np.linspace(3, .1, 5, dtype=np.float32), 1),
     "spectra.clip_kernel": (lambda k: spectra.clip_kernel(k, np.eye(6, dtype=np.float32), 2), _W, 2),
+    "spectra.clip_sweep": (lambda b: spectra.clip_sweep(_NET, _NET_VARS, 0, [np.eye(6, dtype=np.float32), b], [[6], [1, 2]], _NET_X, np.arange(10) % 3), np.eye(6, dtype=np.float32), 2),
     "align.procrustes": (align.procrustes, _C, 2),
     "align.eigh_descending": (align.eigh_descending, _C, 2),
     "align.weight_eigenvectors": (align.weight_eigenvectors, _W.T, 2),
