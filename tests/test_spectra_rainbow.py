@@ -77,6 +77,11 @@ def test_clip_sweep_full_rank_is_unclipped_and_matches_one_by_one(trained):
                             jnp.asarray(ds.y_test))
   np.testing.assert_array_equal(both[0], acc)
   np.testing.assert_array_equal(both[1], sweep)
+  for axis in ("vmap", "map"):  # ranks stacked or in turn: the same counts
+    np.testing.assert_array_equal(spectra.clip_sweep(
+        model, p, 1, basis, ranks, ds.x_test, ds.y_test, stack_axis=axis), sweep)
+  with pytest.raises(ValueError, match="stack_axis"):
+    spectra.clip_sweep(model, p, 1, basis, ranks, ds.x_test, ds.y_test, stack_axis="pmap")
   with pytest.raises(ValueError, match="rank lists"):
     spectra.clip_sweep(model, p, 1, [full, basis], [ranks], ds.x_test, ds.y_test)
   with pytest.raises(ValueError, match=r"ranks\[1\]"):

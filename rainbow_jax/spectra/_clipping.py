@@ -13,6 +13,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Float
 
+from rainbow_jax import _axis
 from rainbow_jax import _batches
 from rainbow_jax import _precision
 from rainbow_jax import _checks
@@ -57,10 +58,11 @@ def clip_kernel(kernel: Array, basis: Array, k: Array) -> Array:
 
 def clip_sweep(net: Any, variables: Any, layer: int, basis: Array | Sequence[Array],
                ranks: Sequence[int] | Sequence[Sequence[int]], x: Array, y: Array, *,
-               batch_size: int = 1000) -> np.ndarray | list[np.ndarray]:
+               batch_size: int = 1000, stack_axis: str = "auto"
+               ) -> np.ndarray | list[np.ndarray]:
   """Test accuracy (%) with `layer`'s input clipped to each rank of `ranks`.
 
-  One pass over ``x``: the clipped kernels of every rank are vmapped, and
+  One pass over ``x`` and one compiled program: the ranks are stacked, and
   the layers before `layer` do not depend on the rank, so they run once per
   batch (the tutorial deep-copies a model per rank and runs each on the
   whole network). Works on any classifier `rainbow_jax.network.Network`.
@@ -78,6 +80,11 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array | Sequence[Arr
     ranks: the k's, each in [0, m]; with a list of bases, a list of rank
       lists.
     x, y: evaluation data.
+    batch_size: evaluation batch (memory only).
+    stack_axis: the ranks vmapped (``'vmap'``) or run in turn (``'map'``);
+      ``'auto'`` (default): in turn on CPU, vmapped on GPU/TPU
+      (`rainbow_jax._axis`). On a ResNet-20's test images on CPU, in turn
+      ran 1.0–1.5× faster and compiled 1.3–3× faster. Same numbers.
 
   Returns:
     ``[len(ranks)]`` accuracies in percent (numpy); with a list of bases, a
@@ -103,25 +110,26 @@ def clip_sweep(net: Any, variables: Any, layer: int, basis: Array | Sequence[Arr
       raise ValueError(f"ranks{f'[{i}]' if several else ''} must be a non-empty list in"
                        f" [0, {np.shape(b)[0]}], got {r}.")
     checked.append(r.astype(np.int32))
+  axis = _axis.resolve(stack_axis, "stack_axis")
   xb, yb = _batches.eval_batches(x, y, batch_size)
-  counts = _clip_counts(net, layer % len(net), variables, tuple(bases), tuple(checked), xb, yb)
+  counts = _clip_counts(net, layer % len(net), axis, variables, tuple(bases), tuple(checked),
+                        xb, yb)
   acc = [100.0 * np.asarray(c) / len(x) for c in counts]  # on the host: no program
   return acc if several else acc[0]
 
 
-@functools.partial(jax.jit, static_argnames=("net", "layer"))
-def _clip_counts(net, layer, variables, bases, ranks, xb, yb):
+@functools.partial(jax.jit, static_argnames=("net", "layer", "axis"))
+def _clip_counts(net, layer, axis, variables, bases, ranks, xb, yb):
   """Correct predictions per rank, for each basis and its ranks."""
   kernel = net.kernels(variables)[layer]
-
-  def one_rank(basis, k, x):
-    return net.apply(net.with_kernels(variables, {layer: clip_kernel(kernel, basis, k)}), x)
 
   def body(counts, batch):
     x, y = batch
     new = []
     for c, basis, r in zip(counts, bases, ranks):
-      logits = jax.vmap(one_rank, in_axes=(None, 0, None))(basis, r, x)
+      def one_rank(k, basis=basis, x=x):
+        return net.apply(net.with_kernels(variables, {layer: clip_kernel(kernel, basis, k)}), x)
+      logits = _axis.over_stack(one_rank, r, axis)
       new.append(c + jnp.sum(jnp.argmax(logits, -1) == y[None, :], axis=1))
     return tuple(new), None
 
