@@ -38,7 +38,7 @@ def test_a_second_run_compiles_nothing(tmp_path):
          and k != "JAX_COMPILATION_CACHE_DIR"}  # the suite's own cache stays out
   env[commands.CACHE_ENV] = str(tmp_path / "cache")
   miss1, hit1 = _run(env, tmp_path / "a")
-  assert miss1 > 20 and hit1 == 0, (miss1, hit1)  # the first run compiles every program
+  assert miss1 >= 10 and hit1 == 0, (miss1, hit1)  # the first run compiles every program
   assert len(os.listdir(tmp_path / "cache")) >= miss1 // 2
   miss2, hit2 = _run(env, tmp_path / "b")
   assert miss2 == 0 and hit2 == miss1, (miss2, hit2)

@@ -32,6 +32,14 @@ def test_power_law_is_weightwatchers_fit(n, d, df):
   assert int(ours.num_tail) == len(theirs.data)
 
 
+def test_power_law_of_a_large_spectrum_is_weightwatchers_too(monkeypatch):
+  """Spectra beyond `_QUICK_MAX` eigenvalues take XLA's optimised program
+  instead of the quickly compiled one: the same fit."""
+  from rainbow_jax.spectra import _heavy_tails
+  monkeypatch.setattr(_heavy_tails, "_QUICK_MAX", 100)
+  test_power_law_is_weightwatchers_fit(500, 300, 3)
+
+
 @pytest.mark.parametrize("n", [9, 10, 12, 19, 20, 25])
 def test_power_law_of_few_eigenvalues_is_weightwatchers(n):
   # Around WeightWatcher's small-sample cut (20): its tails of ≥ 8 only.

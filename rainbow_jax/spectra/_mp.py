@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
+from rainbow_jax import _compile
 from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import align as _align
@@ -33,6 +34,14 @@ def weight_spectrum(kernel: Array) -> tuple[Array, Array]:
     ``(eigenvalues [r], eigenvectors [r, fan_in])`` (rows), r = min(n_out,
     fan_in); the other fan_in − r eigenvalues are zero.
   """
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  return _weight_spectrum(kernel)
+
+
+@_compile.once
+def _weight_spectrum(kernel):
+  """`weight_spectrum` as one quickly compiled program (eagerly, the
+  reshape, SVD, square and scaling were four)."""
   return _align.weight_eigenvectors(weight_matrix(kernel))
 
 
