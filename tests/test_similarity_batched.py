@@ -171,6 +171,24 @@ def test_null_baselines(rng):
     S.null_baseline(fn, x, y, jax.random.key(0), method="bootstrap")
 
 
+def test_null_baseline_scores_the_real_pairing_in_its_program(rng):
+  """The baseline carries ``fn(x, y)`` (its default z-score), and calls with
+  the same `fn` and shapes reuse one compiled program."""
+  from rainbow_jax.similarity import _null
+  n, d = 50, 8
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  y = x @ rng.normal(size=(d, d)).astype(np.float32) + rng.normal(size=(n, d)).astype(np.float32)
+  fn = lambda a, b: S.linear_cka(a, b)
+  null = S.null_baseline(fn, x, y, jax.random.key(1), num_samples=16)
+  np.testing.assert_allclose(float(null.score), float(fn(x, y)), rtol=1e-6)
+  np.testing.assert_allclose(float(null.zscore()), float(null.zscore(fn(x, y))), rtol=1e-6)
+  assert float(null.zscore()) > 5
+  size = _null._draws._cache_size()
+  for k in range(3):
+    S.null_baseline(fn, x + k, y, jax.random.key(k), num_samples=16)
+  assert _null._draws._cache_size() == size
+
+
 def test_cca_distance(rng):
   x, y = _related(rng)
   t = rng.normal(size=(10, 10)).astype(np.float32)

@@ -71,10 +71,10 @@ def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
       null_mean = np.zeros_like(value)
       for (i, x), (j, y) in itertools.product(enumerate(ra), enumerate(rb)):
         key, sub = jax.random.split(key)
-        v = fn(x, y)
-        null = S.null_baseline(fn, x, y, sub, num_samples=null_samples)
-        value[i, j], z[i, j] = float(v), float(null.zscore(v))
-        null_mean[i, j] = float(null.mean)
+        null = S.null_baseline(fn, x, y, sub, num_samples=null_samples)  # with fn(x, y)
+        score, mean, std = map(float, jax.device_get((null.score, null.mean, null.std)))
+        value[i, j], null_mean[i, j] = score, mean
+        z[i, j] = (score - mean) / (std if std > 0 else 1.0)  # `NullBaseline.zscore`
       out.append({"a": labels[ia], "b": labels[ib], "measure": name,
                   "value": value.tolist(), "zscore": z.tolist(),
                   "null_mean": null_mean.tolist()})

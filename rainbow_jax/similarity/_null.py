@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,14 +28,20 @@ class NullBaseline(NamedTuple):
     samples: ``[num_samples]`` values of the measure under the null.
     mean: ``[]`` their mean: the score unrelated data gets by chance.
     std: ``[]`` their standard deviation (ddof 1).
+    score: ``[]`` the measure on the real pairing, ``fn(x, y)``, computed in
+      the same program as the draws.
   """
 
   samples: Array
   mean: Array
   std: Array
+  score: Array | None = None
 
-  def zscore(self, score: Array) -> Array:
-    """How many null standard deviations `score` lies above the null mean."""
+  def zscore(self, score: Array | None = None) -> Array:
+    """How many null standard deviations `score` (default: ``fn(x, y)``,
+    `null_baseline`'s ``score``) lies above the null mean."""
+    if score is None:
+      score = self.score
     return (score - self.mean) / _safe(self.std)
 
 
@@ -47,7 +54,9 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Float[Array, "n dx"],
   With few datapoints per neuron CCA (and biased CKA) are high by chance —
   a mean CCA of 0.9 means nothing if unrelated data also scores 0.9. This
   draws `num_samples` null pairs in one jitted `lax.map` (one draw at a
-  time, so memory stays O(n·d)):
+  time, so memory stays O(n·d)), in the same program as ``fn(x, y)`` itself
+  (the baseline's ``score``), compiled once per `fn` object, method and
+  shapes (pass the same `fn`, not a new lambda per call, to reuse it):
 
   * ``"permutation"`` shuffles y's datapoints against x's: each side keeps
     its exact distribution, only the correspondence is destroyed;
@@ -63,24 +72,35 @@ def null_baseline(fn: Callable[[Array, Array], Array], x: Float[Array, "n dx"],
     method: ``"permutation"`` or ``"gaussian"``.
 
   Returns:
-    `NullBaseline`; ``baseline.zscore(fn(x, y))`` reports a score against it.
+    `NullBaseline`; ``baseline.zscore()`` reports ``fn(x, y)`` against it
+    (``baseline.zscore(score)`` any other score).
   """
   if method not in ("permutation", "gaussian"):
     raise ValueError(f"method must be 'permutation' or 'gaussian', got {method!r}.")
   if num_samples < 2:
     raise ValueError(f"need num_samples ≥ 2 for a spread, got {num_samples}.")
   xf, yf = (jnp.asarray(a) for a in _folded(x, y))
-  n = xf.shape[0]
   keys = jax.random.split(key, num_samples)
+  score, samples = _draws(fn, method, keys, xf, yf)
+  return NullBaseline(samples, *_spread(samples), score)
 
-  def one(k, a, b):
+
+@functools.partial(jax.jit, static_argnames=("fn", "method"))
+def _draws(fn, method, keys, a, b):
+  """``fn(a, b)`` and its null draws, one at a time (memory O(n·d)) in one
+  program per `fn`, method and shapes: the data are arguments, not
+  constants folded into it, and the same `fn` object reuses the program."""
+  n = a.shape[0]
+
+  def one(k):
     if method == "permutation":
       return fn(a, b[jax.random.permutation(k, n)])
     kx, ky = jax.random.split(k)
     return fn(jax.random.normal(kx, a.shape, a.dtype), jax.random.normal(ky, b.shape, b.dtype))
 
-  # One draw at a time (see `_seq`): memory O(n·d), one compiled program;
-  # the data are arguments, not constants folded into it.
-  run = jax.jit(lambda ks, a, b: lax.map(lambda k: one(k, a, b), ks))
-  samples = jax.block_until_ready(run(keys, xf, yf))
-  return NullBaseline(samples, jnp.mean(samples), jnp.std(samples, ddof=1))
+  return fn(a, b), lax.map(one, keys)
+
+
+@jax.jit
+def _spread(samples):
+  return jnp.mean(samples), jnp.std(samples, ddof=1)
