@@ -175,10 +175,17 @@ def path_metric(result: SVR, *, scale: bool = True, threshold: float = 0.0) -> A
   value to 1 (only the adjacency counts); spectral neurons with s ≤
   `threshold` are removed (their paths count 0). A scalar.
   """
+  return _path_metric([sp.s for sp in result.spectra], list(result.adjacency), threshold,
+                      scale=scale)
+
+
+@functools.partial(jax.jit, static_argnames=("scale",))
+def _path_metric(s, adjacency, threshold, *, scale):
+  """`path_metric` in one program (eagerly, some ten per call)."""
   x = None
-  for l, sp in enumerate(result.spectra):
-    w = jnp.where(sp.s > threshold, sp.s if scale else 1.0, 0.0)
-    x = w if x is None else w * jnp.matmul(result.adjacency[l - 1], x, precision=_HP)
+  for l, sl in enumerate(s):
+    w = jnp.where(sl > threshold, sl if scale else 1.0, 0.0)
+    x = w if x is None else w * jnp.matmul(adjacency[l - 1], x, precision=_HP)
   return jnp.sum(x)
 
 
@@ -187,7 +194,12 @@ def entropy(result: SVR) -> Array:
   reference code's ``entropy``; 0 log 0 = 0, where the reference gives NaN).
   Low when each spectral neuron reads few of the previous layer's; the
   weights are not normalised, so compare layers of the same shape."""
-  return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(a, a)) for a in result.adjacency])
+  return _entropy(list(result.adjacency))
+
+
+@jax.jit
+def _entropy(adjacency):
+  return jnp.stack([-jnp.sum(jax.scipy.special.xlogy(a, a)) for a in adjacency])
 
 
 def svr_stack(weights: Sequence[Array], *, alpha: float = 0.15, exact: bool = True,
