@@ -98,6 +98,11 @@ class PatchConv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, c_in, self.features))
     if p:
       x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    if min(x.shape[1:3]) < k:
+      raise ValueError(
+          f"{self.name or 'PatchConv'}: a {k}×{k} kernel does not fit its {x.shape[1]}×"
+          f"{x.shape[2]} input (padding {p} included); the layers before shrank the image too"
+          " far. Use larger images, fewer or smaller-stride convs, or padding.")
     h_out = (x.shape[1] - k) // s + 1
     w_out = (x.shape[2] - k) // s + 1
     patches = jnp.concatenate(

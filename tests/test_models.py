@@ -77,3 +77,11 @@ def test_patch_conv_equals_xla_conv(shape, k, s):
   g2 = jax.grad(lambda q: jnp.sum(nn.Conv(4, (k, k), strides=s, padding="VALID",
                                           use_bias=False).apply(q, x) ** 2))(p)
   np.testing.assert_allclose(g1["params"]["kernel"], g2["params"]["kernel"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_conv_whose_kernel_no_longer_fits_says_which():
+  """The tutorial's CNN (two 5×5 stride-2 convs) on 8×8 digits: the second
+  conv sees 2×2 maps; the error names it instead of a reshape failure."""
+  model = models.CNN(channels=(1, 32, 64))
+  with pytest.raises(ValueError, match=r"conv_1: a 5×5 kernel does not fit its 2×2 input"):
+    model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
