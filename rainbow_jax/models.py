@@ -73,6 +73,12 @@ class MLP(nn.Module):
     return x
 
 
+def _check_images(x: Array, model: str) -> None:
+  """A model's input must be a batch of images ``[B, H, W, C]``."""
+  if x.ndim != 4:
+    raise ValueError(f"{model} expects images [B, H, W, C], got {x.shape}.")
+
+
 class PatchConv(nn.Module):
   """Bias-free strided conv as patches @ kernel (im2col by slicing).
 
@@ -221,8 +227,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
-    if x.ndim != 4:
-      raise ValueError(f"ResNet expects images [B, H, W, C], got {x.shape}.")
+    _check_images(x, "ResNet")
     widths = [max(1, round(c * self.width)) for c in (16, 32, 64)]
     x = _conv3(self.conv, widths[0], 1, nn.initializers.he_normal(), "stem")(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
@@ -259,8 +264,7 @@ class VGG(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
-    if x.ndim != 4:
-      raise ValueError(f"VGG expects images [B, H, W, C], got {x.shape}.")
+    _check_images(x, "VGG")
     i = 0
     for widths in self.stages:
       for c in widths:
@@ -313,8 +317,7 @@ class ScatteringNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
-    if x.ndim != 4:
-      raise ValueError(f"ScatteringNet expects images [B, H, W, C], got {x.shape}.")
+    _check_images(x, "ScatteringNet")
     step = 2 ** len(self.channels)
     side = -(-max(x.shape[1:3]) // step) * step
     ph, pw = side - x.shape[1], side - x.shape[2]
@@ -442,8 +445,7 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """Args: x ``[B, H, W, C]``. Returns logits ``[B, classes]``."""
-    if x.ndim != 4:
-      raise ValueError(f"ViT expects images [B, H, W, C], got {x.shape}.")
+    _check_images(x, "ViT")
     if x.shape[1] % self.patch or x.shape[2] % self.patch:
       raise ValueError(f"ViT: image sides {x.shape[1:3]} are not multiples of patch="
                        f"{self.patch}; pick a patch size that divides them.")

@@ -348,7 +348,7 @@ def _draw(g, factor, ref_w, ref_b, a, s: int, shape: tuple, sample: bool, bias: 
 @_compile.once(static_argnames=("specs",))
 def _normals(key, specs):
   """The standard normals of every sampled layer, one program compiled
-  without LLVM optimisation on CPU (threefry's compile cost, paid once
+  quickly by `_compile.once` on CPU (threefry's compile cost, paid once
   rather than in every layer's program): for each ``(j, S, n_out, R,
   dtype)`` of `specs`, ``[S, n_out, R]`` — sample k of layer j drawn as
   `sample_kernel` with key ``split(fold_in(key, j), S)[k]``."""

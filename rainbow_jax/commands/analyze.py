@@ -270,7 +270,7 @@ def _layer_steps(ctx: _Context, stats, acc, x_test, y_test, clip_layers, clip_sa
 def _layer_arrays(stats, k0, k1, k_init, l: int, n_layers: int) -> dict:
   """Every array the per-layer steps read, as one compiled program per layer
   (run eagerly, these were some thirty small programs per layer; it is
-  decompositions, compiled without LLVM optimisation on CPU): the
+  decompositions, compiled quickly by `_compile.once` on CPU): the
   spectra of network 0 (and at init), and with network 1's kernel `k1` the
   alignment at layer l's input and the eigenvector stabilities."""
   out = {}

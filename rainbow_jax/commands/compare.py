@@ -72,9 +72,8 @@ def compare(reps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
       for (i, x), (j, y) in itertools.product(enumerate(ra), enumerate(rb)):
         key, sub = jax.random.split(key)
         null = S.null_baseline(fn, x, y, sub, num_samples=null_samples)  # with fn(x, y)
-        score, mean, std = map(float, jax.device_get((null.score, null.mean, null.std)))
-        value[i, j], null_mean[i, j] = score, mean
-        z[i, j] = (score - mean) / (std if std > 0 else 1.0)  # `NullBaseline.zscore`
+        value[i, j], null_mean[i, j], z[i, j] = map(
+            float, jax.device_get((null.score, null.mean, null.zscore())))
       out.append({"a": labels[ia], "b": labels[ib], "measure": name,
                   "value": value.tolist(), "zscore": z.tolist(),
                   "null_mean": null_mean.tolist()})

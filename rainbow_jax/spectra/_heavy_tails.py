@@ -15,7 +15,8 @@ from rainbow_jax import _compile
 from rainbow_jax import _precision
 from rainbow_jax import _checks
 from rainbow_jax import align as _align
-from rainbow_jax.spectra._mp import MarchenkoPastur, marchenko_pastur, weight_matrix
+from rainbow_jax.spectra._mp import (MarchenkoPastur, check_kernel, marchenko_pastur,
+                                     matrix_shape, weight_matrix)
 
 Array = jax.Array
 _HP = _precision.STATS  # float32-exact products on every backend
@@ -32,7 +33,7 @@ def esd(kernel: Array) -> Array:
   scaled by √(1/2) (its default ``conv2d_norm``, √(count/2) with count 1
   outside its ``ww2x`` mode), concatenated. Power-law exponents do not
   depend on these scalings; ``alpha_weighted`` does."""
-  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  check_kernel(kernel)
   return _esd(kernel)
 
 
@@ -156,9 +157,9 @@ def correlation_traps(key: Array, kernel: Array) -> tuple[Array, Array, Marchenk
     shuffled C = WᵀW/n above the upper edge of the Marchenko–Pastur law
     with the entries' variance, the eigenvalues (descending) and the law.
   """
-  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  check_kernel(kernel)
   variance, ev = _shuffled_spectrum(key, kernel)
-  n, d = kernel.shape[-1], int(np.prod(kernel.shape[:-1]))  # `weight_matrix`'s [n, d]
+  n, d = matrix_shape(kernel.shape)
   law = marchenko_pastur(n, d, float(variance))
   # Counted on the host: eagerly, the comparison and the sum compiled two programs.
   return jax.device_put(np.int32(np.sum(np.asarray(ev) > law.upper))), ev, law

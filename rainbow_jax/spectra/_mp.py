@@ -3,6 +3,7 @@ initialisation (learned components above its edge)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -19,10 +20,21 @@ Array = jax.Array
 _HP = _precision.STATS  # float32-exact products on every backend
 
 
+def check_kernel(kernel: Any) -> None:
+  """A Dense or Conv kernel in the canonical (Flax) layout, checked as
+  `_checks.check_array` does (values only when concrete)."""
+  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+
+
+def matrix_shape(kernel_shape: Sequence[int]) -> tuple[int, int]:
+  """``(n_out, fan_in)`` of `weight_matrix` for a kernel of this shape."""
+  return int(kernel_shape[-1]), int(np.prod(kernel_shape[:-1]))
+
+
 def weight_matrix(kernel: Array) -> Array:
   """Canonical (Flax) kernel → ``[n_out, fan_in]`` (conv: ``[C_out, K·K·C_in]``).
   The one place where a conv's fan-in order, ``(*window, C_in)``, is fixed."""
-  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  check_kernel(kernel)
   k = jnp.asarray(kernel)
   return k.reshape(-1, k.shape[-1]).T
 
@@ -34,7 +46,7 @@ def weight_spectrum(kernel: Array) -> tuple[Array, Array]:
     ``(eigenvalues [r], eigenvectors [r, fan_in])`` (rows), r = min(n_out,
     fan_in); the other fan_in − r eigenvalues are zero.
   """
-  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
+  check_kernel(kernel)
   return _weight_spectrum(kernel)
 
 
@@ -116,9 +128,8 @@ def layer_law(kernel: Array, init: Any = "torch") -> MarchenkoPastur:
       ``nn.initializers.he_normal()``), whose σ² is measured on one draw of
       the kernel's shape.
   """
-  _checks.check_array(kernel, "kernel", (2, 3, 4, 5), "(a Dense or Conv kernel)")
-  shape = tuple(jnp.shape(kernel))
-  n, d = shape[-1], int(np.prod(shape[:-1]))  # weight_matrix's [n_out, fan_in]
+  check_kernel(kernel)
+  n, d = matrix_shape(jnp.shape(kernel))
   if isinstance(init, str):
     variance = init_variance(init, d)
   elif callable(init):
